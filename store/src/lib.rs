@@ -1,1 +1,42 @@
-//! soup store.
+//! soup's persistent store: one sled database per data dir holding models, adapters (with
+//! their safetensors bytes), datasets, runs, scores, per-question records and the generation
+//! cache. Nothing else in soup touches sled; everything goes through [`Store`].
+//!
+//! The public API, in short:
+//! - [`data_dir`] resolves the data dir (`--data-dir`, `$SOUP_HOME`, platform default);
+//!   [`Store::open`] opens it, exclusively, migrating an older schema.
+//! - Writes whose loss a user would notice are durable when they return: [`Store::put_record`],
+//!   [`Store::put_records`] (one flush per batch), [`Store::finish_run`],
+//!   [`Store::save_adapter`], and the other `put_*`/`create_run`/`delete_*` calls. Progress
+//!   ([`Store::set_progress`]) and the generation cache are not flushed.
+//! - Queries page and filter through indexes: [`Store::list_runs`] (newest first, by status),
+//!   [`Store::records_page`] (by verdict, from an index), [`Store::verdict_counts`],
+//!   [`Store::adapters_by_base`], [`Store::score_table`].
+//! - Unreadable values (checksum mismatch) are [`StoreError::Corrupt`] naming tree and key:
+//!   returned by single gets, collected in `skipped` by listings, which go on.
+//! - [`Store::export_json`], [`Store::export_csv`], [`Store::import_json`] for backup and
+//!   other tools; [`Store::adapter_blob`] gives an adapter's tensors as safetensors bytes.
+//!
+//! Key layouts are in [`keys`], the value envelope in [`envelope`], the record types in
+//! [`schema`], schema history in `migrate.rs`.
+
+mod db;
+pub mod envelope;
+mod error;
+mod export;
+pub mod keys;
+mod lock;
+mod migrate;
+mod paths;
+pub mod schema;
+
+pub use db::{
+    gen_cache_key, Listing, RecordPage, RecordQuery, RunQuery, ScoreTable, Store, BLOB_CHUNK,
+};
+pub use error::StoreError;
+pub use export::TransferReport;
+pub use lock::LOCK_FILE;
+#[doc(hidden)]
+pub use migrate::{write_v1_fixture, QuestionRecordV1};
+pub use paths::data_dir;
+pub use schema::*;

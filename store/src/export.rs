@@ -1,0 +1,406 @@
+//! Export and import, for backups and for other tools: JSON Lines (lossless, importable) and
+//! CSV (for spreadsheets and pandas). Everything is streamed tree by tree, so a database larger
+//! than memory exports fine; unreadable values are skipped and reported, not fatal.
+//!
+//! JSON layout of an export dir:
+//! - `models.jsonl`, `datasets.jsonl`, `runs.jsonl`, `scores.jsonl`, `records.jsonl`: one
+//!   record per line, as in `schema.rs`.
+//! - `adapters.jsonl`: one `{"adapter": AdapterRecord, "file": "adapters/NAME.safetensors"}`
+//!   per line, the file holding the adapter's tensors as they were saved. (The PEFT directory
+//!   layout is `core`'s business; it reads the bytes with [`Store::adapter_blob`].)
+//!
+//! CSV layout: `runs.csv`, `scores.csv`, `records.csv`, one header row each.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{tree, Listing, Store};
+use crate::envelope;
+use crate::keys;
+use crate::schema::*;
+use crate::StoreError;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What an export or import wrote, and the values it had to skip.
+#[derive(Debug, Default)]
+pub struct TransferReport {
+    pub models: usize,
+    pub datasets: usize,
+    pub adapters: usize,
+    pub runs: usize,
+    pub scores: usize,
+    pub records: usize,
+    pub skipped: Vec<StoreError>,
+}
+
+/// One line of `adapters.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+struct AdapterLine {
+    adapter: AdapterRecord,
+    file: String,
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    File::create(path)
+        .map(BufWriter::new)
+        .map_err(|e| StoreError::io(path, e))
+}
+
+/// Writes every readable value of a tree as one JSON line; returns how many.
+fn dump_jsonl<T: DeserializeOwned + Serialize>(
+    tree_handle: &sled::Tree,
+    tree_name: &'static str,
+    path: &Path,
+    skipped: &mut Vec<StoreError>,
+) -> Result<usize> {
+    let mut out = create(path)?;
+    let mut n = 0;
+    for kv in tree_handle.iter() {
+        let (k, v) = kv?;
+        match envelope::decode::<T>(&v) {
+            Ok(item) => {
+                let line = serde_json::to_string(&item).map_err(|source| StoreError::Encode {
+                    what: tree_name,
+                    source,
+                })?;
+                writeln!(out, "{line}").map_err(|e| StoreError::io(path, e))?;
+                n += 1;
+            }
+            Err(e) => skipped.push(StoreError::Corrupt {
+                tree: tree_name,
+                key: keys::describe(tree_name, &k),
+                reason: e,
+            }),
+        }
+    }
+    out.flush().map_err(|e| StoreError::io(path, e))?;
+    Ok(n)
+}
+
+/// A file name made from an adapter name: safe characters kept, the rest replaced, plus a
+/// number so that two names that clean up the same do not collide.
+fn adapter_file_name(name: &str, n: usize) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{n:04}-{clean}.safetensors")
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_row(out: &mut impl Write, path: &Path, fields: &[String]) -> Result<()> {
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    writeln!(out, "{}", line.join(",")).map_err(|e| StoreError::io(path, e))
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+}
+
+impl Store {
+    /// Exports everything (models, datasets, adapters with their tensors, runs, scores,
+    /// records) into `dir` as JSON Lines, creating it if needed.
+    pub fn export_json(&self, dir: impl AsRef<Path>) -> Result<TransferReport> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir.join("adapters")).map_err(|e| StoreError::io(dir, e))?;
+        let mut report = TransferReport::default();
+        let mut skipped = Vec::new();
+        report.models = dump_jsonl::<ModelRecord>(
+            &self.t.models,
+            tree::MODELS,
+            &dir.join("models.jsonl"),
+            &mut skipped,
+        )?;
+        report.datasets = dump_jsonl::<DatasetRecord>(
+            &self.t.datasets,
+            tree::DATASETS,
+            &dir.join("datasets.jsonl"),
+            &mut skipped,
+        )?;
+        report.runs = dump_jsonl::<RunRecord>(
+            &self.t.runs,
+            tree::RUNS,
+            &dir.join("runs.jsonl"),
+            &mut skipped,
+        )?;
+        report.scores = dump_jsonl::<Score>(
+            &self.t.scores,
+            tree::SCORES,
+            &dir.join("scores.jsonl"),
+            &mut skipped,
+        )?;
+        report.records = dump_jsonl::<QuestionRecord>(
+            &self.t.records,
+            tree::RECORDS,
+            &dir.join("records.jsonl"),
+            &mut skipped,
+        )?;
+
+        let path = dir.join("adapters.jsonl");
+        let mut out = create(&path)?;
+        let Listing {
+            items,
+            skipped: bad,
+        } = self.list_adapters()?;
+        skipped.extend(bad);
+        for (n, adapter) in items.into_iter().enumerate() {
+            let bytes = match self.adapter_blob(&adapter.name) {
+                Ok(bytes) => bytes,
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    skipped.push(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let file = format!("adapters/{}", adapter_file_name(&adapter.name, n));
+            std::fs::write(dir.join(&file), &bytes)
+                .map_err(|e| StoreError::io(dir.join(&file), e))?;
+            let line = serde_json::to_string(&AdapterLine { adapter, file }).map_err(|source| {
+                StoreError::Encode {
+                    what: "adapter",
+                    source,
+                }
+            })?;
+            writeln!(out, "{line}").map_err(|e| StoreError::io(&path, e))?;
+            report.adapters += 1;
+        }
+        out.flush().map_err(|e| StoreError::io(&path, e))?;
+        report.skipped = skipped;
+        Ok(report)
+    }
+
+    /// Exports runs, scores and records into `dir` as CSV, creating it if needed.
+    pub fn export_csv(&self, dir: impl AsRef<Path>) -> Result<TransferReport> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let mut report = TransferReport::default();
+
+        let path = dir.join("runs.csv");
+        let mut out = create(&path)?;
+        csv_row(
+            &mut out,
+            &path,
+            &[
+                "id", "kind", "label", "status", "created", "started", "finished", "done", "total",
+                "message", "error", "spec",
+            ]
+            .map(String::from),
+        )?;
+        for kv in self.t.runs.iter() {
+            let (k, v) = kv?;
+            let r: RunRecord = match envelope::decode(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.skipped.push(StoreError::Corrupt {
+                        tree: tree::RUNS,
+                        key: keys::describe(tree::RUNS, &k),
+                        reason: e,
+                    });
+                    continue;
+                }
+            };
+            let kind = serde_json::to_value(r.kind).unwrap_or_default();
+            let status = serde_json::to_value(r.status).unwrap_or_default();
+            csv_row(
+                &mut out,
+                &path,
+                &[
+                    r.id.to_string(),
+                    kind.as_str().unwrap_or_default().to_string(),
+                    r.label,
+                    status.as_str().unwrap_or_default().to_string(),
+                    r.created.to_string(),
+                    opt(&r.started),
+                    opt(&r.finished),
+                    r.progress.done.to_string(),
+                    r.progress.total.to_string(),
+                    r.progress.message,
+                    r.error.unwrap_or_default(),
+                    r.spec.to_string(),
+                ],
+            )?;
+            report.runs += 1;
+        }
+        out.flush().map_err(|e| StoreError::io(&path, e))?;
+
+        let path = dir.join("scores.csv");
+        let mut out = create(&path)?;
+        csv_row(
+            &mut out,
+            &path,
+            &["run", "metric", "value", "ci_low", "ci_high", "n"].map(String::from),
+        )?;
+        for kv in self.t.scores.iter() {
+            let (k, v) = kv?;
+            match envelope::decode::<Score>(&v) {
+                Ok(s) => {
+                    csv_row(
+                        &mut out,
+                        &path,
+                        &[
+                            s.run.to_string(),
+                            s.metric,
+                            s.value.to_string(),
+                            s.ci_low.to_string(),
+                            s.ci_high.to_string(),
+                            s.n.to_string(),
+                        ],
+                    )?;
+                    report.scores += 1;
+                }
+                Err(e) => report.skipped.push(StoreError::Corrupt {
+                    tree: tree::SCORES,
+                    key: keys::describe(tree::SCORES, &k),
+                    reason: e,
+                }),
+            }
+        }
+        out.flush().map_err(|e| StoreError::io(&path, e))?;
+
+        let path = dir.join("records.csv");
+        let mut out = create(&path)?;
+        csv_row(
+            &mut out,
+            &path,
+            &[
+                "run",
+                "index",
+                "id",
+                "verdict",
+                "gold",
+                "pred",
+                "extracted",
+                "exit_status",
+                "duration_ms",
+                "prompt_tokens",
+                "output_tokens",
+                "latency_ms",
+                "cached",
+                "scores",
+                "prompt",
+                "output",
+                "stdout",
+                "stderr",
+            ]
+            .map(String::from),
+        )?;
+        for kv in self.t.records.iter() {
+            let (k, v) = kv?;
+            match envelope::decode::<QuestionRecord>(&v) {
+                Ok(r) => {
+                    csv_row(
+                        &mut out,
+                        &path,
+                        &[
+                            r.run.to_string(),
+                            r.index.to_string(),
+                            r.id,
+                            r.verdict,
+                            r.gold,
+                            r.pred.unwrap_or_default(),
+                            r.extracted.unwrap_or_default(),
+                            opt(&r.exit_status),
+                            r.duration_ms.to_string(),
+                            r.prompt_tokens.to_string(),
+                            r.output_tokens.to_string(),
+                            r.latency_ms.to_string(),
+                            r.cached.to_string(),
+                            serde_json::to_string(&r.scores).unwrap_or_default(),
+                            r.prompt,
+                            r.output,
+                            r.stdout,
+                            r.stderr,
+                        ],
+                    )?;
+                    report.records += 1;
+                }
+                Err(e) => report.skipped.push(StoreError::Corrupt {
+                    tree: tree::RECORDS,
+                    key: keys::describe(tree::RECORDS, &k),
+                    reason: e,
+                }),
+            }
+        }
+        out.flush().map_err(|e| StoreError::io(&path, e))?;
+        Ok(report)
+    }
+
+    /// Imports a dir written by [`Store::export_json`], replacing what has the same name or
+    /// id and keeping everything else. Missing files are taken as empty. Durable on return.
+    pub fn import_json(&self, dir: impl AsRef<Path>) -> Result<TransferReport> {
+        let dir = dir.as_ref();
+        let mut report = TransferReport::default();
+        report.models =
+            for_each_line::<ModelRecord>(&dir.join("models.jsonl"), |m| self.put_model(&m))?;
+        report.datasets =
+            for_each_line::<DatasetRecord>(&dir.join("datasets.jsonl"), |d| self.put_dataset(&d))?;
+        report.adapters = for_each_line::<AdapterLine>(&dir.join("adapters.jsonl"), |line| {
+            let path = dir.join(&line.file);
+            let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+            self.save_adapter(&line.adapter, &bytes).map(|_| ())
+        })?;
+        report.runs = for_each_line::<RunRecord>(&dir.join("runs.jsonl"), |r| self.put_run(&r))?;
+        self.flush()?;
+        let mut scores = Vec::new();
+        report.scores = for_each_line::<Score>(&dir.join("scores.jsonl"), |s| {
+            scores.push(s);
+            Ok(())
+        })?;
+        self.put_scores(&scores)?;
+        let mut batch = Vec::with_capacity(1000);
+        report.records = for_each_line::<QuestionRecord>(&dir.join("records.jsonl"), |r| {
+            batch.push(r);
+            if batch.len() == 1000 {
+                self.put_records(&std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        })?;
+        self.put_records(&batch)?;
+        Ok(report)
+    }
+}
+
+/// Calls `each` on every line of a JSON Lines file; a missing file has no lines.
+fn for_each_line<T: DeserializeOwned>(
+    path: &PathBuf,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<usize> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let mut n = 0;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| StoreError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = serde_json::from_str(&line).map_err(|e| StoreError::Import {
+            path: path.clone(),
+            reason: format!("line {}: {e}", i + 1),
+        })?;
+        each(item)?;
+        n += 1;
+    }
+    Ok(n)
+}
