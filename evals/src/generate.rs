@@ -1,0 +1,104 @@
+//! The one seam between tasks and models: a batch of prompts in, the newly generated text out.
+//!
+//! `soup-core` implements [`Generate`] with the real model; tests implement it with fakes. The
+//! contract that matters most: [`Completion::text`] holds only the tokens generated after the
+//! prompt. The LoRA Soups paper's released evaluation decoded prompt + output and cut at the
+//! first `### Response:` of its few-shot prompt, so it scored the first demo's answer for every
+//! question; graders here never see the prompt, so that bug cannot recur silently.
+
+use serde::{Deserialize, Serialize};
+
+/// Decoding settings, recorded with every run so a score can be reproduced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenSettings {
+    /// Upper bound on generated tokens per prompt.
+    pub max_new_tokens: usize,
+    /// 0.0 means greedy (the default for evaluation: deterministic and comparable).
+    pub temperature: f64,
+    /// Nucleus sampling mass; ignored when greedy.
+    pub top_p: f64,
+    /// Sampling seed; ignored when greedy.
+    pub seed: u64,
+    /// Generation stops at the first occurrence of any of these in the new text; the stop
+    /// string itself is not part of [`Completion::text`].
+    pub stop: Vec<String>,
+}
+
+impl Default for GenSettings {
+    fn default() -> Self {
+        GenSettings {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// One prompt's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Text of the newly generated tokens only (never the prompt), cut at a stop string.
+    pub text: String,
+    /// Tokens in the prompt as the model saw it (after any chat template).
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub output_tokens: usize,
+}
+
+/// Why a generator could not produce completions. Wraps the implementor's own error so the
+/// driver can report it without knowing the model's types.
+#[derive(Debug, thiserror::Error)]
+#[error("generation failed: {source}")]
+pub struct GenerateError {
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl GenerateError {
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        GenerateError {
+            source: source.into(),
+        }
+    }
+}
+
+/// A text generator: a batch of prompts in, one [`Completion`] per prompt out, same order.
+///
+/// Prompts are plain strings: the prompt builders in [`crate::prompts`] can also produce chat
+/// messages, which the implementor renders with its model's chat template before calling the
+/// model (see [`crate::prompts::Prompt`]).
+pub trait Generate {
+    fn generate(
+        &mut self,
+        prompts: &[String],
+        settings: &GenSettings,
+    ) -> Result<Vec<Completion>, GenerateError>;
+}
+
+/// Cut `text` at the first occurrence of any stop string. Implementors whose decoder only
+/// checks stops token by token can call this as a final pass.
+pub fn truncate_at_stop<'a>(text: &'a str, stop: &[String]) -> &'a str {
+    let cut = stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min();
+    match cut {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_cuts_at_earliest() {
+        let stop = vec!["\n\n".to_string(), "Question:".to_string()];
+        assert_eq!(truncate_at_stop("abc Question: x\n\n", &stop), "abc ");
+        assert_eq!(truncate_at_stop("abc", &stop), "abc");
+    }
+}
