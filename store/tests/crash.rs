@@ -1,0 +1,143 @@
+//! Durability under `kill -9`: a writer process acknowledges records and adapters on stdout
+//! after each call returns; we kill it at random moments, reopen, and check that everything
+//! acknowledged is there, intact, and counted once.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use soup_store::{RecordQuery, RunQuery, Store};
+use support::crash_record::{crash_blob, crash_record};
+
+/// xorshift: random enough kill times without a dependency.
+fn next_rand(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut acked_records = BTreeSet::new();
+    let mut acked_adapters = BTreeSet::new();
+    let started = Instant::now();
+    let mut iterations = 0;
+    while iterations < 25 && started.elapsed() < Duration::from_secs(25) {
+        iterations += 1;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_store-crash-writer"))
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the crash writer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            // Only whole lines are acknowledgements: a line cut by the kill is not.
+            let mut lines = Vec::new();
+            let mut reader = BufReader::new(stdout);
+            let mut buf = String::new();
+            while let Ok(n) = reader.read_line(&mut buf) {
+                if n == 0 || !buf.ends_with('\n') {
+                    break;
+                }
+                lines.push(buf.trim_end().to_string());
+                buf.clear();
+            }
+            lines
+        });
+        let wait_ms = 20 + next_rand(&mut seed) % 400;
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        child.kill().expect("SIGKILL the writer");
+        let status = child.wait().expect("reap the writer");
+        let lines = reader.join().expect("reader thread");
+        for line in lines {
+            let (what, n) = line.split_once(' ').expect("ack line has two words");
+            let n: u64 = n.parse().expect("ack number");
+            match what {
+                "record" => acked_records.insert(n),
+                "adapter" => acked_adapters.insert(n),
+                other => panic!("unexpected ack {other}"),
+            };
+        }
+        assert!(
+            !status.success(),
+            "the writer exited on its own before the kill: it failed (see its stderr)"
+        );
+        check(&data, &acked_records, &acked_adapters);
+    }
+    eprintln!(
+        "{iterations} kills, {} records and {} adapters acknowledged",
+        acked_records.len(),
+        acked_adapters.len()
+    );
+    assert!(
+        !acked_records.is_empty(),
+        "the writer never acknowledged a record"
+    );
+}
+
+/// Reopens the store and checks every acknowledged write, and that counts and index agree.
+fn check(data: &std::path::Path, records: &BTreeSet<u64>, adapters: &BTreeSet<u64>) {
+    let store = Store::open(data).expect("reopen after kill");
+    let runs = store.list_runs(&RunQuery::default()).expect("list runs");
+    assert!(runs.skipped.is_empty(), "corrupt runs: {:?}", runs.skipped);
+    let Some(run) = runs.items.iter().find(|r| r.label == "crash") else {
+        assert!(
+            records.is_empty(),
+            "records acknowledged but their run is gone"
+        );
+        return;
+    };
+    for &i in records {
+        let got = store.get_record(run.id, i).expect("readable record");
+        assert_eq!(
+            got,
+            Some(crash_record(run.id, i)),
+            "record {i} lost or changed"
+        );
+    }
+    for &n in adapters {
+        let blob = store
+            .adapter_blob(&format!("crash-{n}"))
+            .expect("acknowledged adapter readable");
+        assert_eq!(blob, crash_blob(n), "adapter {n} blob changed");
+    }
+    // Nothing counted twice: the full scan, the counters and the verdict index agree.
+    let all = store
+        .records_page(run.id, &RecordQuery::default())
+        .expect("page all");
+    assert!(all.skipped.is_empty(), "corrupt records: {:?}", all.skipped);
+    let indices: BTreeSet<u64> = all.items.iter().map(|r| r.index).collect();
+    assert_eq!(indices.len(), all.items.len(), "a record appears twice");
+    let counts = store.verdict_counts(run.id).expect("counts");
+    assert_eq!(counts.values().sum::<u64>(), all.items.len() as u64);
+    for (verdict, n) in counts {
+        let page = store
+            .records_page(
+                run.id,
+                &RecordQuery {
+                    verdict: Some(verdict.clone()),
+                    ..Default::default()
+                },
+            )
+            .expect("page by verdict");
+        assert_eq!(
+            page.items.len() as u64,
+            n,
+            "verdict {verdict} index vs counter"
+        );
+        assert!(page.items.iter().all(|r| r.verdict == verdict));
+    }
+}

@@ -1,0 +1,42 @@
+//! The deterministic record the crash writer writes for each index, shared by the writer
+//! (`src/bin/store-crash-writer.rs`) and the test that checks what survived
+//! (`tests/crash.rs`), so both agree on what "intact" means.
+
+use std::collections::BTreeMap;
+
+use soup_store::{QuestionRecord, RunId};
+
+/// The record with question index `index` of run `run`.
+pub fn crash_record(run: RunId, index: u64) -> QuestionRecord {
+    let verdict = ["correct", "wrong", "error"][(index % 3) as usize];
+    let mut scores = BTreeMap::new();
+    scores.insert("exact_match".to_string(), (index % 3 == 0) as u8 as f64);
+    QuestionRecord {
+        run,
+        index,
+        id: format!("crash-{index}"),
+        prompt: format!(
+            "Question {index}: what is {index} times 3? {}",
+            "pad ".repeat(40)
+        ),
+        output: format!("print({index} * 3)"),
+        extracted: Some(format!("print({index} * 3)")),
+        stdout: format!("{}\n", index * 3),
+        stderr: String::new(),
+        exit_status: Some(0),
+        duration_ms: index % 97,
+        verdict: verdict.to_string(),
+        gold: (index * 3).to_string(),
+        pred: Some((index * 3).to_string()),
+        scores,
+        prompt_tokens: 20,
+        output_tokens: 8,
+        latency_ms: index % 500,
+        cached: index % 5 == 0,
+    }
+}
+
+/// The safetensors-shaped bytes of crash adapter `n` (just deterministic bytes).
+pub fn crash_blob(n: u64) -> Vec<u8> {
+    (0..(3000 + n * 17)).map(|i| (i * 31 + n) as u8).collect()
+}
