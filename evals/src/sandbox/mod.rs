@@ -62,8 +62,9 @@ pub struct SandboxConfig {
     pub output_limit: usize,
     /// Total output after which the program is stopped with `resource_limit`.
     pub output_hard_limit: usize,
-    /// When root, worker i's programs run as uid `uid_base + i` (and gid likewise). These ids
-    /// must belong to nobody else: the sandbox kills every process of them after each program.
+    /// When root, programs run as uids from `uid_base` up to `uid_base + 999_999` (gid alike),
+    /// one per worker. These ids must belong to nobody else: the sandbox kills every process of
+    /// a worker's uid after each program.
     pub uid_base: u32,
     /// Function called after the program is executed; its return value is the answer.
     /// Empty: only execute the program.
@@ -250,6 +251,9 @@ pub struct Sandbox {
     landlock_abi: Option<u32>,
     netns: NetChoice,
     uid_separate: bool,
+    /// This sandbox's first program uid: blocks of uids are never shared between sandboxes
+    /// of one process, since each worker kills every process of its uid after a program.
+    first_uid: u32,
     slots: Mutex<Vec<Slot>>,
     ready: Condvar,
 }
@@ -382,6 +386,7 @@ impl Sandbox {
         if !refused.is_empty() && !cfg.allow_weaker_isolation {
             return Err(SandboxError::LayerRefused(refused.join("; ")));
         }
+        let first_uid = allocate_uids(cfg.uid_base, workers);
         let layers = IsolationLayers {
             mode: cfg.mode,
             python: python.clone(),
@@ -397,7 +402,7 @@ impl Sandbox {
             process_group: true,
             empty_environment: true,
             stdin_closed: true,
-            separate_uid_base: is_root.then_some(cfg.uid_base),
+            separate_uid_base: is_root.then_some(first_uid),
             network_namespace: !matches!(netns, NetChoice::None),
             landlock_abi,
             landlock_tcp: landlock_abi.is_some_and(|a| a >= 4),
@@ -419,6 +424,7 @@ impl Sandbox {
             landlock_abi,
             netns,
             uid_separate: is_root,
+            first_uid,
             cfg,
         };
         if sandbox.cfg.mode == SandboxMode::Pool {
@@ -465,7 +471,7 @@ impl Sandbox {
             make_dir(&dir)?;
         }
         let uid: i64 = if self.uid_separate {
-            i64::from(self.cfg.uid_base) + index as i64
+            i64::from(self.first_uid) + index as i64
         } else {
             -1
         };
@@ -679,6 +685,15 @@ fn to_outcome(w: WireOutcome) -> Result<RunOutcome, SandboxError> {
         signal: w.signal,
         seconds: w.seconds,
     })
+}
+
+/// A block of `n` program uids unique within this process: `base + (pid % 1000) * 1000` onward,
+/// so two soup processes rarely share one either.
+fn allocate_uids(base: u32, n: usize) -> u32 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let offset = NEXT.fetch_add(n, Ordering::Relaxed) % 1000;
+    base.saturating_add((std::process::id() % 1000) * 1000)
+        .saturating_add(offset as u32)
 }
 
 fn cpu_limit(timeout: Duration) -> u64 {
