@@ -1,1 +1,10 @@
-//! The soup engine.
+//! The soup engine: a Llama-family decoder whose projections carry stacks of LoRA adapters,
+//! model loading (HF directories, GGUF, the embedded default), generation, training, CAT,
+//! merges and the job engine that the CLI and the dashboard drive.
+
+pub mod device;
+pub mod error;
+pub mod lora;
+pub mod model;
+
+pub use error::{CoreError, Result};
