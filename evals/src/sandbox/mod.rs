@@ -486,6 +486,12 @@ impl Sandbox {
             "fsize": self.cfg.max_file_bytes,
             "out_cap": self.cfg.output_limit,
             "hard_cap": self.cfg.output_hard_limit,
+            // Set by `PreExec::apply`; lets the worker skip the stray-killing fork when no
+            // process outlived the program.
+            "subreaper": true,
+            // A warm pool preloads common modules once; a one-shot worker would only pay for
+            // them on every program.
+            "preload": self.cfg.mode == SandboxMode::Pool,
         });
         let landlock = match self.landlock_abi {
             Some(abi) => Some(

@@ -7,11 +7,11 @@
 # and after each program it kills every process left under the program's uid.
 import os, sys, json, time, signal, selectors, traceback, resource, errno, shutil
 
-# Preloaded so that forked children start warm; programs import these constantly.
-import math, fractions, decimal, itertools, functools, collections, datetime, re, string
-import operator, heapq, bisect, statistics, random
-
 CFG = json.loads(sys.argv[1])
+if CFG.get("preload", True):
+    # Preloaded so that forked children start warm; programs import these constantly.
+    import math, fractions, decimal, itertools, functools, collections, datetime, re, string
+    import operator, heapq, bisect, statistics, random
 ROOT = CFG["root"]
 UID = CFG["uid"]
 ENTRY = CFG["entry"]
@@ -32,9 +32,26 @@ def reap():
             return
 
 
-def kill_strays():
+def have_children():
+    """Reap exited children; True when some child is still alive.
+
+    The worker is a child subreaper, so every process a program leaves behind, whatever its
+    session or group, ends up as a descendant of a direct child of the worker: no children
+    means no strays, and the kill below (a fork) can be skipped."""
+    while True:
+        try:
+            p, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if p == 0:
+            return True
+
+
+def kill_strays(force=False):
     """Kill every process running as the program uid (escaped process groups included)."""
     if UID < 0:
+        return
+    if not force and CFG.get("subreaper") and not have_children():
         return
     pid = os.fork()
     if pid == 0:
@@ -314,7 +331,7 @@ def run_one(req, seq):
 
 
 def main():
-    kill_strays()
+    kill_strays(force=True)
     reap()
     sys.stdout.write(json.dumps({"ready": True, "pid": os.getpid(),
                                  "version": sys.version.split()[0], "pidfd": HAS_PIDFD}) + "\n")
@@ -332,7 +349,7 @@ def main():
             out = {"status": "worker_error", "message": short_exc(e)}
         sys.stdout.write(json.dumps(out) + "\n")
         sys.stdout.flush()
-    kill_strays()
+    kill_strays(force=True)
 
 
 main()
