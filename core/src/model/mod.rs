@@ -1,5 +1,8 @@
 //! The model: config parsing, the decoder, weight loading, tokenizer and the embedded default.
 
 pub mod config;
+pub mod llama;
+pub mod load;
 
 pub use config::ModelConfig;
+pub use llama::{ForwardInput, KvCache, Llama, Mode};

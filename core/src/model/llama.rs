@@ -1,0 +1,513 @@
+//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM) whose seven projections per
+//! layer carry a stack of LoRA adapters.
+//!
+//! Two numeric paths share the weights: `Mode::Infer` uses candle's fused kernels (rms_norm,
+//! softmax_last_dim, rope), which have no backward; `Mode::Train` uses differentiable forms of
+//! the same operations so gradients reach the adapters' A, B and the CAT weights.
+
+use super::config::ModelConfig;
+use crate::error::{CoreError, Result};
+use crate::lora::stack::Coefficient;
+use crate::lora::{AdapterStack, Module};
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use std::collections::HashMap;
+
+/// Which numeric path the forward takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Fused kernels, no gradients.
+    Infer,
+    /// Differentiable ops; `dropout` is LoRA dropout on the adapters' input, drawn from a
+    /// counter-based generator keyed by `seed` so a resumed run draws the same masks.
+    Train { dropout: f32, seed: u64 },
+}
+
+/// A frozen projection `y = x Wᵀ (+ b)`.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// (out, in)
+    pub weight: Tensor,
+    /// (out)
+    pub bias: Option<Tensor>,
+}
+
+impl Projection {
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub q: Projection,
+    pub k: Projection,
+    pub v: Projection,
+    pub o: Projection,
+    pub gate: Projection,
+    pub up: Projection,
+    pub down: Projection,
+    /// (hidden)
+    pub input_norm: Tensor,
+    /// (hidden)
+    pub post_norm: Tensor,
+}
+
+impl Layer {
+    pub fn projection(&self, m: Module) -> &Projection {
+        match m {
+            Module::Q => &self.q,
+            Module::K => &self.k,
+            Module::V => &self.v,
+            Module::O => &self.o,
+            Module::Gate => &self.gate,
+            Module::Up => &self.up,
+            Module::Down => &self.down,
+        }
+    }
+
+    pub fn projection_mut(&mut self, m: Module) -> &mut Projection {
+        match m {
+            Module::Q => &mut self.q,
+            Module::K => &mut self.k,
+            Module::V => &mut self.v,
+            Module::O => &mut self.o,
+            Module::Gate => &mut self.gate,
+            Module::Up => &mut self.up,
+            Module::Down => &mut self.down,
+        }
+    }
+}
+
+/// Keys and values of past positions, per layer: (b, kv_heads, t, head_dim).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache {
+            layers: vec![None; layers],
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the rows in `keep` (batch indices), e.g. after some sequences finished.
+    pub fn select_rows(&mut self, keep: &Tensor) -> Result<()> {
+        for l in self.layers.iter_mut().flatten() {
+            l.0 = l.0.index_select(keep, 0)?;
+            l.1 = l.1.index_select(keep, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one forward call sees besides the token ids.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardInput {
+    /// (b, s) u32 positions; default: cache length + 0..s for every row.
+    pub positions: Option<Tensor>,
+    /// (b, past + s) f32, 1 for real tokens and 0 for padding (left-padded batches).
+    pub key_mask: Option<Tensor>,
+    /// Compute logits for the last position only (generation).
+    pub last_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub cfg: ModelConfig,
+    /// (vocab, hidden)
+    pub embed: Tensor,
+    pub layers: Vec<Layer>,
+    /// (hidden)
+    pub norm: Tensor,
+    /// (vocab, hidden); the embedding when tied.
+    pub lm_head: Tensor,
+    /// (max_pos, head_dim / 2)
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+const MASKED: f32 = -1e30;
+
+fn take(
+    t: &mut HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    dev: &Device,
+) -> Result<Tensor> {
+    let x = t.remove(name).ok_or_else(|| {
+        CoreError::tensor(
+            name,
+            "missing from the checkpoint: is this a Llama-family model?",
+        )
+    })?;
+    if x.dims() != shape {
+        return Err(CoreError::tensor(
+            name,
+            format!("has shape {:?}, the config implies {:?}", x.dims(), shape),
+        ));
+    }
+    Ok(x.to_device(dev)?.to_dtype(DType::F32)?)
+}
+
+impl Llama {
+    /// Builds the model from HF-named tensors, checking every shape against the config.
+    pub fn from_tensors(
+        cfg: ModelConfig,
+        mut t: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let i = cfg.intermediate_size;
+        let qd = cfg.num_attention_heads * cfg.head_dim;
+        let kvd = cfg.num_key_value_heads * cfg.head_dim;
+        let embed = take(
+            &mut t,
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, h],
+            device,
+        )?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let mut proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
+                let weight = take(&mut t, &format!("{p}.{name}.weight"), &[out, inp], device)?;
+                let bias = if bias {
+                    Some(take(&mut t, &format!("{p}.{name}.bias"), &[out], device)?)
+                } else {
+                    None
+                };
+                Ok(Projection { weight, bias })
+            };
+            let ab = cfg.attention_bias;
+            let layer = Layer {
+                q: proj("self_attn.q_proj", qd, h, ab)?,
+                k: proj("self_attn.k_proj", kvd, h, ab)?,
+                v: proj("self_attn.v_proj", kvd, h, ab)?,
+                o: proj("self_attn.o_proj", h, qd, false)?,
+                gate: proj("mlp.gate_proj", i, h, false)?,
+                up: proj("mlp.up_proj", i, h, false)?,
+                down: proj("mlp.down_proj", h, i, false)?,
+                input_norm: take(&mut t, &format!("{p}.input_layernorm.weight"), &[h], device)?,
+                post_norm: take(
+                    &mut t,
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    &[h],
+                    device,
+                )?,
+            };
+            layers.push(layer);
+        }
+        let norm = take(&mut t, "model.norm.weight", &[h], device)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            take(&mut t, "lm_head.weight", &[cfg.vocab_size, h], device)?
+        };
+        let inv_freq = cfg.rope_inv_freq();
+        let half = inv_freq.len();
+        let max_pos = cfg.max_position_embeddings;
+        let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_pos as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_pos, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Llama {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// (out, in) of a projection kind, for building adapters.
+    pub fn projection_shape(&self, m: Module) -> (usize, usize) {
+        let p = self.layers[0].projection(m);
+        (p.out_features(), p.in_features())
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// ids: (b, s) u32 → logits (b, s, vocab), or (b, 1, vocab) with `last_only`.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        input: &ForwardInput,
+        cache: Option<&mut KvCache>,
+        stack: &AdapterStack,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let total = past + s;
+        if total > self.cfg.max_position_embeddings {
+            return Err(CoreError::TooLong {
+                tokens: total,
+                limit: self.cfg.max_position_embeddings,
+            });
+        }
+        // positions: (b, s)
+        let positions = match &input.positions {
+            Some(p) => p.clone(),
+            None => Tensor::arange(past as u32, total as u32, &self.device)?
+                .unsqueeze(0)?
+                .repeat((b, 1))?,
+        };
+        // cos, sin: (b, s, head_dim / 2)
+        let flat = positions.flatten_all()?;
+        let half = self.cfg.head_dim / 2;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, s, half))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, s, half))?;
+        let mask = self.attention_mask(b, s, past, input.key_mask.as_ref())?;
+
+        // x: (b, s, hidden)
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            s,
+            self.cfg.hidden_size,
+        ))?;
+        let mut cache = cache;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let entry = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let ctx = LayerCtx {
+                layer: l,
+                stack,
+                mode,
+            };
+            let h = rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, mode)?;
+            let h = self.attention(&h, layer, &ctx, &cos, &sin, &mask, entry)?;
+            x = (x + h)?;
+            let h = rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, mode)?;
+            let gate = project(&h, &layer.gate, Module::Gate, &ctx)?;
+            let up = project(&h, &layer.up, Module::Up, &ctx)?;
+            let h = project(&(gate.silu()? * up)?, &layer.down, Module::Down, &ctx)?;
+            x = (x + h)?;
+        }
+        let x = if input.last_only {
+            x.i((.., s - 1..s, ..))?
+        } else {
+            x
+        };
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?;
+        let (b2, s2, hd) = x.dims3()?;
+        let logits = x.reshape((b2 * s2, hd))?.matmul(&self.lm_head.t()?)?;
+        Ok(logits.reshape((b2, s2, self.cfg.vocab_size))?)
+    }
+
+    /// Additive mask (b, 1, s, past + s): causal, plus padded keys masked out.
+    fn attention_mask(
+        &self,
+        b: usize,
+        s: usize,
+        past: usize,
+        key_mask: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        let total = past + s;
+        let causal = if s > 1 {
+            let m: Vec<f32> = (0..s)
+                .flat_map(|i| (0..total).map(move |j| if j > past + i { MASKED } else { 0.0 }))
+                .collect();
+            Some(Tensor::from_vec(m, (1, 1, s, total), &self.device)?)
+        } else {
+            None
+        };
+        let pad = match key_mask {
+            Some(km) => {
+                if km.dims() != [b, total] {
+                    return Err(CoreError::Invalid(format!(
+                        "key mask has shape {:?}, expected ({b}, {total})",
+                        km.dims()
+                    )));
+                }
+                // 1 → 0, 0 → MASKED
+                let add = ((km.to_dtype(DType::F32)? - 1.0)? * (-MASKED as f64))?;
+                Some(add.reshape((b, 1, 1, total))?)
+            }
+            None => None,
+        };
+        Ok(match (causal, pad) {
+            (Some(c), Some(p)) => Some(c.broadcast_add(&p)?),
+            (c, p) => c.or(p),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        x: &Tensor,
+        layer: &Layer,
+        ctx: &LayerCtx,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Option<Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let nh = self.cfg.num_attention_heads;
+        let nkv = self.cfg.num_key_value_heads;
+        let d = self.cfg.head_dim;
+        let rep = nh / nkv;
+        // q: (b, nh, s, d); k, v: (b, nkv, s, d)
+        let q = project(x, &layer.q, Module::Q, ctx)?
+            .reshape((b, s, nh, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = project(x, &layer.k, Module::K, ctx)?
+            .reshape((b, s, nkv, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = project(x, &layer.v, Module::V, ctx)?
+            .reshape((b, s, nkv, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = rope(&q, cos, sin, ctx.mode)?;
+        let k = rope(&k, cos, sin, ctx.mode)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let t = k.dims()[2];
+        // Grouped-query attention without copying keys: the rep query heads of one kv head
+        // are stacked along the sequence axis. q5: (b, nkv, rep * s, d)
+        let q5 = q.reshape((b, nkv, rep * s, d))?;
+        let scores = (q5.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        // scores: (b, nkv, rep, s, t)
+        let scores = scores.reshape((b, nkv, rep, s, t))?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(&m.unsqueeze(1)?)?,
+            None => scores,
+        };
+        let probs = match ctx.mode {
+            Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+            Mode::Train { .. } => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let out = probs.reshape((b, nkv, rep * s, t))?.matmul(&v)?;
+        // (b, nh, s, d) → (b, s, nh * d)
+        let out = out
+            .reshape((b, nh, s, d))?
+            .transpose(1, 2)?
+            .reshape((b, s, nh * d))?;
+        project(&out, &layer.o, Module::O, ctx)
+    }
+}
+
+struct LayerCtx<'a> {
+    layer: usize,
+    stack: &'a AdapterStack,
+    mode: Mode,
+}
+
+/// x: (b, s, in) → (b, s, out): the frozen projection plus every adapter of the stack.
+fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tensor> {
+    let (b, s, n_in) = x.dims3()?;
+    let x2 = x.reshape((b * s, n_in))?;
+    let mut y = x2.matmul(&p.weight.t()?)?;
+    if let Some(bias) = &p.bias {
+        y = y.broadcast_add(bias)?;
+    }
+    for (pair, coef) in ctx.stack.at(ctx.layer, m)? {
+        let xin = match ctx.mode {
+            Mode::Train { dropout, seed } if dropout > 0.0 => dropout_mask(
+                &x2,
+                dropout,
+                seed ^ ((ctx.layer as u64) << 8 | m.index() as u64),
+            )?,
+            _ => x2.clone(),
+        };
+        // (b*s, in) → (b*s, r) → (b*s, out)
+        let d = xin.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
+        y = match coef {
+            Coefficient::Const(c) => (y + (d * c)?)?,
+            Coefficient::Tensor(c) => (y + d.broadcast_mul(&c)?)?,
+        };
+    }
+    Ok(y.reshape((b, s, p.out_features()))?)
+}
+
+/// Inverted dropout with a counter-based mask (splitmix64 of seed and element index).
+fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    let n = x.elem_count();
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E3779B97F4A7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+            if u < p {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok((x * mask)?)
+}
+
+/// x: (..., hidden). The fused kernel on inference, the differentiable form in training.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
+        Mode::Train { .. } => {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+            Ok(x.broadcast_mul(w)?)
+        }
+    }
+}
+
+/// x: (b, h, s, d); cos, sin: (b, s, d/2). HF's rotate-half layout.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => Ok(candle_nn::rotary_emb::rope(
+            x,
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+        )?),
+        Mode::Train { .. } => {
+            let d = x.dims()[3];
+            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+        }
+    }
+}
