@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod lora;
 pub mod model;
 
