@@ -1,1 +1,200 @@
-//! todo
+//! Prompts written by the project: few-shot program-of-thought for code-math, chain of thought
+//! for the math skill, short-answer QA (closed book for the manual, with context for reading
+//! comprehension), and the Alpaca template used in skill training.
+//!
+//! Each builder returns a [`Prompt`] holding both a plain-text form (for base models) and a
+//! list of chat messages (for instruct models: `soup-core` renders them with the model's own
+//! chat template), so one task definition serves both kinds of model. Stop strings go with
+//! the prompt shape that needs them.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat turn; `role` is "system", "user" or "assistant".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A prompt in both forms, with the stop strings that end an answer in the plain form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prompt {
+    /// Few-shot text for base models; the model continues after its end.
+    pub text: String,
+    /// The same demos as chat turns, ending with the user's question.
+    pub messages: Vec<ChatMessage>,
+    /// Stop strings for the plain form (chat models also stop at their end-of-turn token).
+    pub stop: Vec<String>,
+}
+
+/// Which form of a [`Prompt`] a run uses (recorded with the run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptStyle {
+    Plain,
+    Chat,
+}
+
+/// Program-of-thought demos: small numbers, two to three steps, fixed phrasings, named
+/// variables, `result` returned; the same style as the synthetic code-math set.
+pub const POT_DEMOS: [(&str, &str); 3] = [
+    (
+        "Tom has 3 boxes. Each box holds 4 pens. He gives away 5 pens. How many pens does Tom have left?",
+        "def solution():\n    boxes = 3\n    pens_per_box = 4\n    given_away = 5\n    total_pens = boxes * pens_per_box\n    result = total_pens - given_away\n    return result",
+    ),
+    (
+        "A baker makes 12 rolls in the morning and 9 rolls in the afternoon. She sells 15 rolls. How many rolls are left?",
+        "def solution():\n    morning = 12\n    afternoon = 9\n    sold = 15\n    made = morning + afternoon\n    result = made - sold\n    return result",
+    ),
+    (
+        "Mia buys 4 notebooks that cost 3 dollars each and a bag that costs 7 dollars. How many dollars does she spend?",
+        "def solution():\n    notebooks = 4\n    notebook_cost = 3\n    bag_cost = 7\n    result = notebooks * notebook_cost + bag_cost\n    return result",
+    ),
+];
+
+const POT_INSTRUCTION: &str = "Solve each math word problem by writing a Python function solution() that returns the answer as a number.";
+
+fn fenced(program: &str) -> String {
+    format!("```python\n{program}\n```")
+}
+
+/// Few-shot program-of-thought prompt (`shots` <= 3 demos).
+pub fn pot_prompt(question: &str, shots: usize) -> Prompt {
+    let demos = &POT_DEMOS[..shots.min(POT_DEMOS.len())];
+    let mut text = format!("{POT_INSTRUCTION}\n\n");
+    let mut messages = vec![ChatMessage::new("system", POT_INSTRUCTION)];
+    for (q, p) in demos {
+        text.push_str(&format!("Question: {q}\nAnswer:\n{}\n\n", fenced(p)));
+        messages.push(ChatMessage::new("user", *q));
+        messages.push(ChatMessage::new("assistant", fenced(p)));
+    }
+    text.push_str(&format!("Question: {question}\nAnswer:\n"));
+    messages.push(ChatMessage::new("user", question));
+    Prompt {
+        text,
+        messages,
+        stop: pot_stop(),
+    }
+}
+
+/// Stops for program-of-thought: the next demo's header. The closing fence is kept (it
+/// delimits the program) so "```" is not a stop.
+pub fn pot_stop() -> Vec<String> {
+    vec!["\nQuestion:".into(), "\n\n\n".into()]
+}
+
+/// Chain-of-thought demos for the math skill (GSM8K's answer style, `#### N` last).
+pub const COT_DEMOS: [(&str, &str); 2] = [
+    (
+        "Tom has 3 boxes. Each box holds 4 pens. He gives away 5 pens. How many pens does Tom have left?",
+        "Tom has 3 * 4 = 12 pens.\nAfter giving away 5 he has 12 - 5 = 7 pens.\n#### 7",
+    ),
+    (
+        "A baker makes 12 rolls in the morning and 9 rolls in the afternoon. She sells 15 rolls. How many rolls are left?",
+        "She makes 12 + 9 = 21 rolls.\nAfter selling 15 she has 21 - 15 = 6 rolls.\n#### 6",
+    ),
+];
+
+const COT_INSTRUCTION: &str =
+    "Solve each math word problem step by step and give the final answer after ####.";
+
+/// Few-shot chain-of-thought prompt for the math skill.
+pub fn cot_prompt(question: &str, shots: usize) -> Prompt {
+    let demos = &COT_DEMOS[..shots.min(COT_DEMOS.len())];
+    let mut text = format!("{COT_INSTRUCTION}\n\n");
+    let mut messages = vec![ChatMessage::new("system", COT_INSTRUCTION)];
+    for (q, a) in demos {
+        text.push_str(&format!("Question: {q}\nAnswer: {a}\n\n"));
+        messages.push(ChatMessage::new("user", *q));
+        messages.push(ChatMessage::new("assistant", *a));
+    }
+    text.push_str(&format!("Question: {question}\nAnswer:"));
+    messages.push(ChatMessage::new("user", question));
+    Prompt {
+        text,
+        messages,
+        stop: vec!["\nQuestion:".into(), "\n\n".into()],
+    }
+}
+
+/// The reading-comprehension instruction of the LoRA Soups sets, kept verbatim so adapters
+/// trained on their data see the phrasing they learned.
+pub const RC_INSTRUCTION: &str = "Please use the information in the provided context to respond to the question below. If there is not enough information provided, answer with 'Not in context'.";
+
+const CLOSED_BOOK_INSTRUCTION: &str = "Answer the question in a few words.";
+
+/// Short-answer QA. With a context it is reading comprehension (RC phrasing, "Not in
+/// context" allowed); without one it is closed book, as manual-QA is evaluated: the
+/// knowledge has to come from the weights.
+pub fn qa_prompt(question: &str, context: Option<&str>) -> Prompt {
+    let user = match context {
+        Some(c) => format!("{RC_INSTRUCTION}\n\nContext: {c}\n\nQuestion: {question}"),
+        None => format!("{CLOSED_BOOK_INSTRUCTION}\n\nQuestion: {question}"),
+    };
+    Prompt {
+        text: format!("{user}\nAnswer:"),
+        messages: vec![ChatMessage::new("user", user)],
+        stop: vec!["\n".into()],
+    }
+}
+
+/// The Alpaca template used for skill training, so training and evaluation agree on it.
+/// The response (the training target) follows the returned text.
+pub fn alpaca_prompt(instruction: &str, input: &str) -> String {
+    if input.trim().is_empty() {
+        format!("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+    } else {
+        format!("Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+    }
+}
+
+impl Prompt {
+    /// The form for `style` as chat messages or text; `render` turns messages into the model's
+    /// chat-template text (core passes its tokenizer's template here).
+    pub fn for_style(&self, style: PromptStyle, render: &dyn Fn(&[ChatMessage]) -> String) -> String {
+        match style {
+            PromptStyle::Plain => self.text.clone(),
+            PromptStyle::Chat => render(&self.messages),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codemath::extract_program;
+
+    #[test]
+    fn pot_prompt_shapes() {
+        let p = pot_prompt("Q?", 3);
+        assert!(p.text.ends_with("Question: Q?\nAnswer:\n"));
+        assert_eq!(p.text.matches("def solution():").count(), 3);
+        assert_eq!(p.messages.len(), 1 + 2 * 3 + 1);
+        assert_eq!(p.messages.last().map(|m| m.role.as_str()), Some("user"));
+        // Every demo program is a valid extraction target and ends with `return result`.
+        for (_, prog) in POT_DEMOS {
+            assert!(prog.trim_end().ends_with("return result"));
+            let out = fenced(prog);
+            assert_eq!(extract_program(&out).as_deref().map(str::trim), Some(prog));
+        }
+    }
+
+    #[test]
+    fn qa_prompts() {
+        let closed = qa_prompt("What color is the valve?", None);
+        assert!(!closed.text.contains("Context:"));
+        let rc = qa_prompt("Who?", Some("Ann went home."));
+        assert!(rc.text.contains("Not in context") && rc.text.contains("Ann went home."));
+        assert!(alpaca_prompt("Do X", "").ends_with("### Response:\n"));
+        assert!(cot_prompt("Q", 2).text.contains("#### 7"));
+    }
+}
