@@ -1,0 +1,101 @@
+use super::*;
+use crate::datasets;
+use crate::sandbox::{RunStatus, Sandbox, SandboxConfig};
+
+fn small() -> SyntheticSizes {
+    SyntheticSizes {
+        skill_train: 300,
+        skill_test: 60,
+        target: 80,
+        manual_error_codes: 60,
+    }
+}
+
+#[test]
+fn code_math_files_load_and_are_disjoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_synthetic_sized(SyntheticKind::CodeMath, 7, dir.path(), &small()).unwrap();
+    assert_eq!(files.len(), 6);
+    let p = |n: &str| dir.path().join(n);
+    let train = datasets::load_math(&p("math_skill_train.jsonl")).unwrap();
+    let test = datasets::load_math(&p("math_skill_test.jsonl")).unwrap();
+    let target = datasets::load_math(&p("code_math_test.json")).unwrap();
+    assert_eq!((train.len(), test.len(), target.len()), (300, 60, 80));
+    let train_q: HashSet<&str> = train.iter().map(|m| m.question.as_str()).collect();
+    assert!(test.iter().chain(&target).all(|m| !train_q.contains(m.question.as_str())));
+    assert!(target.iter().all(|m| m.gold >= 0.0 && m.gold < 1000.0));
+    // The worked answers end in the gold.
+    for m in &train {
+        assert!(m.solution.as_deref().is_some_and(|s| s.ends_with(&format!("#### {}", m.gold))));
+    }
+    let code = datasets::load_instructions(&p("code_skill_train.json")).unwrap();
+    assert_eq!(code.len(), 300);
+    let code_test = datasets::load_instructions(&p("code_skill_test.json")).unwrap();
+    let code_q: HashSet<&str> = code.iter().map(|c| c.instruction.as_str()).collect();
+    assert!(code_test.iter().all(|c| !code_q.contains(c.instruction.as_str())));
+    // Same seed, same bytes.
+    let dir2 = tempfile::tempdir().unwrap();
+    write_synthetic_sized(SyntheticKind::CodeMath, 7, dir2.path(), &small()).unwrap();
+    assert_eq!(
+        std::fs::read(p("code_math_test.json")).unwrap(),
+        std::fs::read(dir2.path().join("code_math_test.json")).unwrap()
+    );
+}
+
+/// Every code answer passes its own test and every math solution, turned into a program the
+/// way a model holding both skills would, returns the gold.
+#[test]
+fn code_answers_pass_their_tests() {
+    let sb = Sandbox::new(SandboxConfig {
+        workers: 2,
+        allow_weaker_isolation: true,
+        entry: String::new(),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let sets = code_math_sets(3, &small());
+    let programs: Vec<String> = sets
+        .code_train
+        .iter()
+        .take(120)
+        .map(|c| {
+            let prog = crate::codemath::extract_program(&c.output).unwrap_or_default();
+            format!("{prog}\n{}\n", c.test)
+        })
+        .collect();
+    for (o, p) in sb.run_many(&programs).unwrap().iter().zip(&programs) {
+        assert_eq!(o.status, RunStatus::Ok, "{p}\n{o:?}");
+    }
+}
+
+#[test]
+fn manual_is_long_and_target_answers_are_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_sized(SyntheticKind::ManualQa, 11, dir.path(), &small()).unwrap();
+    let manual = datasets::load_manual(&dir.path().join("manual.txt")).unwrap();
+    let words = manual.text.split_whitespace().count();
+    assert!(words >= 3000, "manual has only {words} words");
+    let target = datasets::load_qa(&dir.path().join("manual_qa_test.json")).unwrap();
+    assert_eq!(target.len(), 80);
+    for q in &target {
+        let ctx = q.context.as_deref().unwrap_or("");
+        assert!(manual.text.contains(ctx), "context not in manual: {ctx}");
+        let a = crate::manualqa::normalize_answer(&q.answers[0]);
+        assert!(crate::manualqa::normalize_answer(ctx).contains(&a), "{a} not in {ctx}");
+    }
+    let train = datasets::load_qa(&dir.path().join("qa_skill_train.json")).unwrap();
+    let test = datasets::load_qa(&dir.path().join("qa_skill_test.json")).unwrap();
+    assert_eq!(train.len(), 300);
+    let nic = train.iter().filter(|q| q.unanswerable).count();
+    assert!(nic > 20 && nic < 150, "{nic} unanswerable of 300");
+    let seen: HashSet<(String, String)> = train
+        .iter()
+        .map(|q| (q.context.clone().unwrap_or_default(), q.question.clone()))
+        .collect();
+    assert!(test
+        .iter()
+        .all(|q| !seen.contains(&(q.context.clone().unwrap_or_default(), q.question.clone()))));
+    // The skill documents share no invented name with the manual's product.
+    let product = manual_qa_sets(11, &small()).product;
+    assert!(train.iter().all(|q| !q.context.as_deref().unwrap_or("").contains(&product)));
+}
