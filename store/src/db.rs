@@ -482,12 +482,12 @@ impl Store {
         for kv in self.t.adapters_by_base.scan_prefix(&prefix) {
             let (k, _) = kv?;
             let name = &k[prefix.len()..];
-            match self.t.adapters.get(name)? {
-                Some(v) => match envelope::decode(&v) {
+            // None: deleted between the two reads.
+            if let Some(v) = self.t.adapters.get(name)? {
+                match envelope::decode(&v) {
                     Ok(a) => out.items.push(a),
                     Err(e) => out.skipped.push(corrupt(tree::ADAPTERS, name, e)),
-                },
-                None => {} // deleted between the two reads
+                }
             }
         }
         Ok(out)

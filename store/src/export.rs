@@ -348,26 +348,38 @@ impl Store {
     /// id and keeping everything else. Missing files are taken as empty. Durable on return.
     pub fn import_json(&self, dir: impl AsRef<Path>) -> Result<TransferReport> {
         let dir = dir.as_ref();
-        let mut report = TransferReport::default();
-        report.models =
+        let models =
             for_each_line::<ModelRecord>(&dir.join("models.jsonl"), |m| self.put_model(&m))?;
-        report.datasets =
+        let datasets =
             for_each_line::<DatasetRecord>(&dir.join("datasets.jsonl"), |d| self.put_dataset(&d))?;
-        report.adapters = for_each_line::<AdapterLine>(&dir.join("adapters.jsonl"), |line| {
-            let path = dir.join(&line.file);
+        let adapters_path = dir.join("adapters.jsonl");
+        let adapters = for_each_line::<AdapterLine>(&adapters_path, |line| {
+            // Only files inside the export dir: an edited export must not pull in
+            // arbitrary files.
+            let rel = Path::new(&line.file);
+            let inside = rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(StoreError::Import {
+                    path: adapters_path.clone(),
+                    reason: format!("adapter file {:?} is not inside the export dir", line.file),
+                });
+            }
+            let path = dir.join(rel);
             let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
             self.save_adapter(&line.adapter, &bytes).map(|_| ())
         })?;
-        report.runs = for_each_line::<RunRecord>(&dir.join("runs.jsonl"), |r| self.put_run(&r))?;
+        let runs = for_each_line::<RunRecord>(&dir.join("runs.jsonl"), |r| self.put_run(&r))?;
         self.flush()?;
-        let mut scores = Vec::new();
-        report.scores = for_each_line::<Score>(&dir.join("scores.jsonl"), |s| {
-            scores.push(s);
+        let mut all_scores = Vec::new();
+        let scores = for_each_line::<Score>(&dir.join("scores.jsonl"), |s| {
+            all_scores.push(s);
             Ok(())
         })?;
-        self.put_scores(&scores)?;
+        self.put_scores(&all_scores)?;
         let mut batch = Vec::with_capacity(1000);
-        report.records = for_each_line::<QuestionRecord>(&dir.join("records.jsonl"), |r| {
+        let records = for_each_line::<QuestionRecord>(&dir.join("records.jsonl"), |r| {
             batch.push(r);
             if batch.len() == 1000 {
                 self.put_records(&std::mem::take(&mut batch))?;
@@ -375,7 +387,15 @@ impl Store {
             Ok(())
         })?;
         self.put_records(&batch)?;
-        Ok(report)
+        Ok(TransferReport {
+            models,
+            datasets,
+            adapters,
+            runs,
+            scores,
+            records,
+            skipped: Vec::new(),
+        })
     }
 }
 

@@ -223,13 +223,16 @@ pub fn write_v1_fixture(data_dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Object-safe encoding, so the fixture writer can take any record type in one closure.
+/// Always plain JSON (format 1): v1 had no compressed format.
 mod erased {
+    use crate::envelope::{wrap, FORMAT_JSON};
+
     pub trait Encode {
         fn encode(&self) -> Result<Vec<u8>, serde_json::Error>;
     }
     impl<T: serde::Serialize> Encode for T {
         fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-            crate::envelope::encode(self)
+            Ok(wrap(FORMAT_JSON, &serde_json::to_vec(self)?))
         }
     }
 }

@@ -34,7 +34,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut acked_adapters = BTreeSet::new();
     let started = Instant::now();
     let mut iterations = 0;
-    while iterations < 25 && started.elapsed() < Duration::from_secs(25) {
+    while iterations < 25 && started.elapsed() < Duration::from_secs(20) {
         iterations += 1;
         let mut child = Command::new(env!("CARGO_BIN_EXE_store-crash-writer"))
             .arg(&data)
@@ -140,4 +140,36 @@ fn check(data: &std::path::Path, records: &BTreeSet<u64>, adapters: &BTreeSet<u6
         );
         assert!(page.items.iter().all(|r| r.verdict == verdict));
     }
+}
+
+#[test]
+fn a_second_process_gets_locked_with_the_holders_pid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store-crash-writer"))
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the writer");
+    // Wait until the writer has opened the store (its first acknowledgement).
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let _ = reader.read_line(&mut first);
+    let result = Store::open(&data);
+    child.kill().expect("kill the writer");
+    let _ = child.wait();
+    assert!(
+        first.starts_with("record"),
+        "writer did not start: {first:?}"
+    );
+    match result {
+        Err(soup_store::StoreError::Locked { dir, pid }) => {
+            assert_eq!(dir, data);
+            assert_eq!(pid, Some(child.id()));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // Once the holder is gone, the dir opens again.
+    Store::open(&data).expect("open after the holder died");
 }

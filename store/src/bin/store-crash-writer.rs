@@ -36,7 +36,7 @@ fn run() -> Result<(), StoreError> {
     let mut step = 0u64;
     loop {
         step += 1;
-        if step % 5 == 0 {
+        if matches!(step % 5, 0) {
             // A batch: acknowledged all together when put_records returns.
             let batch: Vec<_> = (next..next + 7)
                 .map(|i| crash_record::crash_record(run.id, i))
@@ -46,7 +46,7 @@ fn run() -> Result<(), StoreError> {
                 let _ = writeln!(out, "record {i}");
             }
             next += 7;
-        } else if step % 23 == 0 {
+        } else if matches!(step % 23, 0) {
             let adapter = AdapterRecord {
                 name: format!("crash-{adapters}"),
                 base_model: "tiny".into(),

@@ -10,7 +10,10 @@ use soup_store::{QuestionRecord, RunId};
 pub fn crash_record(run: RunId, index: u64) -> QuestionRecord {
     let verdict = ["correct", "wrong", "error"][(index % 3) as usize];
     let mut scores = BTreeMap::new();
-    scores.insert("exact_match".to_string(), (index % 3 == 0) as u8 as f64);
+    scores.insert(
+        "exact_match".to_string(),
+        if verdict == "correct" { 1.0 } else { 0.0 },
+    );
     QuestionRecord {
         run,
         index,
@@ -32,7 +35,7 @@ pub fn crash_record(run: RunId, index: u64) -> QuestionRecord {
         prompt_tokens: 20,
         output_tokens: 8,
         latency_ms: index % 500,
-        cached: index % 5 == 0,
+        cached: matches!(index % 5, 0),
     }
 }
 
