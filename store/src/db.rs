@@ -270,6 +270,10 @@ impl Store {
                         }
                     }
                 }
+                e @ sled::Error::Corruption { .. } => StoreError::Damaged {
+                    dir: dir.clone(),
+                    detail: e.to_string(),
+                },
                 other => StoreError::Db(other),
             })?;
         let t = Trees::open(&db)?;

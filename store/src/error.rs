@@ -63,6 +63,12 @@ pub enum StoreError {
     },
 
     #[error(
+        "the database in {dir} is damaged ({detail}); move {dir}/db aside and import your last \
+         export (`soup import`), or start afresh"
+    )]
+    Damaged { dir: PathBuf, detail: String },
+
+    #[error(
         "database error: {0}; if the disk is full, free some space and retry (acknowledged \
          writes are safe)"
     )]

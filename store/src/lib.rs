@@ -17,6 +17,9 @@
 //! - [`Store::export_json`], [`Store::export_csv`], [`Store::import_json`] for backup and
 //!   other tools; [`Store::adapter_blob`] gives an adapter's tensors as safetensors bytes.
 //!
+//! [`Store`] is `Send + Sync`: share one behind an `Arc` between the dashboard and the job
+//! workers (one process owns a data dir; within it, any number of threads).
+//!
 //! Key layouts are in [`keys`], the value envelope in [`envelope`], the record types in
 //! [`schema`], schema history in `migrate.rs`.
 
@@ -40,3 +43,11 @@ pub use lock::LOCK_FILE;
 pub use migrate::{write_v1_fixture, QuestionRecordV1};
 pub use paths::data_dir;
 pub use schema::*;
+
+/// `Store` must stay shareable between threads: the engine's workers and the dashboard hold
+/// the same one.
+#[allow(dead_code)]
+fn assert_store_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+}

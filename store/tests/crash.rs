@@ -32,6 +32,7 @@ fn acknowledged_writes_survive_sigkill() {
     eprintln!("crash test seed {seed}");
     let mut acked_records = BTreeSet::new();
     let mut acked_adapters = BTreeSet::new();
+    let mut acked_runs = BTreeSet::new();
     let started = Instant::now();
     let mut iterations = 0;
     while iterations < 25 && started.elapsed() < Duration::from_secs(20) {
@@ -57,17 +58,17 @@ fn acknowledged_writes_survive_sigkill() {
             }
             lines
         });
-        let wait_ms = 20 + next_rand(&mut seed) % 400;
+        let wait_ms = 10 + next_rand(&mut seed) % 250;
         std::thread::sleep(Duration::from_millis(wait_ms));
         child.kill().expect("SIGKILL the writer");
         let status = child.wait().expect("reap the writer");
         let lines = reader.join().expect("reader thread");
         for line in lines {
             let (what, n) = line.split_once(' ').expect("ack line has two words");
-            let n: u64 = n.parse().expect("ack number");
             match what {
-                "record" => acked_records.insert(n),
-                "adapter" => acked_adapters.insert(n),
+                "record" => acked_records.insert(n.parse().expect("record index")),
+                "adapter" => acked_adapters.insert(n.parse().expect("adapter number")),
+                "finished" => acked_runs.insert(ulid::Ulid::from_string(n).expect("run id")),
                 other => panic!("unexpected ack {other}"),
             };
         }
@@ -75,12 +76,13 @@ fn acknowledged_writes_survive_sigkill() {
             !status.success(),
             "the writer exited on its own before the kill: it failed (see its stderr)"
         );
-        check(&data, &acked_records, &acked_adapters);
+        check(&data, &acked_records, &acked_adapters, &acked_runs);
     }
     eprintln!(
-        "{iterations} kills, {} records and {} adapters acknowledged",
+        "{iterations} kills, {} records, {} adapters and {} finished runs acknowledged",
         acked_records.len(),
-        acked_adapters.len()
+        acked_adapters.len(),
+        acked_runs.len()
     );
     assert!(
         !acked_records.is_empty(),
@@ -89,10 +91,36 @@ fn acknowledged_writes_survive_sigkill() {
 }
 
 /// Reopens the store and checks every acknowledged write, and that counts and index agree.
-fn check(data: &std::path::Path, records: &BTreeSet<u64>, adapters: &BTreeSet<u64>) {
+fn check(
+    data: &std::path::Path,
+    records: &BTreeSet<u64>,
+    adapters: &BTreeSet<u64>,
+    finished: &BTreeSet<ulid::Ulid>,
+) {
     let store = Store::open(data).expect("reopen after kill");
+    for &id in finished {
+        let run = store
+            .get_run(id)
+            .expect("readable run")
+            .expect("finished run kept");
+        assert_eq!(
+            run.status,
+            soup_store::RunStatus::Done,
+            "run {id} lost its final status"
+        );
+        assert!(run.finished.is_some());
+    }
     let runs = store.list_runs(&RunQuery::default()).expect("list runs");
     assert!(runs.skipped.is_empty(), "corrupt runs: {:?}", runs.skipped);
+    let done = store
+        .list_runs(&RunQuery {
+            status: Some(soup_store::RunStatus::Done),
+            ..Default::default()
+        })
+        .expect("done runs");
+    assert!(finished
+        .iter()
+        .all(|id| done.items.iter().any(|r| r.id == *id)));
     let Some(run) = runs.items.iter().find(|r| r.label == "crash") else {
         assert!(
             records.is_empty(),

@@ -1,6 +1,7 @@
 //! A writer for the crash test (`tests/crash.rs`): opens the store in the data dir given as
-//! the only argument, then writes question records and adapters forever, printing
-//! `record N` or `adapter N` on stdout after each call that acknowledged it has returned.
+//! the only argument, then writes question records, adapters and finished runs forever,
+//! printing `record N`, `adapter N` or `finished RUN_ID` on stdout after each call that
+//! acknowledged it has returned.
 //! The test kills it with SIGKILL at a random moment and checks that everything printed
 //! survived. Not part of soup proper.
 
@@ -9,7 +10,9 @@ mod crash_record;
 
 use std::io::Write;
 
-use soup_store::{AdapterMethod, AdapterRecord, ModuleSpec, RunKind, RunQuery, Store, StoreError};
+use soup_store::{
+    AdapterMethod, AdapterRecord, ModuleSpec, RunKind, RunQuery, RunStatus, Store, StoreError,
+};
 
 fn main() {
     if let Err(e) = run() {
@@ -46,6 +49,11 @@ fn run() -> Result<(), StoreError> {
                 let _ = writeln!(out, "record {i}");
             }
             next += 7;
+        } else if matches!(step % 37, 0) {
+            let done = store.create_run(RunKind::Merge, "finished", serde_json::json!({}))?;
+            store.start_run(done.id)?;
+            store.finish_run(done.id, RunStatus::Done, None)?;
+            let _ = writeln!(out, "finished {}", done.id);
         } else if matches!(step % 23, 0) {
             let adapter = AdapterRecord {
                 name: format!("crash-{adapters}"),
