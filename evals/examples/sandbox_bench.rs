@@ -43,7 +43,10 @@ fn main() {
             }
         };
         let secs = t.elapsed().as_secs_f64();
-        let ok = outcomes.iter().filter(|o| o.status == RunStatus::Ok).count();
+        let ok = outcomes
+            .iter()
+            .filter(|o| o.status == RunStatus::Ok)
+            .count();
         let l = sandbox.layers();
         println!(
             "{mode:?}: {count} programs, {workers} workers, {secs:.2} s, {:.0} programs/s ({ok} ok); layers: uid {:?}, netns {}, landlock {:?}, refused {:?}",

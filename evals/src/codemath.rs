@@ -216,7 +216,11 @@ pub fn grade_many(
 }
 
 /// Grade one output.
-pub fn grade_one(sandbox: &Sandbox, output: &str, gold: f64) -> Result<CodeMathGrade, SandboxError> {
+pub fn grade_one(
+    sandbox: &Sandbox,
+    output: &str,
+    gold: f64,
+) -> Result<CodeMathGrade, SandboxError> {
     let mut v = grade_many(sandbox, &[(output.to_string(), gold)])?;
     v.pop()
         .ok_or_else(|| SandboxError::Internal("no grade returned".into()))

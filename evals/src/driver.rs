@@ -136,8 +136,13 @@ struct Pending {
     gold_text: String,
 }
 
+/// Grades one batch: (items, their pending prompts, completions, per-question latency).
+type GradeBatch<'a, T> = dyn FnMut(&[&T], &[Pending], Vec<Completion>, f64) -> Result<Vec<QuestionRecord>, EvalError>
+    + 'a;
+
 /// Shared batching loop: picks unfinished items, generates, hands (item index, completion,
 /// latency) to `grade`, which returns the records of the batch.
+#[allow(clippy::too_many_arguments)]
 fn drive<T>(
     task: TaskKind,
     items: &[T],
@@ -148,13 +153,17 @@ fn drive<T>(
     opts: &EvalOptions,
     previous: &[QuestionRecord],
     sink: &mut Sink<'_>,
-    grade: &mut dyn FnMut(&[&T], &[Pending], Vec<Completion>, f64) -> Result<Vec<QuestionRecord>, EvalError>,
+    grade: &mut GradeBatch<'_, T>,
 ) -> Result<EvalSummary, EvalError> {
     let done: HashSet<&str> = previous.iter().map(|r| r.id.as_str()).collect();
     let scope = &items[..opts.limit.unwrap_or(items.len()).min(items.len())];
     let todo: Vec<&T> = scope.iter().filter(|i| !done.contains(id_of(i))).collect();
     let resumed = scope.len() - todo.len();
-    let batch = if opts.batch_size == 0 { 8 } else { opts.batch_size };
+    let batch = if opts.batch_size == 0 {
+        8
+    } else {
+        opts.batch_size
+    };
     let mut records: Vec<QuestionRecord> = previous
         .iter()
         .filter(|r| scope.iter().any(|i| id_of(i) == r.id))
@@ -162,7 +171,11 @@ fn drive<T>(
         .collect();
     let mut cancelled = false;
     for chunk in todo.chunks(batch) {
-        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
             cancelled = true;
             break;
         }

@@ -70,10 +70,12 @@ fn read_chunk(
     let mut buf = String::new();
     while out.len() < CHUNK {
         buf.clear();
-        let n = input.read_line(&mut buf).map_err(|source| GradeError::Read {
-            path: PathBuf::from(source_name),
-            source,
-        })?;
+        let n = input
+            .read_line(&mut buf)
+            .map_err(|source| GradeError::Read {
+                path: PathBuf::from(source_name),
+                source,
+            })?;
         if n == 0 {
             break;
         }
@@ -110,7 +112,11 @@ fn read_chunk(
     Ok(out)
 }
 
-fn write_line(output: &mut dyn Write, out_name: &str, obj: &Map<String, Value>) -> Result<(), GradeError> {
+fn write_line(
+    output: &mut dyn Write,
+    out_name: &str,
+    obj: &Map<String, Value>,
+) -> Result<(), GradeError> {
     let werr = |source| GradeError::Write {
         path: PathBuf::from(out_name),
         source,
@@ -154,11 +160,10 @@ pub fn grade_code_math_jsonl(
         let grades = codemath::grade_many(sandbox, &pairs)?;
         for (mut l, g) in lines.into_iter().zip(grades) {
             let run = g.run.as_ref();
-            l.obj.insert("verdict".into(), Value::from(g.verdict.as_str()));
-            l.obj.insert(
-                "pred".into(),
-                g.pred.map_or(Value::Null, Value::from),
-            );
+            l.obj
+                .insert("verdict".into(), Value::from(g.verdict.as_str()));
+            l.obj
+                .insert("pred".into(), g.pred.map_or(Value::Null, Value::from));
             l.obj.insert("correct".into(), Value::from(g.correct));
             l.obj.insert(
                 "stdout".into(),
@@ -236,7 +241,8 @@ pub fn grade_manual_qa_jsonl(
             l.obj.insert("pred".into(), Value::from(g.pred.clone()));
             l.obj.insert("em".into(), Value::from(g.scores.em));
             l.obj.insert("f1".into(), Value::from(g.scores.f1));
-            l.obj.insert("contains".into(), Value::from(g.scores.contains));
+            l.obj
+                .insert("contains".into(), Value::from(g.scores.contains));
             write_line(output, out_name, &l.obj)?;
             summary.n += 1;
             em += g.scores.em;
@@ -321,8 +327,8 @@ mod tests {
             "\n",
         );
         let mut out = Vec::new();
-        let s = grade_code_math_jsonl(&mut input.as_bytes(), "in.jsonl", &mut out, "out", &sb)
-            .unwrap();
+        let s =
+            grade_code_math_jsonl(&mut input.as_bytes(), "in.jsonl", &mut out, "out", &sb).unwrap();
         assert_eq!(s.n, 3);
         let lines: Vec<Value> = std::str::from_utf8(&out)
             .unwrap()
@@ -342,7 +348,11 @@ mod tests {
         let input = "{\"id\": 1, \"output\": \"x\", \"answer\": \"y\"}\n{\"id\": 2}\n";
         let e = grade_manual_qa_jsonl(&mut input.as_bytes(), "p.jsonl", &mut Vec::new(), "o")
             .unwrap_err();
-        assert!(e.to_string().starts_with("p.jsonl:2: missing field \"output\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("p.jsonl:2: missing field \"output\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -356,6 +366,8 @@ mod tests {
         let mut out = Vec::new();
         let s = grade_manual_qa_jsonl(&mut input.as_bytes(), "p", &mut out, "o").unwrap();
         assert_eq!(s.em, Some(1.0));
-        assert!(std::str::from_utf8(&out).unwrap().contains("\"contains\":1.0"));
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .contains("\"contains\":1.0"));
     }
 }

@@ -160,7 +160,11 @@ pub fn alpaca_prompt(instruction: &str, input: &str) -> String {
 impl Prompt {
     /// The form for `style` as chat messages or text; `render` turns messages into the model's
     /// chat-template text (core passes its tokenizer's template here).
-    pub fn for_style(&self, style: PromptStyle, render: &dyn Fn(&[ChatMessage]) -> String) -> String {
+    pub fn for_style(
+        &self,
+        style: PromptStyle,
+        render: &dyn Fn(&[ChatMessage]) -> String,
+    ) -> String {
         match style {
             PromptStyle::Plain => self.text.clone(),
             PromptStyle::Chat => render(&self.messages),

@@ -8,7 +8,8 @@ pub(super) fn lorasoups_item(row: &Row) -> Result<MathItem, DatasetError> {
         id: row.id(),
         question: row.str_field("instruction")?,
         gold: row.num_field("answer")?,
-        solution: None,
+        // The PoT demo files carry the program in `output`.
+        solution: row.opt_str("output")?,
     })
 }
 

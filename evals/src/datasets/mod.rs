@@ -60,7 +60,8 @@ pub struct Instruction {
 pub enum Format {
     /// JSONL `{"question", "answer": "... #### N"}`.
     Gsm8kJsonl,
-    /// JSON list `[{"instruction", "answer": float}]` as the LoRA Soups repository ships GSM-Hard.
+    /// JSON list `[{"instruction", "answer": float}]` as the LoRA Soups repository ships GSM-Hard
+    /// (also its program-of-thought demos, whose answer is a numeric string).
     GsmHardLoraSoups,
     /// JSONL `{"input", "target", "code"?}` as PAL ships GSM-Hard.
     GsmHardPal,
@@ -320,7 +321,13 @@ pub fn detect_format(text: &str) -> Result<Format, String> {
         let instr = o.get("instruction").and_then(Value::as_str).unwrap_or("");
         match o.get("answer") {
             Some(Value::Number(_)) => return Ok(Format::GsmHardLoraSoups),
-            Some(Value::String(_)) => {
+            Some(Value::String(a)) => {
+                // Program-of-thought demos (LoRA Soups' few_shot_demo_math.json): a numeric
+                // answer and a program as output. They are math items, not QA.
+                let output = o.get("output").and_then(Value::as_str).unwrap_or("");
+                if output.contains("def solution") && crate::codemath::parse_number(a).is_some() {
+                    return Ok(Format::GsmHardLoraSoups);
+                }
                 if instr.contains("Context:") && instr.contains("Question:") {
                     return Ok(Format::ReadingComprehension);
                 }

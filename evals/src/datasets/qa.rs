@@ -34,15 +34,18 @@ pub fn split_rc_instruction(instruction: &str) -> Option<(String, String)> {
 
 pub(super) fn rc_item(row: &Row) -> Result<QaItem, DatasetError> {
     let instruction = row.str_field("instruction")?;
-    let (context, question) = split_rc_instruction(&instruction).ok_or_else(|| {
-        row.err("field \"instruction\" must contain \"Context:\" followed by \"Question:\"")
-    })?;
+    // Rows without the markers (the demo files mix in plain instructions) are context-free
+    // questions.
+    let (context, question) = match split_rc_instruction(&instruction) {
+        Some((c, q)) => (Some(c), q),
+        None => (None, instruction.trim().to_string()),
+    };
     let answer = row.str_field("answer")?;
     let unanswerable = crate::manualqa::is_not_in_context(&answer);
     Ok(QaItem {
         id: row.id(),
         question,
-        context: Some(context),
+        context,
         answers: vec![answer],
         unanswerable,
     })

@@ -67,7 +67,8 @@ fn sandbox() -> Sandbox {
     .expect("sandbox (needs python3)")
 }
 
-fn no_sink() -> impl FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn no_sink() -> impl FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+{
     |_| Ok(())
 }
 
@@ -102,8 +103,14 @@ fn code_math_scores_only_new_text() {
     assert_eq!(gen.calls, 2);
     assert_eq!(s.verdicts["correct"], 6);
     for r in &recs {
-        assert!(!r.raw_output.contains("Question:"), "prompt leaked into output");
-        assert!(r.extracted.as_deref().is_some_and(|p| p.contains("return result")));
+        assert!(
+            !r.raw_output.contains("Question:"),
+            "prompt leaked into output"
+        );
+        assert!(r
+            .extracted
+            .as_deref()
+            .is_some_and(|p| p.contains("return result")));
         assert_eq!(r.stdout.as_deref(), Some(""));
     }
 }
@@ -239,7 +246,10 @@ fn qa_and_cot_runs() {
             unanswerable: true,
         },
     ];
-    let mut gen = Fixed(vec![" The correct answer is Blue valve.\n", "Not in context"]);
+    let mut gen = Fixed(vec![
+        " The correct answer is Blue valve.\n",
+        "Not in context",
+    ]);
     let s = run_qa(
         &qa,
         &|i| qa_prompt(&i.question, i.context.as_deref()).text,

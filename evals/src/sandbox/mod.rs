@@ -291,7 +291,10 @@ struct WireOutcome {
 /// Find the real interpreter behind `python3` (a pyenv shim is a shell script that needs the
 /// environment we are about to clear) and its version.
 fn resolve_python(cfg: &SandboxConfig) -> Result<(PathBuf, String), SandboxError> {
-    let exe = cfg.python.clone().unwrap_or_else(|| PathBuf::from("python3"));
+    let exe = cfg
+        .python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("python3"));
     let out = Command::new(&exe)
         .args([
             "-I",
@@ -360,14 +363,15 @@ impl Sandbox {
         };
         let landlock_abi = match os::landlock_abi() {
             Ok(abi) => match os::landlock_write_only_beneath(&probe_dir, abi) {
-                Ok((fd, _)) => match probe(&python, &probe_dir, Some(fd.as_raw_fd()), NetChoice::None)
-                {
-                    Ok(()) => Some(abi),
-                    Err(e) => {
-                        refused.push(format!("landlock: {e}"));
-                        None
+                Ok((fd, _)) => {
+                    match probe(&python, &probe_dir, Some(fd.as_raw_fd()), NetChoice::None) {
+                        Ok(()) => Some(abi),
+                        Err(e) => {
+                            refused.push(format!("landlock: {e}"));
+                            None
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     refused.push(format!("landlock: cannot build a ruleset: {e}"));
                     None
@@ -734,7 +738,12 @@ fn make_dir(path: &Path) -> Result<(), SandboxError> {
 }
 
 /// Start `python -c pass` with one layer to learn whether the OS grants it.
-fn probe(python: &Path, dir: &Path, landlock_fd: Option<i32>, net: NetChoice) -> Result<(), String> {
+fn probe(
+    python: &Path,
+    dir: &Path,
+    landlock_fd: Option<i32>,
+    net: NetChoice,
+) -> Result<(), String> {
     let pre = os::PreExec {
         landlock_fd,
         netns: netns_for(net),

@@ -84,7 +84,11 @@ pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd,
     let net = abi >= 4;
     let attr = RulesetAttr {
         handled_access_fs: fs,
-        handled_access_net: if net { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
+        handled_access_net: if net {
+            NET_BIND_TCP | NET_CONNECT_TCP
+        } else {
+            0
+        },
     };
     let size = if net {
         std::mem::size_of::<RulesetAttr>()

@@ -19,7 +19,11 @@ fn sandbox() -> Sandbox {
 
 fn ok_after(sb: &Sandbox) {
     let r = sb.run("def solution():\n    return 1 + 1\n").unwrap();
-    assert_eq!(r.status, RunStatus::Ok, "sandbox unusable afterwards: {r:?}");
+    assert_eq!(
+        r.status,
+        RunStatus::Ok,
+        "sandbox unusable afterwards: {r:?}"
+    );
     assert_eq!(r.value, Some(Value::Number(2.0)));
 }
 
@@ -63,7 +67,9 @@ fn value_kinds_and_plain_failures() {
 #[test]
 fn infinite_loop_times_out_and_group_dies() {
     let sb = sandbox_with(1, SandboxMode::Pool);
-    let r = sb.run("def solution():\n    while True:\n        pass\n").unwrap();
+    let r = sb
+        .run("def solution():\n    while True:\n        pass\n")
+        .unwrap();
     assert_eq!(r.status, RunStatus::Timeout, "{r:?}");
     ok_after(&sb);
 }
@@ -89,7 +95,9 @@ fn fork_bomb_is_contained() {
 fn memory_bomb_hits_the_limit() {
     let sb = sandbox();
     let r = sb
-        .run("def solution():\n    a = []\n    while True:\n        a.append(bytearray(50 << 20))\n")
+        .run(
+            "def solution():\n    a = []\n    while True:\n        a.append(bytearray(50 << 20))\n",
+        )
         .unwrap();
     assert_eq!(r.status, RunStatus::ResourceLimit, "{r:?}");
     ok_after(&sb);

@@ -29,7 +29,10 @@ fn list(rng: &mut StdRng, n: usize) -> Vec<i64> {
 fn show(v: &[i64]) -> String {
     format!(
         "[{}]",
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

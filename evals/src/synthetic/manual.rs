@@ -21,8 +21,8 @@ pub(crate) fn coined(rng: &mut StdRng, syllables: &[&str], parts: usize) -> Stri
 }
 
 const SYL: [&str; 16] = [
-    "vel", "mor", "tra", "quin", "zel", "dor", "ka", "ryn", "os", "pli", "vex", "tor", "an",
-    "sil", "bru", "gam",
+    "vel", "mor", "tra", "quin", "zel", "dor", "ka", "ryn", "os", "pli", "vex", "tor", "an", "sil",
+    "bru", "gam",
 ];
 
 /// A fact: where it sits in the manual and how it is asked about.
@@ -150,17 +150,29 @@ fn pick<T: Copy>(rng: &mut StdRng, v: &[T]) -> T {
 
 /// Generate the manual. `error_codes` sets its length (about 25 words each); the default
 /// writer uses 60, which gives well over three thousand words.
+/// A coined word not used before in this manual.
+fn fresh(rng: &mut StdRng, used: &mut std::collections::HashSet<String>, parts: usize) -> String {
+    loop {
+        let w = coined(rng, &SYL, parts);
+        if used.insert(w.clone()) {
+            return w;
+        }
+    }
+}
+
 pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
-    let brand = coined(rng, &SYL, 3);
+    // Every invented name is distinct, so no question is ambiguous.
+    let mut used = std::collections::HashSet::new();
+    let brand = fresh(rng, &mut used, 3);
     let model = format!(
         "{} {}{}",
-        coined(rng, &SYL, 2),
+        fresh(rng, &mut used, 2),
         (b'A' + rng.gen_range(0..26u8)) as char,
         rng.gen_range(2..99)
     );
     let product = format!("{brand} {model}");
-    let company = format!("{} Works", coined(rng, &SYL, 2));
-    let town = coined(rng, &SYL, 3);
+    let company = format!("{} Works", fresh(rng, &mut used, 2));
+    let town = fresh(rng, &mut used, 3);
     let year = rng.gen_range(1952..2011);
     let mut sections: Vec<(String, Vec<Fact>, String)> = Vec::new();
     let fact = |s: String, q: Vec<(String, String)>| Fact {
@@ -191,13 +203,18 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let v = rng.gen_range(lo..=hi);
         specs.push(fact(
             format!("The {name} of the {product} is {v} {unit}."),
-            vec![(format!("What is the {name} of the {product}?"), format!("{v} {unit}"))],
+            vec![(
+                format!("What is the {name} of the {product}?"),
+                format!("{v} {unit}"),
+            )],
         ));
     }
     sections.push(("Specifications".into(), specs, "The values below were measured by the manufacturer under normal household conditions. Do not operate the unit outside these limits.".into()));
 
     // Buttons and reset.
-    let buttons: Vec<String> = (0..3).map(|_| format!("{} button", coined(rng, &SYL, 2))).collect();
+    let buttons: Vec<String> = (0..3)
+        .map(|_| format!("{} button", fresh(rng, &mut used, 2)))
+        .collect();
     let hold = rng.gen_range(3..16);
     let pair = rng.gen_range(2..9);
     let lock = rng.gen_range(2..7);
@@ -207,7 +224,7 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
             (format!("Which button resets the {product}?"), buttons[0].clone()),
         ]),
         fact(format!("To pair the unit with the app, press the {} {pair} times.", buttons[1]), vec![(format!("How many times must you press the {} to pair the unit with the app?", buttons[1]), pair.to_string())]),
-        fact(format!("To turn on the child lock, hold the {} for {lock} seconds.", buttons[2]), vec![(format!("Which button turns on the child lock?"), buttons[2].clone())]),
+        fact(format!("To turn on the child lock, hold the {} for {lock} seconds.", buttons[2]), vec![(format!("Which button turns on the child lock of the {product}?"), buttons[2].clone())]),
     ], "The control panel sits on the front of the unit. The buttons respond to a firm press; a short beep confirms each press.".into()));
 
     // Modes.
@@ -215,12 +232,15 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     let mut actions = MODE_ACTIONS.to_vec();
     actions.shuffle(rng);
     for action in actions.iter().take(6) {
-        let name = format!("{} mode", coined(rng, &SYL, 2));
+        let name = format!("{} mode", fresh(rng, &mut used, 2));
         let minutes = rng.gen_range(3..90);
         modes.push(fact(
             format!("In {name}, the {product} {action} for {minutes} minutes."),
             vec![
-                (format!("How long does {name} run?"), format!("{minutes} minutes")),
+                (
+                    format!("How long does {name} run?"),
+                    format!("{minutes} minutes"),
+                ),
                 (format!("Which mode {action}?"), name.clone()),
             ],
         ));
@@ -239,7 +259,10 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     for ((pattern, color), meaning) in combos.iter().zip(meanings.iter()).take(12) {
         lights.push(fact(
             format!("A {pattern} {color} light means that {meaning}."),
-            vec![(format!("What does a {pattern} {color} light mean on the {product}?"), meaning.to_string())],
+            vec![(
+                format!("What does a {pattern} {color} light mean on the {product}?"),
+                meaning.to_string(),
+            )],
         ));
     }
     sections.push(("Indicator lights".into(), lights, "The status light above the display shows what the unit is doing. Colors and blinking patterns have the meanings listed here.".into()));
@@ -253,7 +276,10 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let unit = pick(rng, &["weeks", "months"]);
         maint.push(fact(
             format!("Replace the {part} every {n} {unit}."),
-            vec![(format!("How often should the {part} of the {product} be replaced?"), format!("every {n} {unit}"))],
+            vec![(
+                format!("How often should the {part} of the {product} be replaced?"),
+                format!("every {n} {unit}"),
+            )],
         ));
     }
     sections.push(("Maintenance".into(), maint, "Regular care keeps the unit quiet and efficient. Always unplug the unit and let it cool down before you open any cover.".into()));
@@ -261,13 +287,24 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     // Accessories.
     let mut acc = Vec::new();
     for a in ACCESSORIES {
-        let pn = format!("{}-{}", coined(rng, &SYL, 1).to_uppercase(), rng.gen_range(100..999));
+        let pn = format!(
+            "{}-{}",
+            fresh(rng, &mut used, 1).to_uppercase(),
+            rng.gen_range(100..999)
+        );
         acc.push(fact(
             format!("The {a} has the part number {pn}."),
-            vec![(format!("What is the part number of the {a} for the {product}?"), pn)],
+            vec![(
+                format!("What is the part number of the {a} for the {product}?"),
+                pn,
+            )],
         ));
     }
-    sections.push(("Accessories".into(), acc, format!("Use only accessories approved by {company}; others may void the warranty.")));
+    sections.push((
+        "Accessories".into(),
+        acc,
+        format!("Use only accessories approved by {company}; others may void the warranty."),
+    ));
 
     // Installation: prose the manual adapter must absorb; questions about it need long answers,
     // so it asks none.

@@ -114,7 +114,11 @@ pub fn problem(rng: &mut StdRng) -> Problem {
             }
         }
         6 => {
-            let (a, b, c) = (rng.gen_range(5..13), rng.gen_range(2..6), rng.gen_range(2..6));
+            let (a, b, c) = (
+                rng.gen_range(5..13),
+                rng.gen_range(2..6),
+                rng.gen_range(2..6),
+            );
             Problem {
                 question: format!("{name} earns {a} dollars each hour. {he_cap} works {b} hours on Monday and {c} hours on Tuesday. How many dollars does {he} earn in total?"),
                 steps: format!("{name} works {b} + {c} = {} hours.\n{he_cap} earns {} * {a} = {} dollars.", b + c, b + c, (b + c) * a),

@@ -237,7 +237,12 @@ pub fn manual_qa_sets(seed: u64, sizes: &SyntheticSizes) -> ManualQaSets {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str, files: &mut Vec<PathBuf>) -> Result<(), SyntheticError> {
+fn write(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), SyntheticError> {
     let path = dir.join(name);
     std::fs::write(&path, text).map_err(|source| SyntheticError::Write {
         path: path.clone(),
@@ -271,7 +276,11 @@ fn rc_rows(items: &[qa::RcItem]) -> Vec<serde_json::Value> {
 
 /// Write a family with the default sizes (`soup data generate KIND --seed S --out DIR`).
 /// Returns the files written.
-pub fn write_synthetic(kind: SyntheticKind, seed: u64, dir: &Path) -> Result<Vec<PathBuf>, SyntheticError> {
+pub fn write_synthetic(
+    kind: SyntheticKind,
+    seed: u64,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, SyntheticError> {
     write_synthetic_sized(kind, seed, dir, &SyntheticSizes::default())
 }
 
@@ -292,14 +301,32 @@ pub fn write_synthetic_sized(
         SyntheticKind::CodeMath => {
             let s = code_math_sets(seed, sizes);
             let gsm = |v: &[(String, String)]| {
-                jsonl(v.iter().map(|(q, a)| json!({"question": q, "answer": a})).collect())
+                jsonl(
+                    v.iter()
+                        .map(|(q, a)| json!({"question": q, "answer": a}))
+                        .collect(),
+                )
             };
-            write(dir, "math_skill_train.jsonl", &gsm(&s.math_train), &mut files)?;
+            write(
+                dir,
+                "math_skill_train.jsonl",
+                &gsm(&s.math_train),
+                &mut files,
+            )?;
             write(dir, "math_skill_test.jsonl", &gsm(&s.math_test), &mut files)?;
             let code = |v: &[CodeItem]| {
-                json_list(v.iter().map(|c| serde_json::to_value(c).unwrap_or_default()).collect())
+                json_list(
+                    v.iter()
+                        .map(|c| serde_json::to_value(c).unwrap_or_default())
+                        .collect(),
+                )
             };
-            write(dir, "code_skill_train.json", &code(&s.code_train), &mut files)?;
+            write(
+                dir,
+                "code_skill_train.json",
+                &code(&s.code_train),
+                &mut files,
+            )?;
             write(dir, "code_skill_test.json", &code(&s.code_test), &mut files)?;
             let target = json_list(
                 s.target
@@ -312,8 +339,18 @@ pub fn write_synthetic_sized(
         SyntheticKind::ManualQa => {
             let s = manual_qa_sets(seed, sizes);
             write(dir, "manual.txt", &s.manual, &mut files)?;
-            write(dir, "qa_skill_train.json", &json_list(rc_rows(&s.qa_train)), &mut files)?;
-            write(dir, "qa_skill_test.json", &json_list(rc_rows(&s.qa_test)), &mut files)?;
+            write(
+                dir,
+                "qa_skill_train.json",
+                &json_list(rc_rows(&s.qa_train)),
+                &mut files,
+            )?;
+            write(
+                dir,
+                "qa_skill_test.json",
+                &json_list(rc_rows(&s.qa_test)),
+                &mut files,
+            )?;
             let target = json_list(
                 s.target
                     .iter()

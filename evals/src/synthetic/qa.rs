@@ -34,12 +34,36 @@ fn facts(rng: &mut StdRng) -> Vec<(String, String, String)> {
             let color = COLORS[rng.gen_range(0..COLORS.len())];
             let good = GOODS[rng.gen_range(0..GOODS.len())];
             vec![
-                (format!("{town} is a town on the {river} River."), format!("On which river is {town}?"), format!("the {river} River")),
-                (format!("It has {bridges} bridges."), format!("How many bridges does {town} have?"), bridges.to_string()),
-                (format!("Its market opens at {hour} o'clock."), format!("When does the market in {town} open?"), format!("{hour} o'clock")),
-                (format!("The houses of {town} have {color} roofs."), format!("What color are the roofs in {town}?"), color.to_string()),
-                (format!("The mayor of {town} is {person}."), format!("Who is the mayor of {town}?"), person.clone()),
-                (format!("The town is famous for its {good}."), format!("What is {town} famous for?"), good.to_string()),
+                (
+                    format!("{town} is a town on the {river} River."),
+                    format!("On which river is {town}?"),
+                    format!("the {river} River"),
+                ),
+                (
+                    format!("It has {bridges} bridges."),
+                    format!("How many bridges does {town} have?"),
+                    bridges.to_string(),
+                ),
+                (
+                    format!("Its market opens at {hour} o'clock."),
+                    format!("When does the market in {town} open?"),
+                    format!("{hour} o'clock"),
+                ),
+                (
+                    format!("The houses of {town} have {color} roofs."),
+                    format!("What color are the roofs in {town}?"),
+                    color.to_string(),
+                ),
+                (
+                    format!("The mayor of {town} is {person}."),
+                    format!("Who is the mayor of {town}?"),
+                    person.clone(),
+                ),
+                (
+                    format!("The town is famous for its {good}."),
+                    format!("What is {town} famous for?"),
+                    good.to_string(),
+                ),
             ]
         }
         1 => {
@@ -49,11 +73,31 @@ fn facts(rng: &mut StdRng) -> Vec<(String, String, String)> {
             let port = coined(rng, &SYL, 2);
             let good = GOODS[rng.gen_range(0..GOODS.len())];
             vec![
-                (format!("{} is a cargo ship with {masts} masts.", cap(&ship)), format!("How many masts does {ship} have?"), masts.to_string()),
-                (format!("It carries a crew of {crew} sailors."), format!("How many sailors are in the crew of {ship}?"), crew.to_string()),
-                (format!("Its home port is {port}."), format!("What is the home port of {ship}?"), port.clone()),
-                (format!("The captain of {ship} is {person}."), format!("Who is the captain of {ship}?"), person.clone()),
-                (format!("It mostly carries {good}."), format!("What does {ship} mostly carry?"), good.to_string()),
+                (
+                    format!("{} is a cargo ship with {masts} masts.", cap(&ship)),
+                    format!("How many masts does {ship} have?"),
+                    masts.to_string(),
+                ),
+                (
+                    format!("It carries a crew of {crew} sailors."),
+                    format!("How many sailors are in the crew of {ship}?"),
+                    crew.to_string(),
+                ),
+                (
+                    format!("Its home port is {port}."),
+                    format!("What is the home port of {ship}?"),
+                    port.clone(),
+                ),
+                (
+                    format!("The captain of {ship} is {person}."),
+                    format!("Who is the captain of {ship}?"),
+                    person.clone(),
+                ),
+                (
+                    format!("It mostly carries {good}."),
+                    format!("What does {ship} mostly carry?"),
+                    good.to_string(),
+                ),
             ]
         }
         _ => {
@@ -62,10 +106,26 @@ fn facts(rng: &mut StdRng) -> Vec<(String, String, String)> {
             let month = ["March", "May", "June", "August", "October"][rng.gen_range(0..5)];
             let color = COLORS[rng.gen_range(0..COLORS.len())];
             vec![
-                (format!("{} takes place every year in {month}.", cap(&fest)), format!("In which month does {fest} take place?"), month.to_string()),
-                (format!("It lasts {days} days."), format!("How many days does {fest} last?"), days.to_string()),
-                (format!("Visitors wear {color} scarves."), format!("What color are the scarves worn at {fest}?"), color.to_string()),
-                (format!("It was started by {person}."), format!("Who started {fest}?"), person.clone()),
+                (
+                    format!("{} takes place every year in {month}.", cap(&fest)),
+                    format!("In which month does {fest} take place?"),
+                    month.to_string(),
+                ),
+                (
+                    format!("It lasts {days} days."),
+                    format!("How many days does {fest} last?"),
+                    days.to_string(),
+                ),
+                (
+                    format!("Visitors wear {color} scarves."),
+                    format!("What color are the scarves worn at {fest}?"),
+                    color.to_string(),
+                ),
+                (
+                    format!("It was started by {person}."),
+                    format!("Who started {fest}?"),
+                    person.clone(),
+                ),
             ]
         }
     }

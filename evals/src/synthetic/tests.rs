@@ -22,17 +22,25 @@ fn code_math_files_load_and_are_disjoint() {
     let target = datasets::load_math(&p("code_math_test.json")).unwrap();
     assert_eq!((train.len(), test.len(), target.len()), (300, 60, 80));
     let train_q: HashSet<&str> = train.iter().map(|m| m.question.as_str()).collect();
-    assert!(test.iter().chain(&target).all(|m| !train_q.contains(m.question.as_str())));
+    assert!(test
+        .iter()
+        .chain(&target)
+        .all(|m| !train_q.contains(m.question.as_str())));
     assert!(target.iter().all(|m| m.gold >= 0.0 && m.gold < 1000.0));
     // The worked answers end in the gold.
     for m in &train {
-        assert!(m.solution.as_deref().is_some_and(|s| s.ends_with(&format!("#### {}", m.gold))));
+        assert!(m
+            .solution
+            .as_deref()
+            .is_some_and(|s| s.ends_with(&format!("#### {}", m.gold))));
     }
     let code = datasets::load_instructions(&p("code_skill_train.json")).unwrap();
     assert_eq!(code.len(), 300);
     let code_test = datasets::load_instructions(&p("code_skill_test.json")).unwrap();
     let code_q: HashSet<&str> = code.iter().map(|c| c.instruction.as_str()).collect();
-    assert!(code_test.iter().all(|c| !code_q.contains(c.instruction.as_str())));
+    assert!(code_test
+        .iter()
+        .all(|c| !code_q.contains(c.instruction.as_str())));
     // Same seed, same bytes.
     let dir2 = tempfile::tempdir().unwrap();
     write_synthetic_sized(SyntheticKind::CodeMath, 7, dir2.path(), &small()).unwrap();
@@ -81,7 +89,10 @@ fn manual_is_long_and_target_answers_are_in_it() {
         let ctx = q.context.as_deref().unwrap_or("");
         assert!(manual.text.contains(ctx), "context not in manual: {ctx}");
         let a = crate::manualqa::normalize_answer(&q.answers[0]);
-        assert!(crate::manualqa::normalize_answer(ctx).contains(&a), "{a} not in {ctx}");
+        assert!(
+            crate::manualqa::normalize_answer(ctx).contains(&a),
+            "{a} not in {ctx}"
+        );
     }
     let train = datasets::load_qa(&dir.path().join("qa_skill_train.json")).unwrap();
     let test = datasets::load_qa(&dir.path().join("qa_skill_test.json")).unwrap();
@@ -97,5 +108,7 @@ fn manual_is_long_and_target_answers_are_in_it() {
         .all(|q| !seen.contains(&(q.context.clone().unwrap_or_default(), q.question.clone()))));
     // The skill documents share no invented name with the manual's product.
     let product = manual_qa_sets(11, &small()).product;
-    assert!(train.iter().all(|q| !q.context.as_deref().unwrap_or("").contains(&product)));
+    assert!(train
+        .iter()
+        .all(|q| !q.context.as_deref().unwrap_or("").contains(&product)));
 }
