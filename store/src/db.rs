@@ -156,6 +156,10 @@ pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) t: Trees,
     ids: Mutex<ulid::Generator>,
+    /// Serializes adapter saves, deletes and blob collection within this process: otherwise
+    /// one thread's collection could remove the chunks another thread has written but not yet
+    /// pointed a record at.
+    adapter_writes: Mutex<()>,
     _lock: DirLock,
 }
 
@@ -282,10 +286,14 @@ impl Store {
             db,
             t,
             ids: Mutex::new(ulid::Generator::new()),
+            adapter_writes: Mutex::new(()),
             _lock: lock,
         };
         crate::migrate::upgrade(&store)?;
-        store.collect_blobs()?;
+        {
+            let _guard = store.lock_adapter_writes();
+            store.collect_blobs()?;
+        }
         Ok(store)
     }
 
@@ -321,6 +329,12 @@ impl Store {
                 .sum()
         }
         walk(&self.dir.join("db"))
+    }
+
+    fn lock_adapter_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.adapter_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     // ---- generic helpers -------------------------------------------------------------
@@ -422,6 +436,7 @@ impl Store {
         check_name("adapter", &adapter.name)?;
         check_name("base model", &adapter.base_model)?;
         let (hash, hash_hex) = sha256(safetensors);
+        let _guard = self.lock_adapter_writes();
         let chunks: Vec<&[u8]> = if safetensors.is_empty() {
             Vec::new()
         } else {
@@ -536,6 +551,7 @@ impl Store {
     /// Removes an adapter, its index entry and its blob (unless another adapter has the same
     /// bytes); true if it existed. Durable on return.
     pub fn delete_adapter(&self, name: &str) -> Result<bool> {
+        let _guard = self.lock_adapter_writes();
         let old = (&self.t.adapters, &self.t.adapters_by_base)
             .transaction(|(adapters, by_base)| {
                 let old = adapters.remove(name.as_bytes())?;
@@ -572,6 +588,7 @@ impl Store {
     /// Removes blob chunks no readable adapter points at (left by replaced or deleted
     /// adapters, or by a save interrupted before its record was written). Chunks of an
     /// unreadable adapter record are kept: they may be all that is left of it.
+    /// The caller holds `adapter_writes`.
     fn collect_blobs(&self) -> Result<()> {
         if self.t.blobs.is_empty() {
             return Ok(());

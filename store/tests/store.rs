@@ -292,6 +292,23 @@ fn records_page_by_cursor_and_verdict_and_count() {
     assert_eq!(store.record_count(run.id).expect("count"), 250);
     assert_eq!(store.last_record_index(run.id).expect("last"), Some(249));
 
+    // The same question twice in one batch is stored and counted once (the last wins).
+    store
+        .put_records(&[record(run.id, 300, "wrong"), record(run.id, 300, "error")])
+        .expect("duplicate batch");
+    assert_eq!(store.record_count(run.id).expect("count"), 251);
+    assert_eq!(
+        store
+            .get_record(run.id, 300)
+            .expect("get")
+            .map(|r| r.verdict),
+        Some("error".to_string())
+    );
+    assert_eq!(
+        store.verdict_counts(run.id).expect("counts").get("error"),
+        Some(&84)
+    );
+
     // Records of an unknown run are refused.
     let ghost = record(ulid::Ulid::new(), 0, "correct");
     assert!(matches!(
@@ -620,6 +637,41 @@ fn gen_cache_round_trip() {
     assert_eq!(store.gen_cache_get(&key).expect("hit"), Some(entry));
     store.gen_cache_clear().expect("clear");
     assert!(store.gen_cache_get(&key).expect("miss").is_none());
+}
+
+#[test]
+fn adapters_saved_from_many_threads_keep_their_blobs() {
+    let (_tmp, store) = open();
+    let store = std::sync::Arc::new(store);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let name = format!("a{t}-{i}");
+                    let bytes = format!("tensors of {name}").repeat(100);
+                    store
+                        .save_adapter(&adapter(&name, "smol"), bytes.as_bytes())
+                        .expect("save");
+                    if i % 3 == 0 {
+                        store.delete_adapter(&name).expect("delete");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let all = store.list_adapters().expect("list");
+    assert_eq!(all.items.len(), 4 * 6);
+    for a in all.items {
+        let bytes = store.adapter_blob(&a.name).expect("blob intact");
+        assert_eq!(
+            bytes,
+            format!("tensors of {}", a.name).repeat(100).into_bytes()
+        );
+    }
 }
 
 #[test]
