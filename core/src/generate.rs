@@ -98,6 +98,7 @@ pub fn generate_ids(
             positions: Some(positions),
             key_mask: Some(key_mask.clone()),
             last_only: true,
+            rows: None,
         };
         // logits: (live, 1, vocab)
         let logits = model.forward(&input, &fi, Some(&mut cache), stack, Mode::Infer)?;

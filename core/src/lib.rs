@@ -6,6 +6,8 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod lora;
+pub mod merge;
 pub mod model;
+pub mod train;
 
 pub use error::{CoreError, Result};

@@ -126,6 +126,9 @@ pub struct ForwardInput {
     pub key_mask: Option<Tensor>,
     /// Compute logits for the last position only (generation).
     pub last_only: bool,
+    /// Compute logits only for these flattened (b * s) positions, returned as (1, n, vocab):
+    /// training needs them for target tokens alone, which saves most of the lm_head's cost.
+    pub rows: Option<Tensor>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,10 +313,13 @@ impl Llama {
             let h = project(&(gate.silu()? * up)?, &layer.down, Module::Down, &ctx)?;
             x = (x + h)?;
         }
-        let x = if input.last_only {
-            x.i((.., s - 1..s, ..))?
-        } else {
-            x
+        let x = match (&input.rows, input.last_only) {
+            (Some(rows), _) => x
+                .reshape((b * s, self.cfg.hidden_size))?
+                .index_select(rows, 0)?
+                .unsqueeze(0)?,
+            (None, true) => x.i((.., s - 1..s, ..))?,
+            (None, false) => x,
         };
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?;
         let (b2, s2, hd) = x.dims3()?;

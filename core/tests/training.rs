@@ -1,0 +1,345 @@
+//! Gradients reach the adapters: against PyTorch+PEFT's gradients, and by finite differences
+//! for A, B and the CAT weights (the fused kernels have no backward, so this would catch a
+//! training path that silently uses them). Then the loop itself: memorization, and a resumed
+//! run ending with the same adapter as an uninterrupted one.
+
+use candle_core::{DType, Device, Tensor, Var};
+use soup_core::lora::peft::load_peft;
+use soup_core::lora::{AdapterStack, LoraAdapter, Module};
+use soup_core::model::load::load_hf_weights;
+use soup_core::model::{Llama, Mode};
+use soup_core::train::batch::batch_loss;
+use soup_core::train::{
+    train_loop, CatParam, CatTrainable, JobControl, LoopConfig, LoraSpec, LoraTrainable,
+    TrainEvent, TrainSeq, Trainable,
+};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference")
+}
+
+const TRAIN: Mode = Mode::Train {
+    dropout: 0.0,
+    seed: 0,
+};
+
+fn fixture_batch() -> (Vec<TrainSeq>, std::collections::HashMap<String, Tensor>) {
+    let t = candle_core::safetensors::load(fixtures().join("train-step.safetensors"), &Device::Cpu)
+        .unwrap();
+    let ids = t["input_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let att = t["attention_mask"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let lm = t["loss_mask"]
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let seqs = (0..ids.len())
+        .map(|r| {
+            let n = att[r].iter().filter(|&&a| a == 1).count();
+            TrainSeq {
+                ids: ids[r][..n].to_vec(),
+                target: lm[r][..n].iter().map(|&m| m > 0.5).collect(),
+            }
+        })
+        .collect();
+    (seqs, t)
+}
+
+fn model() -> Llama {
+    load_hf_weights(&fixtures().join("tiny-llama"), &Device::Cpu).unwrap()
+}
+
+fn max_abs(a: &Tensor) -> f32 {
+    a.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch_peft() {
+    let model = model();
+    let (seqs, refs) = fixture_batch();
+    let adapter = load_peft(&fixtures().join("adapter-a"), &Device::Cpu).unwrap();
+    let tr = LoraTrainable::from_adapter(adapter.clone()).unwrap();
+    let refs_b: Vec<&TrainSeq> = seqs.iter().collect();
+    let (loss, n, _) = batch_loss(&model, &tr.stack().unwrap(), &refs_b, TRAIN).unwrap();
+    assert_eq!(n, 11);
+    let l = loss.to_scalar::<f32>().unwrap();
+    assert!((l - 6.341079).abs() < 1e-4, "loss {l}");
+    let grads = loss.backward().unwrap();
+    // vars come in (A, B) pairs in the adapter's (layer, module) order.
+    let vars = tr.vars();
+    let mut checked = 0;
+    for (i, (&(layer, m), _)) in adapter.pairs.iter().enumerate() {
+        for (j, ab) in ["lora_A", "lora_B"].iter().enumerate() {
+            let name = format!(
+                "grad.base_model.model.model.layers.{layer}.{}.{}.{ab}.weight",
+                m.block(),
+                m.hf_name()
+            );
+            let want = &refs[&name];
+            let got = grads
+                .get(vars[2 * i + j].as_tensor())
+                .expect("no gradient reached the adapter");
+            let d = max_abs(&(got - want).unwrap());
+            let scale = max_abs(want).max(1e-6);
+            assert!(
+                d < 1e-4 + 1e-3 * scale,
+                "{name}: max abs diff {d} (grad scale {scale})"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20);
+}
+
+/// Central finite difference of the loss along one coordinate of `var`.
+fn numeric_grad(loss_at: &dyn Fn() -> f32, var: &Var, index: usize, eps: f32) -> f32 {
+    let orig = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let shape = var.as_tensor().shape().clone();
+    let set = |delta: f32| {
+        let mut v = orig.clone();
+        v[index] += delta;
+        var.set(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
+            .unwrap();
+    };
+    set(eps);
+    let plus = loss_at();
+    set(-eps);
+    let minus = loss_at();
+    set(0.0);
+    (plus - minus) / (2.0 * eps)
+}
+
+fn check_fd(tr: &dyn Trainable, model: &Llama, seqs: &[TrainSeq], which: &[usize]) {
+    let refs: Vec<&TrainSeq> = seqs.iter().collect();
+    let loss_at = || {
+        batch_loss(model, &tr.stack().unwrap(), &refs, TRAIN)
+            .unwrap()
+            .0
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let (loss, _, _) = batch_loss(model, &tr.stack().unwrap(), &refs, TRAIN).unwrap();
+    let grads = loss.backward().unwrap();
+    let vars = tr.vars();
+    for &vi in which {
+        let g = grads
+            .get(vars[vi].as_tensor())
+            .expect("no gradient")
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // The largest coordinates, where f32 finite differences are well above noise.
+        let mut order: Vec<usize> = (0..g.len()).collect();
+        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        assert!(
+            g[order[0]].abs() > 1e-4,
+            "var {vi}: gradient is zero: it does not flow"
+        );
+        for &k in order.iter().take(3) {
+            let num = numeric_grad(&loss_at, &vars[vi], k, 1e-2);
+            let rel = (num - g[k]).abs() / g[k].abs().max(1e-3);
+            assert!(rel < 0.05, "var {vi}[{k}]: analytic {} numeric {num}", g[k]);
+        }
+    }
+}
+
+#[test]
+fn finite_differences_agree_for_a_b_and_cat_weights() {
+    let model = model();
+    let (seqs, _) = fixture_batch();
+    let a = load_peft(&fixtures().join("adapter-a"), &Device::Cpu).unwrap();
+    let b = load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap();
+    let tr = LoraTrainable::from_adapter(a.clone()).unwrap();
+    // A and B of layer 0 q_proj, and of layer 1 down_proj (the last pairs).
+    let n = tr.vars().len();
+    check_fd(&tr, &model, &seqs, &[0, 1, n - 2, n - 1]);
+    for param in [CatParam::Softmax, CatParam::Free] {
+        let cat = CatTrainable::new(vec![a.clone(), b.clone()], 2, param, 1, &Device::Cpu).unwrap();
+        check_fd(&cat, &model, &seqs, &[0]);
+    }
+}
+
+fn toy_data(n: usize) -> Vec<TrainSeq> {
+    // Short fixed "prompt → response" sequences over the tiny vocab.
+    (0..n)
+        .map(|i| {
+            let p: Vec<u32> = vec![20, 30, 10 + i as u32];
+            let r: Vec<u32> = vec![100 + (i as u32 * 7) % 50, 150 + i as u32, 60];
+            let ids: Vec<u32> = p.iter().chain(r.iter()).copied().collect();
+            let target = (0..ids.len()).map(|t| t >= p.len()).collect();
+            TrainSeq { ids, target }
+        })
+        .collect()
+}
+
+#[test]
+fn lora_memorizes_a_small_set() {
+    let model = model();
+    let data = toy_data(8);
+    let spec = LoraSpec {
+        rank: 8,
+        alpha: 16.0,
+        use_rslora: false,
+        targets: soup_core::lora::ALL_MODULES.to_vec(),
+    };
+    let tr = LoraTrainable::new(&model, "mem", "tiny-llama", &spec, 1, 0.0).unwrap();
+    let cfg = LoopConfig {
+        epochs: 100,
+        batch_size: 4,
+        lr: 3e-3,
+        dropout: 0.0,
+        warmup_ratio: 0.0,
+        decay: soup_core::train::optim::Decay::Constant,
+        ..Default::default()
+    };
+    let mut first = None;
+    let s = train_loop(
+        &model,
+        &tr,
+        &data,
+        &data[..2],
+        &cfg,
+        None,
+        &JobControl::default(),
+        &mut |e| {
+            if let TrainEvent::Step { loss, .. } = e {
+                first.get_or_insert(loss);
+            }
+        },
+    )
+    .unwrap();
+    let first = first.unwrap();
+    assert!(first > 4.0, "initial loss {first}");
+    // The tiny random model's tied lm_head bounds how peaked its logits can get, so the loss
+    // cannot reach 0; memorized means every response token is the argmax.
+    assert!(
+        s.final_train_loss < first / 2.5,
+        "loss only fell from {first} to {}",
+        s.final_train_loss
+    );
+    let stack = tr.stack().unwrap();
+    for seq in &data {
+        let ids = Tensor::new(seq.ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = model
+            .forward(&ids, &Default::default(), None, &stack, Mode::Infer)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .argmax(1)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        for t in 3..seq.ids.len() {
+            assert_eq!(
+                logits[t - 1],
+                seq.ids[t],
+                "sequence {:?} position {t}",
+                seq.ids
+            );
+        }
+    }
+}
+
+fn final_adapter(tr: &LoraTrainable) -> LoraAdapter {
+    tr.adapter().unwrap()
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_adapter() {
+    let model = model();
+    let data = toy_data(12);
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        use_rslora: false,
+        targets: vec![Module::Q, Module::Down],
+    };
+    let cfg = LoopConfig {
+        epochs: 3,
+        batch_size: 3,
+        grad_accum: 2,
+        lr: 5e-3,
+        dropout: 0.1,
+        checkpoint_every: 2,
+        ..Default::default()
+    };
+
+    let whole = LoraTrainable::new(&model, "x", "tiny", &spec, 5, 0.1).unwrap();
+    train_loop(
+        &model,
+        &whole,
+        &data,
+        &[],
+        &cfg,
+        None,
+        &JobControl::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = JobControl::default();
+    let first = LoraTrainable::new(&model, "x", "tiny", &spec, 5, 0.1).unwrap();
+    let c2 = ctl.clone();
+    let err = train_loop(
+        &model,
+        &first,
+        &data,
+        &[],
+        &cfg,
+        Some(dir.path()),
+        &ctl,
+        &mut |e| {
+            if let TrainEvent::Step { step: 3, .. } = e {
+                c2.cancel.store(true, Ordering::Relaxed);
+            }
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, soup_core::CoreError::Cancelled));
+    // A new process would start from a fresh init; the checkpoint restores everything.
+    let second = LoraTrainable::new(&model, "x", "tiny", &spec, 99, 0.1).unwrap();
+    let s = train_loop(
+        &model,
+        &second,
+        &data,
+        &[],
+        &cfg,
+        Some(dir.path()),
+        &JobControl::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(s.resumed_from, 3);
+    let (a, b) = (final_adapter(&whole), final_adapter(&second));
+    for (k, p) in &a.pairs {
+        let q = &b.pairs[k];
+        assert_eq!(max_abs(&(&p.a - &q.a).unwrap()), 0.0, "{k:?} A differs");
+        assert_eq!(max_abs(&(&p.b - &q.b).unwrap()), 0.0, "{k:?} B differs");
+    }
+    let _ = AdapterStack::base();
+}
