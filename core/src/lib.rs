@@ -7,7 +7,6 @@ pub mod error;
 pub mod generate;
 pub mod lora;
 pub mod merge;
-pub mod merge;
 pub mod model;
 pub mod train;
 
