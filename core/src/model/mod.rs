@@ -1,8 +1,10 @@
 //! The model: config parsing, the decoder, weight loading, tokenizer and the embedded default.
 
 pub mod config;
+pub mod gguf;
 pub mod llama;
 pub mod load;
+pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use llama::{ForwardInput, KvCache, Llama, Mode};
