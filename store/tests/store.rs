@@ -202,6 +202,17 @@ fn runs_list_newest_first_by_status_and_page() {
         queued.items.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![ids[5], ids[4], ids[2], ids[0]]
     );
+    let older_queued = store
+        .list_runs(&RunQuery {
+            status: Some(RunStatus::Queued),
+            before: Some(ids[4]),
+            limit: 1,
+        })
+        .expect("queued page");
+    assert_eq!(
+        older_queued.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[2]]
+    );
     let running = store
         .list_runs(&RunQuery {
             status: Some(RunStatus::Running),
