@@ -56,7 +56,7 @@ fn value_kinds_and_plain_failures() {
     let r = sb.run_many(&codes).unwrap();
     assert_eq!(r[0].value, Some(Value::Text("12".into())));
     assert!(matches!(r[1].value, Some(Value::Other(ref s)) if s == "None"));
-    assert_eq!(r[2].value, Some(Value::Number(0.25)));
+    assert_eq!(r[2].value, Some(Value::Number(0.25)), "{:?}", r[2]);
     assert_eq!(r[3].status, RunStatus::SyntaxError, "{:?}", r[3]);
     assert_eq!(r[4].status, RunStatus::NoEntry, "{:?}", r[4]);
     assert_eq!(r[5].status, RunStatus::RuntimeError, "{:?}", r[5]);

@@ -5,13 +5,14 @@
 # process group, rlimits, a separate unprivileged uid (when we are root), stdin on /dev/null,
 # captured stdout/stderr, and nothing else open. The worker never runs untrusted code itself,
 # and after each program it kills every process left under the program's uid.
-import os, sys, json, time, signal, selectors, traceback, resource, errno, shutil
+import os, sys, gc, json, time, signal, selectors, traceback, resource, errno, shutil
 
 CFG = json.loads(sys.argv[1])
 if CFG.get("preload", True):
-    # Preloaded so that forked children start warm; programs import these constantly.
-    import math, fractions, decimal, itertools, functools, collections, datetime, re, string
-    import operator, heapq, bisect, statistics, random
+    # Small C-backed modules programs import constantly, loaded once so forked children start
+    # warm. Heavier ones (decimal, statistics, random) would make every fork dearer (page
+    # tables, copy-on-write) for the few programs that use them.
+    import math, itertools, functools, collections, operator
 ROOT = CFG["root"]
 UID = CFG["uid"]
 ENTRY = CFG["entry"]
@@ -336,6 +337,9 @@ def main():
     sys.stdout.write(json.dumps({"ready": True, "pid": os.getpid(),
                                  "version": sys.version.split()[0], "pidfd": HAS_PIDFD}) + "\n")
     sys.stdout.flush()
+    # Objects alive now are never collected: keeps the collector from touching (and so
+    # copying) their pages in every forked child.
+    gc.freeze()
     seq = 0
     for line in sys.stdin:
         line = line.strip()
