@@ -45,6 +45,7 @@ pub(crate) mod tree {
     pub const ADAPTERS: &str = "adapters";
     pub const ADAPTERS_BY_BASE: &str = "adapters_by_base";
     pub const BLOBS: &str = "blobs";
+    pub const BLOB_PENDING: &str = "blob_pending";
     pub const DATASETS: &str = "datasets";
     pub const RUNS: &str = "runs";
     pub const RUNS_BY_STATUS: &str = "runs_by_status";
@@ -64,6 +65,7 @@ pub(crate) struct Trees {
     pub adapters: Tree,
     pub adapters_by_base: Tree,
     pub blobs: Tree,
+    pub blob_pending: Tree,
     pub datasets: Tree,
     pub runs: Tree,
     pub runs_by_status: Tree,
@@ -82,6 +84,7 @@ impl Trees {
             adapters: db.open_tree(tree::ADAPTERS)?,
             adapters_by_base: db.open_tree(tree::ADAPTERS_BY_BASE)?,
             blobs: db.open_tree(tree::BLOBS)?,
+            blob_pending: db.open_tree(tree::BLOB_PENDING)?,
             datasets: db.open_tree(tree::DATASETS)?,
             runs: db.open_tree(tree::RUNS)?,
             runs_by_status: db.open_tree(tree::RUNS_BY_STATUS)?,
@@ -292,7 +295,7 @@ impl Store {
         crate::migrate::upgrade(&store)?;
         {
             let _guard = store.lock_adapter_writes();
-            store.collect_blobs()?;
+            store.collect_pending_blobs()?;
         }
         Ok(store)
     }
@@ -443,8 +446,13 @@ impl Store {
             safetensors.chunks(BLOB_CHUNK).collect()
         };
         // Chunks first, under their content hash: until the record points at them they are
-        // invisible, and an interrupted save leaves only unreferenced chunks that the next
-        // open collects.
+        // invisible. Both the new blob and the one it replaces are marked pending first, so
+        // that whichever ends up unreferenced, even after a crash at any point, is collected
+        // (here or at the next open) without scanning the blobs.
+        self.mark_pending((hash, chunks.len() as u32))?;
+        if let Some(old) = self.readable_blob_of(&adapter.name) {
+            self.mark_pending(old)?;
+        }
         let mut batch = sled::Batch::default();
         for (i, chunk) in chunks.iter().enumerate() {
             batch.insert(
@@ -479,7 +487,7 @@ impl Store {
             // The old record was unreadable: its base-index entry is unknown, rebuild.
             self.rebuild_base_index()?;
         }
-        self.collect_blobs()?;
+        self.collect_pending_blobs()?;
         self.flush()?;
         Ok(stored)
     }
@@ -552,6 +560,9 @@ impl Store {
     /// bytes); true if it existed. Durable on return.
     pub fn delete_adapter(&self, name: &str) -> Result<bool> {
         let _guard = self.lock_adapter_writes();
+        if let Some(old) = self.readable_blob_of(name) {
+            self.mark_pending(old)?;
+        }
         let old = (&self.t.adapters, &self.t.adapters_by_base)
             .transaction(|(adapters, by_base)| {
                 let old = adapters.remove(name.as_bytes())?;
@@ -566,7 +577,7 @@ impl Store {
                 self.rebuild_base_index()?;
             }
         }
-        self.collect_blobs()?;
+        self.collect_pending_blobs()?;
         self.flush()?;
         Ok(old.is_some())
     }
@@ -585,12 +596,23 @@ impl Store {
         Ok(())
     }
 
-    /// Removes blob chunks no readable adapter points at (left by replaced or deleted
-    /// adapters, or by a save interrupted before its record was written). Chunks of an
-    /// unreadable adapter record are kept: they may be all that is left of it.
-    /// The caller holds `adapter_writes`.
-    fn collect_blobs(&self) -> Result<()> {
-        if self.t.blobs.is_empty() {
+    /// The blob (hash, chunk count) of an adapter, if its record is readable.
+    fn readable_blob_of(&self, name: &str) -> Option<([u8; HASH_LEN], u32)> {
+        let info = self.get_adapter(name).ok()??.blob?;
+        Some((keys::parse_hash(&info.sha256)?, info.chunks))
+    }
+
+    /// Notes a blob that may end up unreferenced (value: be32 chunk count).
+    fn mark_pending(&self, (hash, chunks): ([u8; HASH_LEN], u32)) -> Result<()> {
+        self.t.blob_pending.insert(hash, &chunks.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Removes the chunks of pending blobs that no adapter points at, then forgets them.
+    /// While any adapter record is unreadable nothing is removed (its chunks may be all that
+    /// is left of it) and the marks stay for a later try. The caller holds `adapter_writes`.
+    fn collect_pending_blobs(&self) -> Result<()> {
+        if self.t.blob_pending.is_empty() {
             return Ok(());
         }
         let mut live = std::collections::HashSet::new();
@@ -605,21 +627,28 @@ impl Store {
                 Err(_) => return Ok(()),
             }
         }
-        let mut batch = sled::Batch::default();
-        let mut dead = 0;
-        for kv in self.t.blobs.iter() {
-            let (k, _) = kv?;
-            let keep = k
-                .get(..HASH_LEN)
-                .and_then(|h| <[u8; HASH_LEN]>::try_from(h).ok())
-                .is_some_and(|h| live.contains(&h));
-            if !keep {
-                batch.remove(k);
-                dead += 1;
+        for kv in self.t.blob_pending.iter() {
+            let (k, v) = kv?;
+            if let Ok(hash) = <[u8; HASH_LEN]>::try_from(&k[..]) {
+                if !live.contains(&hash) {
+                    let mut batch = sled::Batch::default();
+                    match <[u8; 4]>::try_from(&v[..]) {
+                        Ok(be) => {
+                            for i in 0..u32::from_be_bytes(be) {
+                                batch.remove(&keys::blob_chunk_key(&hash, i)[..]);
+                            }
+                        }
+                        // A mark we cannot read: find the chunks by key instead.
+                        Err(_) => {
+                            for key in self.t.blobs.scan_prefix(hash).keys() {
+                                batch.remove(key?);
+                            }
+                        }
+                    }
+                    self.t.blobs.apply_batch(batch)?;
+                }
             }
-        }
-        if dead > 0 {
-            self.t.blobs.apply_batch(batch)?;
+            self.t.blob_pending.remove(k)?;
         }
         Ok(())
     }

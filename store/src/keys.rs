@@ -13,6 +13,7 @@
 //! | `adapters`           | `name`                                      | envelope(AdapterRecord)|
 //! | `adapters_by_base`   | `base ++ 0x00 ++ name`                      | empty                |
 //! | `blobs`              | `sha256(blob) ++ be32(chunk)`               | envelope(raw bytes)  |
+//! | `blob_pending`       | `sha256(blob)`                              | be32(chunk count)    |
 //! | `datasets`           | `name`                                      | envelope(DatasetRecord)|
 //! | `runs`               | `ulid`                                      | envelope(RunRecord)  |
 //! | `runs_by_status`     | `status byte ++ ulid`                       | empty                |
@@ -21,6 +22,10 @@
 //! | `records_by_verdict` | `ulid ++ verdict ++ 0x00 ++ be64(index)`    | empty                |
 //! | `verdict_counts`     | `ulid ++ verdict`                           | be64(count)          |
 //! | `gen_cache`          | 32-byte SHA-256 of the request (caller's)   | envelope(GenCacheEntry)|
+//!
+//! `blob_pending` lists blobs that a save or delete may leave unreferenced (the new one until
+//! its record is written, the replaced one after); they are collected when the call ends or,
+//! after a crash, at the next open, so the blobs tree is never scanned.
 //!
 //! The NUL separator is why names and verdicts may not contain NUL: with it, `"a" ++ 0 ++ ...`
 //! sorts before `"ab" ++ 0 ++ ...` and a prefix scan for `"a" ++ 0` cannot catch `"ab"`.

@@ -142,6 +142,19 @@ fn check(
             .expect("acknowledged adapter readable");
         assert_eq!(blob, crash_blob(n), "adapter {n} blob changed");
     }
+    // No blob chunk outlives its adapter, whenever the kill came.
+    let referenced: u64 = store
+        .list_adapters()
+        .expect("adapters")
+        .items
+        .iter()
+        .filter_map(|a| a.blob.as_ref())
+        .map(|b| (b.sha256.clone(), b.chunks))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .values()
+        .map(|&c| u64::from(c))
+        .sum();
+
     // Nothing counted twice: the full scan, the counters and the verdict index agree.
     let all = store
         .records_page(run.id, &RecordQuery::default())
@@ -168,6 +181,14 @@ fn check(
         );
         assert!(page.items.iter().all(|r| r.verdict == verdict));
     }
+    drop(store);
+    let db = sled::open(data.join("db")).expect("raw open");
+    let chunks = db.open_tree("blobs").expect("blobs").len() as u64;
+    assert_eq!(
+        chunks, referenced,
+        "blob chunks left behind by a killed save"
+    );
+    assert!(db.open_tree("blob_pending").expect("pending").is_empty());
 }
 
 #[test]

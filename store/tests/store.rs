@@ -692,6 +692,43 @@ fn adapters_saved_from_many_threads_keep_their_blobs() {
 }
 
 #[test]
+fn chunks_of_a_save_cut_short_are_collected_at_open() {
+    let (tmp, store) = open();
+    store
+        .save_adapter(&adapter("kept", "smol"), b"kept bytes")
+        .expect("save");
+    let data = store.dir().to_path_buf();
+    drop(store);
+    // What a save killed after writing its chunks and before its record leaves behind.
+    {
+        let db = sled::open(data.join("db")).expect("raw");
+        let hash = [7u8; 32];
+        let blobs = db.open_tree("blobs").expect("blobs");
+        for i in 0..2u32 {
+            blobs
+                .insert(
+                    keys::blob_chunk_key(&hash, i),
+                    envelope::encode_raw(b"orphan"),
+                )
+                .expect("chunk");
+        }
+        db.open_tree("blob_pending")
+            .expect("pending")
+            .insert(hash, &2u32.to_be_bytes())
+            .expect("mark");
+        db.flush().expect("flush");
+        assert_eq!(blobs.len(), 3);
+    }
+    let store = Store::open(&data).expect("reopen");
+    assert_eq!(store.adapter_blob("kept").expect("kept"), b"kept bytes");
+    drop(store);
+    let db = sled::open(data.join("db")).expect("raw");
+    assert_eq!(db.open_tree("blobs").expect("blobs").len(), 1);
+    assert!(db.open_tree("blob_pending").expect("pending").is_empty());
+    drop(tmp);
+}
+
+#[test]
 fn invalid_names_are_refused() {
     let (_tmp, store) = open();
     assert!(matches!(
