@@ -7,8 +7,10 @@
 //!   [`Store::open`] opens it, exclusively, migrating an older schema.
 //! - Writes whose loss a user would notice are durable when they return: [`Store::put_record`],
 //!   [`Store::put_records`] (one flush per batch), [`Store::finish_run`],
-//!   [`Store::save_adapter`], and the other `put_*`/`create_run`/`delete_*` calls. Progress
-//!   ([`Store::set_progress`]) and the generation cache are not flushed.
+//!   [`Store::save_adapter`], [`Store::create_run`], [`Store::start_run`], `put_model`,
+//!   `put_dataset`, `put_scores` and the `delete_*` calls. Not flushed (sled writes them
+//!   within 500 ms): [`Store::set_progress`], [`Store::put_run`] (for import and tools) and
+//!   the generation cache.
 //! - Queries page and filter through indexes: [`Store::list_runs`] (newest first, by status),
 //!   [`Store::records_page`] (by verdict, from an index), [`Store::verdict_counts`],
 //!   [`Store::adapters_by_base`], [`Store::score_table`].
