@@ -125,6 +125,9 @@ pub struct IsolationLayers {
     pub landlock_abi: Option<u32>,
     /// Landlock also forbids TCP bind/connect (ABI >= 4).
     pub landlock_tcp: bool,
+    /// Programs cannot signal processes outside the sandbox: by uid (root) or by Landlock
+    /// scoping (ABI >= 6). Without it a program's `os.kill(-1, 9)` can kill soup.
+    pub signals_contained: bool,
     /// Layers the OS refused, with the reason.
     pub refused: Vec<String>,
 }
@@ -338,32 +341,8 @@ fn resolve_python(cfg: &SandboxConfig) -> Result<(PathBuf, String), SandboxError
 impl Sandbox {
     /// Start the pool: find Python, probe which isolation layers the OS grants, start workers.
     pub fn new(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
-        let (python, python_version) = resolve_python(&cfg)?;
         let is_root = os::is_root();
-        // Programs run as another uid when we are root: that uid must be able to read the
-        // standard library (a pyenv Python under /root is not readable). Fall back to the
-        // system interpreters before giving up.
-        let (python, python_version) = if !is_root || readable_as(&python, cfg.uid_base) {
-            (python, python_version)
-        } else {
-            let mut found = None;
-            for candidate in ["/usr/bin/python3", "/usr/local/bin/python3"] {
-                let c = SandboxConfig {
-                    python: Some(PathBuf::from(candidate)),
-                    ..cfg.clone()
-                };
-                if let Ok((p, v)) = resolve_python(&c) {
-                    if readable_as(&p, cfg.uid_base) {
-                        found = Some((p, v));
-                        break;
-                    }
-                }
-            }
-            found.ok_or_else(|| SandboxError::PythonUnreadable {
-                python: python.clone(),
-                uid: cfg.uid_base,
-            })?
-        };
+        let (python, python_version) = find_python(&cfg, is_root)?;
         let workers = if cfg.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -395,11 +374,17 @@ impl Sandbox {
                 NetChoice::None
             }
         };
+        let mut landlock_tcp = false;
+        let mut landlock_scoped = false;
         let landlock_abi = match os::landlock_abi() {
             Ok(abi) => match os::landlock_write_only_beneath(&probe_dir, abi) {
-                Ok((fd, _)) => {
+                Ok((fd, extras)) => {
                     match probe(&python, &probe_dir, Some(fd.as_raw_fd()), NetChoice::None) {
-                        Ok(()) => Some(abi),
+                        Ok(()) => {
+                            landlock_tcp = extras.tcp;
+                            landlock_scoped = extras.scoped;
+                            Some(abi)
+                        }
                         Err(e) => {
                             refused.push(format!("landlock: {e}"));
                             None
@@ -418,7 +403,13 @@ impl Sandbox {
         };
         if !is_root {
             refused.push(
-                "separate uid: not running as root, programs run as our own uid (RLIMIT_NPROC counts all our processes; a program can signal the worker)".into(),
+                "separate uid: not running as root, programs run as our own uid (RLIMIT_NPROC counts all our processes; processes a program leaves in another session are not swept)".into(),
+            );
+        }
+        let signals_contained = is_root || landlock_scoped;
+        if !signals_contained {
+            refused.push(
+                "signal containment: neither root nor Landlock ABI 6; a program can signal every process of our uid, soup included".into(),
             );
         }
         if !refused.is_empty() && !cfg.allow_weaker_isolation {
@@ -444,7 +435,8 @@ impl Sandbox {
             separate_uid_base: is_root.then_some(first_uid),
             network_namespace: !matches!(netns, NetChoice::None),
             landlock_abi,
-            landlock_tcp: landlock_abi.is_some_and(|a| a >= 4),
+            landlock_tcp,
+            signals_contained,
             refused,
         };
         let sandbox = Sandbox {
@@ -784,6 +776,44 @@ fn make_dir(path: &Path) -> Result<(), SandboxError> {
     // Traversable by the program uids, writable only by us: programs write in their own
     // subdirectory, which the worker creates and hands to their uid.
     set_mode(path, 0o711)
+}
+
+/// The configured interpreter, or else the first of `python3` on PATH, /usr/bin/python3 and
+/// /usr/local/bin/python3 that runs and — when we are root, since programs then run as another
+/// uid — whose standard library that uid can read (a pyenv Python under /root is not).
+fn find_python(cfg: &SandboxConfig, is_root: bool) -> Result<(PathBuf, String), SandboxError> {
+    if cfg.python.is_some() {
+        let (p, v) = resolve_python(cfg)?;
+        if is_root && !readable_as(&p, cfg.uid_base) {
+            return Err(SandboxError::PythonUnreadable {
+                python: p,
+                uid: cfg.uid_base,
+            });
+        }
+        return Ok((p, v));
+    }
+    let mut first_err = None;
+    for candidate in ["python3", "/usr/bin/python3", "/usr/local/bin/python3"] {
+        let c = SandboxConfig {
+            python: Some(PathBuf::from(candidate)),
+            ..cfg.clone()
+        };
+        match resolve_python(&c) {
+            Ok((p, v)) => {
+                if !is_root || readable_as(&p, cfg.uid_base) {
+                    return Ok((p, v));
+                }
+                first_err.get_or_insert(SandboxError::PythonUnreadable {
+                    python: p,
+                    uid: cfg.uid_base,
+                });
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| SandboxError::PythonMissing("no candidate".into())))
 }
 
 /// Whether `python` can start and import from its standard library as `uid`.

@@ -26,11 +26,23 @@ const REFER: u64 = 1 << 13; // ABI 2
 const TRUNCATE: u64 = 1 << 14; // ABI 3
 const NET_BIND_TCP: u64 = 1 << 0; // ABI 4
 const NET_CONNECT_TCP: u64 = 1 << 1; // ABI 4
+const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0; // ABI 6
+const SCOPE_SIGNAL: u64 = 1 << 1; // ABI 6
 
 #[repr(C)]
 struct RulesetAttr {
     handled_access_fs: u64,
     handled_access_net: u64,
+    scoped: u64,
+}
+
+/// What a ruleset enforces beyond the write rule.
+pub struct LandlockExtras {
+    /// TCP bind/connect denied (ABI >= 4).
+    pub tcp: bool,
+    /// Signals and abstract unix sockets cannot reach processes outside the sandbox (ABI >= 6):
+    /// without a separate uid, this is what stops `os.kill(-1, 9)` from killing soup itself.
+    pub scoped: bool,
 }
 
 #[repr(C, packed)]
@@ -63,8 +75,8 @@ pub fn landlock_abi() -> Result<u32, String> {
 
 /// A Landlock ruleset that forbids all writes except beneath `dir` (and, from ABI 4, all TCP
 /// bind/connect). Reads stay allowed: Python must read its standard library.
-/// Returns the ruleset fd and whether the TCP rules are in it.
-pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd, bool)> {
+/// From ABI 6 it also scopes signals and abstract unix sockets to the sandbox.
+pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd, LandlockExtras)> {
     let mut fs = WRITE_FILE
         | REMOVE_DIR
         | REMOVE_FILE
@@ -82,6 +94,7 @@ pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd,
         fs |= TRUNCATE;
     }
     let net = abi >= 4;
+    let scoped = abi >= 6;
     let attr = RulesetAttr {
         handled_access_fs: fs,
         handled_access_net: if net {
@@ -89,11 +102,18 @@ pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd,
         } else {
             0
         },
+        scoped: if scoped {
+            SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET
+        } else {
+            0
+        },
     };
-    let size = if net {
-        std::mem::size_of::<RulesetAttr>()
-    } else {
-        std::mem::size_of::<u64>()
+    // Older kernels reject a larger struct with unknown fields: pass only the prefix this ABI
+    // knows.
+    let size = match abi {
+        0..=3 => 8,
+        4 | 5 => 16,
+        _ => std::mem::size_of::<RulesetAttr>(),
     };
     // SAFETY: attr is a valid landlock_ruleset_attr prefix of `size` bytes.
     let fd = unsafe {
@@ -135,7 +155,7 @@ pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd,
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((ruleset, net))
+    Ok((ruleset, LandlockExtras { tcp: net, scoped }))
 }
 
 /// What the forked child must do before exec'ing the worker. Built in the parent.

@@ -155,6 +155,10 @@ fn environment_is_empty_and_parent_environ_unreadable() {
 #[test]
 fn killing_the_parent_or_everything_leaves_us_running() {
     let sb = sandbox();
+    if !sb.layers().signals_contained {
+        eprintln!("skipped: this OS lets programs signal our own processes");
+        return;
+    }
     for code in [
         "import os, signal\ndef solution():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
         "import os, signal\ndef solution():\n    os.kill(-1, signal.SIGKILL)\n    return 1\n",
