@@ -37,6 +37,21 @@ pub struct Problem {
     /// Worked steps, one per line, without the final `#### N`.
     pub steps: String,
     pub answer: i64,
+    /// A reference program (`def solution(): ... return result`) computing the answer: what a
+    /// model holding both skills should write; also checks the gold.
+    pub program: String,
+}
+
+fn prog(vars: &[(&str, i64)], lines: &[&str]) -> String {
+    let mut p = String::from("def solution():\n");
+    for (name, v) in vars {
+        p.push_str(&format!("    {name} = {v}\n"));
+    }
+    for l in lines {
+        p.push_str(&format!("    {l}\n"));
+    }
+    p.push_str("    return result");
+    p
 }
 
 fn cap(s: &str) -> String {
@@ -67,6 +82,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} has {a} {items}. {he_cap} buys {b} more {items} and gives {c} {items} to {other}. How many {items} does {name} have now?"),
                 steps: format!("{name} has {a} + {b} = {} {items}.\nAfter giving {c} away, {he} has {} - {c} = {} {items}.", a + b, a + b, a + b - c),
                 answer: a + b - c,
+                program: prog(&[("start", a), ("bought", b), ("given_away", c)], &["total = start + bought", "result = total - given_away"]),
             }
         }
         1 => {
@@ -76,6 +92,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} buys {a} {items} that cost {b} dollars each. {he_cap} pays with {c} dollars. How many dollars of change does {he} get?"),
                 steps: format!("The {items} cost {a} * {b} = {} dollars.\nThe change is {c} - {} = {} dollars.", a * b, a * b, c - a * b),
                 answer: c - a * b,
+                program: prog(&[("count", a), ("price", b), ("paid", c)], &["cost = count * price", "result = paid - cost"]),
             }
         }
         2 => {
@@ -85,6 +102,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("There are {a} boxes with {b} {items} in each box. {c} of the {items} are broken. How many {items} are not broken?"),
                 steps: format!("There are {a} * {b} = {} {items}.\nNot broken: {} - {c} = {}.", a * b, a * b, a * b - c),
                 answer: a * b - c,
+                program: prog(&[("boxes", a), ("per_box", b), ("broken", c)], &["total = boxes * per_box", "result = total - broken"]),
             }
         }
         3 => {
@@ -94,6 +112,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} reads {a} pages every day for {b} days. The book has {c} pages. How many pages are left to read?"),
                 steps: format!("{name} reads {a} * {b} = {} pages.\nPages left: {c} - {} = {}.", a * b, a * b, c - a * b),
                 answer: c - a * b,
+                program: prog(&[("pages_per_day", a), ("days", b), ("book_pages", c)], &["read = pages_per_day * days", "result = book_pages - read"]),
             }
         }
         4 => {
@@ -103,6 +122,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} has {a} {items} and shares them equally among {b} friends. Then each friend gets {c} more {items}. How many {items} does each friend have?"),
                 steps: format!("Each friend first gets {a} / {b} = {k} {items}.\nThen each has {k} + {c} = {} {items}.", k + c),
                 answer: k + c,
+                program: prog(&[("total", a), ("friends", b), ("extra", c)], &["each = total // friends", "result = each + extra"]),
             }
         }
         5 => {
@@ -111,6 +131,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("A farm has {a} cows and {b} times as many chickens as cows. How many animals are on the farm in total?"),
                 steps: format!("There are {a} * {b} = {} chickens.\nIn total there are {a} + {} = {} animals.", a * b, a * b, a + a * b),
                 answer: a + a * b,
+                program: prog(&[("cows", a), ("times", b)], &["chickens = cows * times", "result = cows + chickens"]),
             }
         }
         6 => {
@@ -123,6 +144,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} earns {a} dollars each hour. {he_cap} works {b} hours on Monday and {c} hours on Tuesday. How many dollars does {he} earn in total?"),
                 steps: format!("{name} works {b} + {c} = {} hours.\n{he_cap} earns {} * {a} = {} dollars.", b + c, b + c, (b + c) * a),
                 answer: a * (b + c),
+                program: prog(&[("per_hour", a), ("monday", b), ("tuesday", c)], &["hours = monday + tuesday", "result = hours * per_hour"]),
             }
         }
         _ => {
@@ -132,6 +154,7 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 question: format!("{name} had {a} {items}. {he_cap} lost {b} of them and then doubled the number that was left. How many {items} does {name} have now?"),
                 steps: format!("After losing {b}, {name} has {a} - {b} = {} {items}.\nDoubled, that is {} * 2 = {} {items}.", a - b, a - b, (a - b) * 2),
                 answer: (a - b) * 2,
+                program: prog(&[("start", a), ("lost", b)], &["left = start - lost", "result = left * 2"]),
             }
         }
     }

@@ -7,7 +7,8 @@
 //! formats the [`crate::datasets`] loaders read:
 //! - code-math: math skill (GSM8K JSONL, worked steps ending `#### N`), code skill (Alpaca JSON
 //!   with Python answers and an `assert` per item in `test`), target (GSM-Hard LoRA-Soups JSON:
-//!   word problems with a numeric gold, to be answered with a program).
+//!   word problems with a numeric gold, to be answered with a program; and the same questions
+//!   with reference programs in PAL's JSONL, as a model-free check of the grading pipeline).
 //! - manual-qa: a fictional product manual (plain text), QA skill (reading comprehension JSON on
 //!   other invented documents, with "Not in context" items), target (LoRA-Soups QA JSON:
 //!   closed-book questions answerable only from the manual).
@@ -167,7 +168,7 @@ pub fn code_math_sets(seed: u64, sizes: &SyntheticSizes) -> CodeMathSets {
         id: i.to_string(),
         question: p.question,
         gold: p.answer as f64,
-        solution: None,
+        solution: Some(p.program),
     })
     .collect();
     let mut code_seen = HashSet::new();
@@ -335,6 +336,15 @@ pub fn write_synthetic_sized(
                     .collect(),
             );
             write(dir, "code_math_test.json", &target, &mut files)?;
+            // The same questions in PAL's JSONL with reference programs: grading them must
+            // give 100 %, a check of the whole pipeline that needs no model.
+            let reference = jsonl(
+                s.target
+                    .iter()
+                    .map(|m| json!({"input": m.question, "target": m.gold, "code": m.solution}))
+                    .collect(),
+            );
+            write(dir, "code_math_reference.jsonl", &reference, &mut files)?;
         }
         SyntheticKind::ManualQa => {
             let s = manual_qa_sets(seed, sizes);

@@ -15,7 +15,7 @@ fn small() -> SyntheticSizes {
 fn code_math_files_load_and_are_disjoint() {
     let dir = tempfile::tempdir().unwrap();
     let files = write_synthetic_sized(SyntheticKind::CodeMath, 7, dir.path(), &small()).unwrap();
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 7);
     let p = |n: &str| dir.path().join(n);
     let train = datasets::load_math(&p("math_skill_train.jsonl")).unwrap();
     let test = datasets::load_math(&p("math_skill_test.jsonl")).unwrap();
@@ -50,8 +50,8 @@ fn code_math_files_load_and_are_disjoint() {
     );
 }
 
-/// Every code answer passes its own test and every math solution, turned into a program the
-/// way a model holding both skills would, returns the gold.
+/// Every code answer passes its own test and every target's reference program returns the
+/// gold.
 #[test]
 fn code_answers_pass_their_tests() {
     let sb = Sandbox::new(SandboxConfig {
@@ -74,6 +74,45 @@ fn code_answers_pass_their_tests() {
     for (o, p) in sb.run_many(&programs).unwrap().iter().zip(&programs) {
         assert_eq!(o.status, RunStatus::Ok, "{p}\n{o:?}");
     }
+    let checks: Vec<String> = sets
+        .target
+        .iter()
+        .map(|m| {
+            format!(
+                "{}\nassert solution() == {}\n",
+                m.solution.as_deref().unwrap_or(""),
+                m.gold
+            )
+        })
+        .collect();
+    for (o, p) in sb.run_many(&checks).unwrap().iter().zip(&checks) {
+        assert_eq!(o.status, RunStatus::Ok, "{p}\n{o:?}");
+    }
+}
+
+#[test]
+fn reference_programs_file_grades_perfectly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_sized(SyntheticKind::CodeMath, 5, dir.path(), &small()).unwrap();
+    let items = datasets::load_math(&dir.path().join("code_math_reference.jsonl")).unwrap();
+    assert_eq!(items.len(), 80);
+    let sb = Sandbox::new(SandboxConfig {
+        workers: 2,
+        allow_weaker_isolation: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let outputs: Vec<(String, f64)> = items
+        .iter()
+        .map(|m| {
+            (
+                format!("```python\n{}\n```", m.solution.as_deref().unwrap_or("")),
+                m.gold,
+            )
+        })
+        .collect();
+    let grades = crate::codemath::grade_many(&sb, &outputs).unwrap();
+    assert!(grades.iter().all(|g| g.correct), "{grades:?}");
 }
 
 #[test]
