@@ -11,6 +11,43 @@
 //! [`sandbox`] runs untrusted Python; [`driver`] runs an evaluation with per-question records
 //! and resume; [`grade`] grades prediction files for the `soup grade` subcommands; [`stats`]
 //! holds the bootstrap confidence interval.
+//!
+//! How `soup-core` runs a code-math evaluation (the model side is its `Generate` impl):
+//!
+//! ```no_run
+//! use soup_evals::{datasets, driver, prompts, sandbox};
+//! use soup_evals::{Completion, GenSettings, Generate, GenerateError};
+//!
+//! struct Model; // soup-core's generator
+//! impl Generate for Model {
+//!     fn generate(&mut self, prompts: &[String], s: &GenSettings)
+//!         -> Result<Vec<Completion>, GenerateError> {
+//!         unimplemented!("decode only the new tokens, cut at s.stop")
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let items = datasets::load_math(std::path::Path::new("code_math_test.json"))?;
+//! let sandbox = sandbox::Sandbox::new(sandbox::SandboxConfig::default())?;
+//! let opts = driver::EvalOptions {
+//!     settings: GenSettings { stop: prompts::pot_stop(), ..GenSettings::default() },
+//!     batch_size: 16,
+//!     ..Default::default()
+//! };
+//! let previous = vec![]; // records already in the store when resuming
+//! let summary = driver::run_code_math(
+//!     &items,
+//!     &|item| prompts::pot_prompt(&item.question, 3).text, // or chat-template .messages
+//!     &mut Model,
+//!     &sandbox,
+//!     &opts,
+//!     &previous,
+//!     &mut |record| { /* write to the store */ let _ = record; Ok(()) },
+//! )?;
+//! println!("{} {:?} layers {:?}", summary.headline, summary.scores, sandbox.layers());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod codemath;
 pub mod datasets;

@@ -263,3 +263,9 @@ fn assert_no_program_processes(sb: &Sandbox) {
     }
     panic!("program processes survived their run");
 }
+
+#[test]
+fn sandbox_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Sandbox>();
+}
