@@ -313,3 +313,32 @@ fn count_mismatch_is_an_error() {
     .unwrap_err();
     assert!(matches!(e, EvalError::CountMismatch { .. }));
 }
+
+#[test]
+fn cancel_stops_between_batches() {
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let mut gen = Fixed(vec!["#### 1"]);
+    let mut seen = 0;
+    let f = flag.clone();
+    let opts = EvalOptions {
+        batch_size: 2,
+        cancel: Some(flag),
+        ..EvalOptions::default()
+    };
+    let s = run_math_cot(
+        &items(),
+        &|i| i.question.clone(),
+        &mut gen,
+        &opts,
+        &[],
+        &mut |_r: &QuestionRecord| {
+            seen += 1;
+            f.store(true, Ordering::Relaxed);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(s.cancelled);
+    assert_eq!(s.n, 2);
+    assert_eq!(seen, 2);
+}

@@ -105,12 +105,15 @@ def encode(v):
 
 def child(req, d, out_w, err_w, res_w):
     mypid = os.getpid()
+    # Bound now, before the program runs: a program that monkeypatches json or os cannot
+    # change how its result is reported.
+    getpid, write, dumps = os.getpid, os.write, json.dumps
 
     def emit(obj):
-        if os.getpid() != mypid:  # a fork of the program: only the program itself reports
+        if getpid() != mypid:  # a fork of the program: only the program itself reports
             return
         try:
-            os.write(3, (json.dumps(obj) + "\n").encode())
+            write(3, (dumps(obj) + "\n").encode())
         except BaseException:
             pass
 
