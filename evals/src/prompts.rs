@@ -157,6 +157,48 @@ pub fn alpaca_prompt(instruction: &str, input: &str) -> String {
     }
 }
 
+/// Few-shot prompt in the Alpaca template, for adapters trained with [`alpaca_prompt`] (the
+/// LoRA Soups setup): each demo is a full instruction/response pair, the question comes last
+/// with an open response. Stop at the next `### Instruction:`.
+pub fn alpaca_few_shot(demos: &[(&str, &str)], instruction: &str) -> Prompt {
+    let mut text = String::new();
+    let mut messages = Vec::new();
+    for (q, a) in demos {
+        text.push_str(&alpaca_prompt(q, ""));
+        text.push_str(a);
+        text.push_str("\n\n");
+        messages.push(ChatMessage::new("user", *q));
+        messages.push(ChatMessage::new("assistant", *a));
+    }
+    text.push_str(&alpaca_prompt(instruction, ""));
+    messages.push(ChatMessage::new("user", instruction));
+    Prompt {
+        text,
+        messages,
+        stop: alpaca_stop(),
+    }
+}
+
+/// Stops for Alpaca-template prompts.
+pub fn alpaca_stop() -> Vec<String> {
+    vec!["### Instruction:".into(), "\n\n\n".into()]
+}
+
+/// Program-of-thought in the Alpaca template: the instruction asks for a `solution()`
+/// program, as the code skill set's instructions do.
+pub fn pot_alpaca_prompt(question: &str, shots: usize) -> Prompt {
+    let ask = |q: &str| format!("{q}\nWrite a Python function solution() that returns the answer.");
+    let demos: Vec<(String, String)> = POT_DEMOS[..shots.min(POT_DEMOS.len())]
+        .iter()
+        .map(|(q, p)| (ask(q), fenced(p)))
+        .collect();
+    let refs: Vec<(&str, &str)> = demos
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
+    alpaca_few_shot(&refs, &ask(question))
+}
+
 impl Prompt {
     /// The form for `style` as chat messages or text; `render` turns messages into the model's
     /// chat-template text (core passes its tokenizer's template here).
@@ -200,5 +242,9 @@ mod tests {
         assert!(rc.text.contains("Not in context") && rc.text.contains("Ann went home."));
         assert!(alpaca_prompt("Do X", "").ends_with("### Response:\n"));
         assert!(cot_prompt("Q", 2).text.contains("#### 7"));
+        let a = pot_alpaca_prompt("How many?", 2);
+        assert_eq!(a.text.matches("### Instruction:").count(), 3);
+        assert!(a.text.ends_with("### Response:\n"));
+        assert!(a.stop.iter().any(|s| s == "### Instruction:"));
     }
 }

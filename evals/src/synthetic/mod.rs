@@ -20,7 +20,7 @@ pub mod manual;
 pub mod math;
 pub mod qa;
 
-use crate::datasets::{MathItem, QaItem};
+use crate::datasets::{Instruction, MathItem, QaItem};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,32 @@ pub struct CodeMathSets {
     pub target: Vec<MathItem>,
 }
 
+impl CodeMathSets {
+    /// The math skill as training examples (question -> worked answer ending `#### N`).
+    pub fn math_skill(&self) -> Vec<Instruction> {
+        self.math_train
+            .iter()
+            .map(|(q, a)| Instruction {
+                instruction: q.clone(),
+                input: String::new(),
+                output: a.clone(),
+            })
+            .collect()
+    }
+
+    /// The code skill as training examples (instruction -> fenced program).
+    pub fn code_skill(&self) -> Vec<Instruction> {
+        self.code_train
+            .iter()
+            .map(|c| Instruction {
+                instruction: c.instruction.clone(),
+                input: c.input.clone(),
+                output: c.output.clone(),
+            })
+            .collect()
+    }
+}
+
 /// The manual-qa family in memory.
 #[derive(Debug, Clone)]
 pub struct ManualQaSets {
@@ -111,6 +137,29 @@ pub struct ManualQaSets {
     pub qa_train: Vec<qa::RcItem>,
     pub qa_test: Vec<qa::RcItem>,
     pub target: Vec<QaItem>,
+}
+
+impl ManualQaSets {
+    /// The QA skill as training examples (reading-comprehension instruction -> short answer).
+    pub fn qa_skill(&self) -> Vec<Instruction> {
+        self.qa_train
+            .iter()
+            .map(|i| Instruction {
+                instruction: rc_instruction(i),
+                input: String::new(),
+                output: i.answer.clone(),
+            })
+            .collect()
+    }
+}
+
+fn rc_instruction(i: &qa::RcItem) -> String {
+    format!(
+        "{}\n\nContext: {}\n\nQuestion: {}",
+        crate::prompts::RC_INSTRUCTION,
+        i.context,
+        i.question
+    )
 }
 
 /// Draw up to `n` items whose key is not in `seen` (adding them to it). Gives up after many
@@ -266,7 +315,7 @@ fn rc_rows(items: &[qa::RcItem]) -> Vec<serde_json::Value> {
         .iter()
         .map(|i| {
             json!({
-                "instruction": format!("{}\n\nContext: {}\n\nQuestion: {}", crate::prompts::RC_INSTRUCTION, i.context, i.question),
+                "instruction": rc_instruction(i),
                 "input": "",
                 "output": i.answer,
                 "answer": i.answer,
