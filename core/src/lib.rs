@@ -3,11 +3,13 @@
 //! merges and the job engine that the CLI and the dashboard drive.
 
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod lora;
 pub mod merge;
 pub mod model;
+pub mod runtime;
 pub mod train;
 
 pub use error::{CoreError, Result};

