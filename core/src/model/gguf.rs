@@ -1108,6 +1108,7 @@ mod tests {
         assert_eq!(ids, SMOLLM2_IDS);
     }
 
-    /// `tokenizer("<|im_start|>user\nWhat is 12+30?<|im_end|>\n")` of SmolLM2-135M-Instruct.
-    const SMOLLM2_IDS: &[u32] = &[];
+    /// `tokenizer("<|im_start|>user\nWhat is 12+30?<|im_end|>\n")` of SmolLM2-135M-Instruct, as
+    /// transformers 5.24 gives it from this GGUF and from a Digits+ByteLevel tokenizer.json.
+    const SMOLLM2_IDS: &[u32] = &[1, 4093, 198, 1780, 314, 216, 33, 34, 27, 35, 32, 47, 2, 198];
 }

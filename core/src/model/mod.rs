@@ -1,6 +1,7 @@
 //! The model: config parsing, the decoder, weight loading, tokenizer and the embedded default.
 
 pub mod config;
+pub mod fetch;
 pub mod gguf;
 pub mod llama;
 pub mod load;
