@@ -1,0 +1,195 @@
+//! The job engine end to end on the tiny fixture model: train a LoRA on a built-in set, learn
+//! CAT weights over two adapters, merge, evaluate on code-math and manual-QA with records in
+//! the store, and resume an evaluation without redoing finished questions.
+
+use candle_core::Device;
+use soup_core::engine::{
+    CatJob, DataSource, Engine, EvalJob, EvalTarget, EvalTask, JobSpec, JobUpdate, MergeJob,
+    TrainJob,
+};
+use soup_store::{RecordQuery, RunStatus, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference")
+}
+
+fn model() -> String {
+    fixtures().join("tiny-llama").display().to_string()
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let store = Arc::new(Store::open(dir).unwrap());
+    Engine::new(store, dir, Device::Cpu).unwrap()
+}
+
+#[test]
+fn train_cat_merge_eval_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let mut steps = 0;
+    let mut job = TrainJob::new(
+        "math",
+        &model(),
+        vec![DataSource::parse("builtin:math-train")],
+    );
+    job.limit = Some(24);
+    job.lora.rank = 4;
+    job.train.batch_size = 4;
+    job.train.max_steps = Some(3);
+    job.max_len = 128;
+    let (run, out) = e
+        .run_now(JobSpec::Train(job), &mut |u| {
+            if let JobUpdate::Progress { loss: Some(_), .. } = u {
+                steps += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(steps, 3);
+    assert_eq!(out.summary["steps"], 3);
+    assert!(out.summary["final_train_loss"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    assert_eq!(
+        e.store().get_run(run).unwrap().unwrap().status,
+        RunStatus::Done
+    );
+    let rec = e.store().get_adapter("math").unwrap().unwrap();
+    assert_eq!(rec.loss_curve.len(), 3);
+
+    let a = fixtures().join("adapter-a").display().to_string();
+    let b = fixtures().join("adapter-b").display().to_string();
+    let mut cat = CatJob::new(
+        "soup",
+        &model(),
+        vec![a.clone(), b.clone()],
+        vec![DataSource::parse("builtin:math-train")],
+    );
+    cat.train.max_steps = Some(2);
+    cat.train.batch_size = 2;
+    cat.max_len = 128;
+    let (_, out) = e.run_now(JobSpec::Cat(cat), &mut |_| {}).unwrap();
+    let values = out.summary["cat_weights"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 2 * 2 * 7);
+    let stored = e.store().get_adapter("soup").unwrap().unwrap();
+    assert!(stored.cat_weights.is_some());
+    // The folded CAT adapter has rank 8 + 8 on each projection.
+    assert!(stored.modules.iter().all(|m| m.rank == 16));
+
+    let merge = MergeJob {
+        name: "ties".into(),
+        method: "ties".into(),
+        adapters: vec![a.clone(), b.clone()],
+        weights: vec![0.7, 0.3],
+        density: Some(0.5),
+        svd_rank: None,
+        majority_sign_method: None,
+        seed: 0,
+        out: Some(dir.path().join("ties-peft")),
+        model: None,
+        data: vec![],
+        budget: None,
+    };
+    e.run_now(JobSpec::Merge(merge), &mut |_| {}).unwrap();
+    assert!(dir
+        .path()
+        .join("ties-peft/adapter_model.safetensors")
+        .exists());
+
+    for (task, data, target) in [
+        (
+            EvalTask::CodeMath,
+            "builtin:codemath-test",
+            EvalTarget::Adapter("soup".into()),
+        ),
+        (
+            EvalTask::ManualQa,
+            "builtin:manualqa-test",
+            EvalTarget::Adapter("ties".into()),
+        ),
+        (EvalTask::MathCot, "builtin:math-test", EvalTarget::Base),
+    ] {
+        let mut ev = EvalJob::new(&model(), target, task, DataSource::parse(data));
+        ev.limit = Some(3);
+        ev.max_new_tokens = 12;
+        ev.batch_size = 2;
+        // The tiny model's context (256 tokens) has no room for few-shot demos.
+        ev.shots = 0;
+        let (run, out) = e.run_now(JobSpec::Eval(ev), &mut |_| {}).unwrap();
+        assert_eq!(out.summary["n"], 3, "{task:?}");
+        let page = e
+            .store()
+            .records_page(run, &RecordQuery::default())
+            .unwrap();
+        assert_eq!(page.items.len(), 3);
+        for r in &page.items {
+            assert!(!r.prompt.is_empty() && !r.verdict.is_empty());
+            // Only new tokens are recorded, never the prompt.
+            assert!(!r.output.starts_with(&r.prompt));
+        }
+        assert!(!e.store().scores(run).unwrap().items.is_empty());
+    }
+}
+
+#[test]
+fn cancelled_eval_resumes_without_redoing_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let mut ev = EvalJob::new(
+        &model(),
+        EvalTarget::Base,
+        EvalTask::ManualQa,
+        DataSource::parse("builtin:manualqa-test"),
+    );
+    ev.limit = Some(6);
+    ev.max_new_tokens = 8;
+    ev.batch_size = 2;
+    // Cancel after the first batch has been recorded.
+    let e2 = e.clone();
+    let mut seen = 0;
+    let mut run_id = None;
+    let res = e.run_now(JobSpec::Eval(ev.clone()), &mut |u| {
+        if let JobUpdate::Progress { done, .. } = u {
+            seen = *done;
+            if *done >= 2 {
+                if let Some(id) = run_id.or_else(|| {
+                    e2.store()
+                        .list_runs(&Default::default())
+                        .unwrap()
+                        .items
+                        .first()
+                        .map(|r| r.id)
+                }) {
+                    run_id = Some(id);
+                    e2.control(id)
+                        .unwrap()
+                        .cancel
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    assert!(
+        matches!(res, Err(soup_core::CoreError::Cancelled)),
+        "{res:?}"
+    );
+    let id = run_id.unwrap();
+    let before = e.store().record_count(id).unwrap();
+    assert!(
+        (2..6).contains(&before),
+        "{before} records after cancel (seen {seen})"
+    );
+    assert_eq!(
+        e.store().get_run(id).unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+    let out = e.resume_now(id, &mut |_| {}).unwrap();
+    assert_eq!(out.summary["n"], 6);
+    assert_eq!(out.summary["resumed"], before);
+    assert_eq!(e.store().record_count(id).unwrap(), 6);
+    // A second identical evaluation is answered from the generation cache.
+    let (_, again) = e.run_now(JobSpec::Eval(ev), &mut |_| {}).unwrap();
+    assert_eq!(again.summary["cache_hits"], 6);
+}
