@@ -803,11 +803,15 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
         }
         Action::Refresh => {
             app.info("reloading");
-            Some(Command::Batch(vec![
+            let mut commands = vec![
                 Command::LoadAdapters,
                 Command::LoadRuns,
                 Command::LoadResults,
-            ]))
+            ];
+            // The open run's page too: a running evaluation adds records as it goes.
+            let from = app.inspect.page_from;
+            commands.extend(request_records(app, from));
+            Some(Command::Batch(commands))
         }
         other => match app.tab {
             Tab::Adapters => adapters_action(app, other),
