@@ -96,6 +96,9 @@ pub enum Action {
     CycleSort,
     ReverseSort,
     CycleVerdict,
+    /// `J` / `K`: scroll the record detail.
+    ScrollDown,
+    ScrollUp,
     CancelJob,
     ResumeJob,
     Export,
@@ -614,6 +617,8 @@ pub struct InspectState {
     /// The same question under `compare_run`; `None` while loading or missing.
     pub compare_record: Option<QuestionRecord>,
     pub compare_loaded: bool,
+    /// Lines scrolled in the detail view.
+    pub scroll: u16,
     /// Answers to older requests (another run, filter or page) are dropped.
     pub generation: u64,
     pub loading: bool,
@@ -702,6 +707,7 @@ impl App {
                 compare_run: None,
                 compare_record: None,
                 compare_loaded: false,
+                scroll: 0,
                 generation: 0,
                 loading: false,
             },
@@ -1549,6 +1555,7 @@ fn inspect_action(app: &mut App, action: Action) -> Option<Command> {
                 return inspect_action(app, next);
             }
             if move_cursor(&mut app.inspect.cursor, len, &action) {
+                app.inspect.scroll = 0;
                 return compare_command(app);
             }
             match action {
@@ -1562,6 +1569,15 @@ fn inspect_action(app: &mut App, action: Action) -> Option<Command> {
                 }
                 Action::Confirm => {
                     app.inspect.detail = !app.inspect.detail && !app.inspect.page.is_empty();
+                    app.inspect.scroll = 0;
+                    None
+                }
+                Action::ScrollDown => {
+                    app.inspect.scroll = app.inspect.scroll.saturating_add(5);
+                    None
+                }
+                Action::ScrollUp => {
+                    app.inspect.scroll = app.inspect.scroll.saturating_sub(5);
                     None
                 }
                 Action::NextPage => match app.inspect.next {

@@ -137,6 +137,8 @@ pub fn action_for_key(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('s') => Action::CycleSort,
         KeyCode::Char('S') => Action::ReverseSort,
         KeyCode::Char('v') => Action::CycleVerdict,
+        KeyCode::Char('J') => Action::ScrollDown,
+        KeyCode::Char('K') => Action::ScrollUp,
         KeyCode::Char('x') => Action::CancelJob,
         KeyCode::Char('r') => Action::ResumeJob,
         KeyCode::Char('e') => Action::Export,

@@ -551,6 +551,12 @@ fn snapshot_inspect_detail_and_compare() {
     assert_eq!(h.app.inspect.compare_run, Some(run_id(10, 1)));
     assert!(h.app.inspect.compare_record.is_some());
     insta::assert_snapshot!("inspect_compare", h.screen(W, H));
+    // J scrolls the detail; moving to another question starts at its top.
+    h.keys("J");
+    assert_eq!(h.app.inspect.scroll, 5);
+    h.keys("j");
+    assert_eq!(h.app.inspect.scroll, 0);
+    assert_eq!(h.app.inspect.selected().map(|r| r.index), Some(4));
 }
 
 #[test]

@@ -37,6 +37,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("v", "cycle the verdict filter"),
     ("/", "search the run's records"),
     ("c", "compare with another run (cycles)"),
+    ("J / K", "scroll the detail down / up"),
 ];
 
 pub fn draw(frame: &mut Frame, area: Rect) {

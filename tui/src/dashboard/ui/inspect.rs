@@ -329,10 +329,14 @@ fn draw_detail(app: &App, record: &QuestionRecord, frame: &mut Frame, area: Rect
         .open_run
         .map(format::short_id)
         .unwrap_or_default();
-    let title = format!(" {run} · question {} · Esc back · c compare ", record.index);
+    let title = format!(
+        " {run} · question {} · Esc back · J K scroll · c compare ",
+        record.index
+    );
     frame.render_widget(
         Paragraph::new(record_lines(record, None))
             .wrap(Wrap { trim: false })
+            .scroll((app.inspect.scroll, 0))
             .block(pane(&title, true)),
         area,
     );
@@ -377,6 +381,7 @@ fn draw_compare(
     frame.render_widget(
         Paragraph::new(record_lines(record, other))
             .wrap(Wrap { trim: false })
+            .scroll((inspect.scroll, 0))
             .block(pane(&left_title, true)),
         left,
     );
@@ -402,6 +407,7 @@ fn draw_compare(
     frame.render_widget(
         Paragraph::new(right_body)
             .wrap(Wrap { trim: false })
+            .scroll((inspect.scroll, 0))
             .block(pane(&right_title, false)),
         right,
     );
