@@ -6,14 +6,20 @@
 //! methods for small budgets); soup carries a small, seeded (μ/μ_w, λ)-CMA-ES ([`cma_es`],
 //! following Hansen's tutorial, arXiv:1604.00772) so a search is reproducible. The caller
 //! provides the loss as a closure (merge with `linear` at those weights, run the model on the
-//! examples): this file knows nothing of models.
+//! examples): this file knows nothing of models. [`lorahub_merge`] is LoraHub's own way of
+//! combining adapters at given weights (w on both A and B), for callers that want its exact
+//! parametrization rather than PEFT's `linear`.
 //!
 //! Bounds are kept by resampling candidates that fall outside (up to a limit, then clipping), so
 //! no evaluation of the budget is spent outside the box and the loss is never asked for weights
 //! the user excluded.
 
+use super::linear::task_arithmetic;
+use super::{as_slices, device_tensor, host, merged_meta, unit_pair};
 use crate::error::{CoreError, Result};
+use crate::lora::adapter::LoraAdapter;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 
 /// Settings of [`cma_es`].
 #[derive(Debug, Clone, PartialEq)]
@@ -350,6 +356,56 @@ pub fn lorahub_search(
     })
 }
 
+/// LoraHub's own merge (`lorahub/algorithm.py`): the state dicts are summed with the weights
+/// applied to every tensor, `A = Σ w_i A_i`, `B = Σ w_i B_i`, under the first adapter's config
+/// (its scale). Unlike PEFT's `linear` (√|w·s| on each side), one adapter at weight w gives
+/// `w²·s·B A`. Ranks must be equal. The scale is folded into A, so the result has scale 1.
+pub fn lorahub_merge(adapters: &[LoraAdapter], weights: &[f64]) -> Result<LoraAdapter> {
+    let groups = super::participants(adapters, weights)?;
+    let ranks: Vec<usize> = adapters.iter().map(super::config_rank).collect();
+    if ranks.iter().any(|&r| r != ranks[0]) {
+        return Err(CoreError::Invalid(format!(
+            "LoraHub merges adapters of equal rank, got ranks {ranks:?}"
+        )));
+    }
+    let mut pairs = BTreeMap::new();
+    for (&(layer, module), parts) in &groups {
+        let (_, first, _) = parts[0];
+        if let Some((_, p, _)) = parts.iter().find(|(_, p, _)| p.rank() != first.rank()) {
+            return Err(CoreError::Invalid(format!(
+                "LoraHub: layer {layer} {} has rank {} in one adapter and {} in another",
+                module.hf_name(),
+                p.rank(),
+                first.rank()
+            )));
+        }
+        let scale = first.scale;
+        let wa: Vec<f32> = parts.iter().map(|(_, _, w)| (w * scale) as f32).collect();
+        let wb: Vec<f32> = parts.iter().map(|(_, _, w)| *w as f32).collect();
+        let a_host = parts
+            .iter()
+            .map(|(_, p, _)| host(&p.a))
+            .collect::<Result<Vec<_>>>()?;
+        let b_host = parts
+            .iter()
+            .map(|(_, p, _)| host(&p.b))
+            .collect::<Result<Vec<_>>>()?;
+        // A: (r, in), B: (out, r)
+        let a = task_arithmetic(&as_slices(&a_host), &wa);
+        let b = task_arithmetic(&as_slices(&b_host), &wb);
+        let device = first.a.device();
+        let a = device_tensor(a, first.a.dims2()?, device)?;
+        let b = device_tensor(b, first.b.dims2()?, device)?;
+        pairs.insert((layer, module), unit_pair(a, b));
+    }
+    let names: Vec<&str> = adapters.iter().map(|a| a.name.as_str()).collect();
+    Ok(LoraAdapter {
+        name: format!("lorahub({})", names.join("+")),
+        meta: merged_meta(adapters, ranks[0]),
+        pairs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +416,51 @@ mod tests {
             .map(|(x, y)| (x - y).powi(2))
             .sum::<f64>()
             .sqrt()
+    }
+
+    #[test]
+    fn lorahub_merge_puts_the_weight_on_both_factors() {
+        use crate::lora::adapter::Module;
+        let dev = candle_core::Device::Cpu;
+        let shapes = |_m: Module| (6, 5);
+        let mk = |seed| {
+            let mut a = LoraAdapter::init(
+                "x",
+                "t",
+                &shapes,
+                1,
+                &[Module::Q],
+                2,
+                4.0,
+                false,
+                seed,
+                &dev,
+            )
+            .unwrap();
+            for p in a.pairs.values_mut() {
+                p.b = candle_core::Tensor::randn(0f32, 1.0, (6, 2), &dev).unwrap();
+            }
+            a
+        };
+        let (x, y) = (mk(1), mk(2));
+        let m = lorahub_merge(&[x.clone(), y.clone()], &[0.5, -1.2]).unwrap();
+        let (px, py) = (x.get(0, Module::Q).unwrap(), y.get(0, Module::Q).unwrap());
+        // (Σ w B)(Σ w A)·s
+        let b = ((&px.b * 0.5).unwrap() + (&py.b * -1.2).unwrap()).unwrap();
+        let a = ((&px.a * 0.5).unwrap() + (&py.a * -1.2).unwrap()).unwrap();
+        let want = (b.matmul(&a).unwrap() * px.scale).unwrap();
+        let got = m.get(0, Module::Q).unwrap().delta().unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

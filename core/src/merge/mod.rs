@@ -31,7 +31,9 @@ pub mod ties;
 mod tests;
 
 pub use cat::{adapter_deltas, fold_cat, merge_into_base};
-pub use lorahub::{cma_es, lorahub_search, CmaConfig, CmaResult, LoraHubConfig, LoraHubResult};
+pub use lorahub::{
+    cma_es, lorahub_merge, lorahub_search, CmaConfig, CmaResult, LoraHubConfig, LoraHubResult,
+};
 
 use crate::error::{CoreError, Result};
 use crate::lora::adapter::{LoraAdapter, LoraMeta, LoraPair, Module};
