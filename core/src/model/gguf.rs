@@ -841,6 +841,27 @@ pub fn write_gguf(
         qtensors.push((g, q));
     }
 
+    // llama.cpp's converter stores llama3 rope scaling as one divisor per frequency.
+    if config.rope_scaling.is_some() {
+        let plain = ModelConfig {
+            rope_scaling: None,
+            ..config.clone()
+        };
+        // factors: (head_dim / 2,)
+        let factors: Vec<f32> = plain
+            .rope_inv_freq()
+            .iter()
+            .zip(config.rope_inv_freq())
+            .map(|(base, scaled)| base / scaled)
+            .collect();
+        let bad = |e: candle_core::Error| CoreError::tensor("rope_freqs.weight", e.to_string());
+        let t = Tensor::new(factors, &Device::Cpu).map_err(bad)?;
+        qtensors.push((
+            "rope_freqs.weight".to_string(),
+            QTensor::quantize(&t, GgmlDType::F32).map_err(bad)?,
+        ));
+    }
+
     let file = std::fs::File::create(path).map_err(|e| CoreError::io(path, e))?;
     let mut w = std::io::BufWriter::new(file);
     let md_refs: Vec<(&str, &V)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -931,8 +952,21 @@ mod tests {
     fn round_trip_llama_and_qwen2() {
         let dev = Device::Cpu;
         let tok = SoupTokenizer::from_hf_dir(&fixtures().join("tokenizer")).unwrap();
-        for arch in ["LlamaForCausalLM", "Qwen2ForCausalLM"] {
-            let (config, tensors) = tiny_random_model(arch, &dev);
+        for (arch, llama3_rope) in [
+            ("LlamaForCausalLM", false),
+            ("Qwen2ForCausalLM", false),
+            ("LlamaForCausalLM", true),
+        ] {
+            let (mut config, tensors) = tiny_random_model(arch, &dev);
+            if llama3_rope {
+                // Written as rope_freqs.weight, recovered by matching the llama3 formula.
+                config.rope_scaling = Some(Llama3RopeScaling {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 64,
+                });
+            }
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("tiny.gguf");
             write_gguf(&path, &config, &tensors, &tok).unwrap();
