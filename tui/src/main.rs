@@ -1,1 +1,96 @@
-fn main() {}
+//! `soup`: a terminal workbench for LoRA Soups. With no subcommand it opens the dashboard;
+//! every subcommand is a thin layer over `soup_core` (jobs, models, adapters) and `soup_store`
+//! (runs, records, exports), so whatever the dashboard offers can also be scripted.
+//!
+//! Failures print one clear message on stderr (naming the file, tensor, run or limit at
+//! fault) and exit non-zero; a cancelled job (Ctrl-C) exits 130 and says how to resume it.
+
+mod cli;
+mod dashboard;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "soup",
+    version,
+    about = "A terminal workbench for LoRA Soups: train skill LoRAs, compose them (CAT, merges), grade the compositions.",
+    long_about = None
+)]
+struct Cli {
+    /// Where models, adapters, runs and records live (default: $SOUP_HOME, else the platform
+    /// data dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where models run: cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
+    /// Machine-readable output: one JSON document (or one JSON object per line for records).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch, import and list base models.
+    Model(cli::model::ModelArgs),
+    /// Generate text with a model and optional adapters.
+    Generate(cli::generate::GenerateArgs),
+    /// Look inside a model (logits).
+    Inspect(cli::generate::InspectArgs),
+    /// Train a LoRA adapter or learn CAT weights over adapters.
+    Train(cli::train::TrainArgs),
+    /// Merge adapters (cat, linear, svd, ties, dare, magnitude_prune, lorahub).
+    Merge(cli::merge::MergeArgs),
+    /// List, show, import, export and delete stored adapters.
+    Adapter(cli::adapter::AdapterArgs),
+    /// Evaluate a model configuration on a task; prints the run id and scores.
+    Eval(cli::eval::EvalArgs),
+    /// Grade a predictions file produced anywhere.
+    Grade(cli::eval::GradeArgs),
+    /// Write or list the built-in synthetic data sets.
+    Data(cli::data::DataArgs),
+    /// List, show, page, delete and resume runs.
+    Runs(cli::runs::RunsArgs),
+    /// Export runs, scores, records and adapters (JSON lines or CSV, adapters as PEFT dirs).
+    Export(cli::transfer::ExportArgs),
+    /// Import a directory written by `soup export --json`.
+    Import(cli::transfer::ImportArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let ctx = cli::Ctx {
+        data_dir: soup_store::data_dir(cli.data_dir),
+        device: cli.device,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        None => open_dashboard(&ctx),
+        Some(Command::Model(a)) => cli::model::run(&ctx, a),
+        Some(Command::Generate(a)) => cli::generate::generate(&ctx, a),
+        Some(Command::Inspect(a)) => cli::generate::inspect(&ctx, a),
+        Some(Command::Train(a)) => cli::train::run(&ctx, a),
+        Some(Command::Merge(a)) => cli::merge::run(&ctx, a),
+        Some(Command::Adapter(a)) => cli::adapter::run(&ctx, a),
+        Some(Command::Eval(a)) => cli::eval::eval(&ctx, a),
+        Some(Command::Grade(a)) => cli::eval::grade(&ctx, a),
+        Some(Command::Data(a)) => cli::data::run(&ctx, a),
+        Some(Command::Runs(a)) => cli::runs::run(&ctx, a),
+        Some(Command::Export(a)) => cli::transfer::export(&ctx, a),
+        Some(Command::Import(a)) => cli::transfer::import(&ctx, a),
+    };
+    if let Err(err) = result {
+        std::process::exit(cli::report_error(&err));
+    }
+}
+
+/// `soup` alone: the dashboard, on an engine with a background worker.
+fn open_dashboard(ctx: &cli::Ctx) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let engine = soup_core::engine::Engine::start(store, &ctx.data_dir, ctx.device()?)?;
+    dashboard::run(engine)
+}

@@ -9,6 +9,7 @@ mod data;
 mod run;
 pub mod spec;
 
+pub use data::BUILTINS;
 pub use run::RunOutcome;
 pub use spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
 

@@ -1,0 +1,288 @@
+//! `soup eval` (a model configuration graded on a task, every question recorded in the store)
+//! and `soup grade` (prediction files made anywhere, graded by the same rules).
+
+use super::jobs::{run_job, JobView};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use soup_core::engine::{DataSource, EvalJob, EvalTarget, EvalTask, JobSpec};
+use soup_evals::sandbox::{Sandbox, SandboxConfig};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// code-math, manual-qa, math-cot or qa.
+    #[arg(long, required_unless_present = "resume")]
+    task: Option<EvalTask>,
+    /// A data file, `builtin` (the task's own target set) or builtin:NAME.
+    #[arg(long, default_value = "builtin")]
+    data: String,
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// A stored adapter or a PEFT directory.
+    #[arg(long, conflicts_with_all = ["cat", "merge"])]
+    adapter: Option<String>,
+    /// A stored CAT adapter.
+    #[arg(long, conflicts_with = "merge")]
+    cat: Option<String>,
+    /// A merge built on the fly: METHOD:A,B:W1,W2 (e.g. ties:math,code:0.5,0.5).
+    #[arg(long)]
+    merge: Option<String>,
+    /// Grade the first N questions only.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 160)]
+    max_new_tokens: usize,
+    /// Few-shot demos in the prompt (code-math, math-cot).
+    #[arg(long, default_value_t = 3)]
+    shots: usize,
+    /// Force the plain few-shot prompt even when the model has a chat template.
+    #[arg(long, conflicts_with = "chat")]
+    plain: bool,
+    /// Force the chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue a failed or cancelled evaluation (its recorded settings are used).
+    #[arg(long, value_name = "RUN")]
+    resume: Option<String>,
+}
+
+/// The task's built-in target set.
+fn builtin_for(task: EvalTask) -> Result<&'static str> {
+    Ok(match task {
+        EvalTask::CodeMath => "codemath-test",
+        EvalTask::ManualQa => "manualqa-test",
+        EvalTask::MathCot => "math-test",
+        EvalTask::Qa => "qa-test",
+        EvalTask::Code => bail!("the code task has no built-in target set: give --data FILE"),
+    })
+}
+
+/// `METHOD:A,B:W1,W2`: the method before the first colon, the weights after the last.
+fn parse_merge(text: &str) -> Result<EvalTarget> {
+    let usage = || format!("--merge {text:?}: expected METHOD:A,B:W1,W2, e.g. ties:math,code:0.5,0.5");
+    let (method, rest) = text.split_once(':').with_context(usage)?;
+    let (adapters, weights) = rest.rsplit_once(':').with_context(usage)?;
+    let adapters: Vec<String> = super::split_list(adapters)
+        .iter()
+        .map(|a| super::absolute_if_exists(a))
+        .collect();
+    let weights = super::parse_floats("--merge", weights)?;
+    if adapters.len() < 2 || adapters.len() != weights.len() {
+        bail!(
+            "{}: {} adapters and {} weights (need two or more, one weight each)",
+            usage(),
+            adapters.len(),
+            weights.len()
+        );
+    }
+    Ok(EvalTarget::Merge {
+        method: method.trim().to_string(),
+        adapters,
+        weights,
+    })
+}
+
+pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
+    let engine = ctx.engine()?;
+    let mut view = JobView {
+        label: "eval",
+        unit: "question",
+        expected_total: a.limit.map(|l| l as u64),
+        quiet: false,
+    };
+    let (id, outcome) = if let Some(r) = &a.resume {
+        let id = engine.store().resolve_run(r)?;
+        if let Some(run) = engine.store().get_run(id)? {
+            if let Some(l) = run.spec.get("limit").and_then(|v| v.as_u64()) {
+                view.expected_total = Some(l);
+            }
+        }
+        run_job(&engine, None, Some(id), &view)?
+    } else {
+        let task = a.task.context("--task is required")?;
+        let data = match a.data.as_str() {
+            "builtin" => DataSource::Builtin(builtin_for(task)?.to_string()),
+            d => DataSource::parse(&super::absolute_if_exists(d)),
+        };
+        let target = match (&a.adapter, &a.cat, &a.merge) {
+            (Some(x), _, _) | (None, Some(x), _) => {
+                EvalTarget::Adapter(super::absolute_if_exists(x))
+            }
+            (None, None, Some(m)) => parse_merge(m)?,
+            (None, None, None) => EvalTarget::Base,
+        };
+        if let Some(c) = &a.cat {
+            match engine.store().get_adapter(c)? {
+                Some(rec) if rec.cat_weights.is_some() => {}
+                Some(_) => bail!("--cat {c}: not a CAT adapter (use --adapter for it)"),
+                None => bail!("--cat {c}: no such stored adapter (see `soup adapter list`)"),
+            }
+        }
+        if a.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        let mut job = EvalJob::new(&super::absolute_if_exists(&a.model), target, task, data);
+        job.limit = a.limit;
+        job.batch_size = a.batch_size;
+        job.max_new_tokens = a.max_new_tokens;
+        job.shots = a.shots;
+        job.seed = a.seed;
+        job.chat = if a.plain {
+            Some(false)
+        } else if a.chat {
+            Some(true)
+        } else {
+            None
+        };
+        run_job(&engine, Some(JobSpec::Eval(job)), None, &view)?
+    };
+    let s = &outcome.summary;
+    if ctx.json {
+        return super::print_json(s);
+    }
+    println!("run {id}");
+    println!(
+        "{} on {}: {} questions ({} prompt{})",
+        s["target"].as_str().unwrap_or("?"),
+        s["task"].as_str().unwrap_or("?"),
+        s["n"],
+        s["prompt_style"].as_str().unwrap_or("?"),
+        match s["cache_hits"].as_u64() {
+            Some(h) if h > 0 => format!(", {h} answers from the cache"),
+            _ => String::new(),
+        }
+    );
+    if let Some(scores) = s["scores"].as_object() {
+        for (metric, v) in scores {
+            let ci = v["ci95"].as_array();
+            println!(
+                "  {metric:<12} {:.4}  (95% CI {:.4}..{:.4}, n={})",
+                v["value"].as_f64().unwrap_or(f64::NAN),
+                ci.and_then(|c| c.first()).and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
+                ci.and_then(|c| c.get(1)).and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
+                v["n"]
+            );
+        }
+    }
+    if let Some(verdicts) = s["verdicts"].as_object() {
+        let parts: Vec<String> = verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        if !parts.is_empty() {
+            println!("  verdicts     {}", parts.join(", "));
+        }
+    }
+    println!("records: `soup runs records {id}`");
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    #[command(subcommand)]
+    command: GradeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum GradeCommand {
+    /// Run each line's program in the sandbox: adds verdict, pred, correct, stdout, stderr,
+    /// seconds.
+    CodeMath(GradeFiles),
+    /// Score each line's answer: adds em, f1, contains.
+    ManualQa(GradeFiles),
+}
+
+#[derive(Debug, Args)]
+struct GradeFiles {
+    /// JSON lines `{"id", "output", "answer"}`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    predictions: PathBuf,
+    #[arg(long, value_name = "FILE.jsonl")]
+    out: PathBuf,
+}
+
+pub fn grade(ctx: &super::Ctx, args: GradeArgs) -> Result<()> {
+    let (files, summary) = match args.command {
+        GradeCommand::CodeMath(f) => {
+            check_paths(&f)?;
+            let sandbox = Sandbox::new(SandboxConfig {
+                allow_weaker_isolation: true,
+                ..Default::default()
+            })
+            .context("starting the Python sandbox")?;
+            let s = soup_evals::grade::grade_code_math_file(&f.predictions, &f.out, &sandbox);
+            (f, s)
+        }
+        GradeCommand::ManualQa(f) => {
+            check_paths(&f)?;
+            let s = soup_evals::grade::grade_manual_qa_file(&f.predictions, &f.out);
+            (f, s)
+        }
+    };
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing half-written: a failed grading leaves no output file behind.
+            let _ = std::fs::remove_file(&files.out);
+            return Err(e.into());
+        }
+    };
+    if ctx.json {
+        return super::print_json(&summary);
+    }
+    println!("graded {} lines into {}", summary.n, files.out.display());
+    if let Some(a) = summary.accuracy {
+        println!("  accuracy {a:.4}");
+    }
+    for (k, v) in [("em", summary.em), ("f1", summary.f1), ("contains", summary.contains)] {
+        if let Some(v) = v {
+            println!("  {k:<8} {v:.4}");
+        }
+    }
+    if !summary.verdicts.is_empty() {
+        let parts: Vec<String> = summary
+            .verdicts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("  verdicts {}", parts.join(", "));
+    }
+    Ok(())
+}
+
+fn check_paths(f: &GradeFiles) -> Result<()> {
+    if !f.predictions.is_file() {
+        bail!("{}: no such predictions file", f.predictions.display());
+    }
+    let same = std::fs::canonicalize(&f.predictions).ok()
+        == f.out.parent().and_then(|_| std::fs::canonicalize(&f.out).ok());
+    if same {
+        bail!("--out {} is the predictions file itself: write elsewhere", f.out.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_spec_parses() {
+        match parse_merge("ties:math,code:0.7,0.3").unwrap() {
+            EvalTarget::Merge {
+                method,
+                adapters,
+                weights,
+            } => {
+                assert_eq!(method, "ties");
+                assert_eq!(adapters, vec!["math", "code"]);
+                assert_eq!(weights, vec![0.7, 0.3]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_merge("ties:math:0.7").is_err());
+        assert!(parse_merge("ties").is_err());
+        assert!(parse_merge("ties:a,b:0.5").is_err());
+    }
+}

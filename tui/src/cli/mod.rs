@@ -1,0 +1,156 @@
+//! The command line: one module per subcommand family, all sharing [`Ctx`] (data dir, device,
+//! `--json`), the job runner with its progress bar and Ctrl-C cancellation ([`jobs`]), and
+//! the error report that turns any failure into one message and an exit code.
+
+pub mod adapter;
+pub mod data;
+pub mod eval;
+pub mod generate;
+pub mod jobs;
+pub mod merge;
+pub mod model;
+pub mod runs;
+pub mod train;
+pub mod transfer;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use soup_core::engine::Engine;
+use soup_store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What every subcommand knows: the global flags.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub data_dir: PathBuf,
+    pub device: String,
+    pub json: bool,
+}
+
+impl Ctx {
+    pub fn device(&self) -> Result<Device> {
+        Ok(soup_core::device::parse_device(&self.device)?)
+    }
+
+    /// Opens the data dir's database, exclusively. The store's errors already say what to do
+    /// (another process holds it, the dir is a file, ...).
+    pub fn store(&self) -> Result<Arc<Store>> {
+        Ok(Arc::new(Store::open(&self.data_dir)?))
+    }
+
+    /// An engine that runs jobs on this thread.
+    pub fn engine(&self) -> Result<Engine> {
+        let store = self.store()?;
+        Ok(Engine::new(store, &self.data_dir, self.device()?)?)
+    }
+}
+
+/// Prints `err` with its causes on stderr and returns the exit code: 130 for a cancelled job,
+/// 1 otherwise.
+pub fn report_error(err: &anyhow::Error) -> i32 {
+    if let Some(c) = err.downcast_ref::<jobs::Cancelled>() {
+        eprintln!("{c}");
+        return 130;
+    }
+    eprintln!("error: {err:#}");
+    1
+}
+
+/// A path the user typed, made absolute when it exists, so a recorded job spec still finds it
+/// when resumed from another directory. Names (not paths) pass through unchanged.
+pub fn absolute_if_exists(spec: &str) -> String {
+    let p = Path::new(spec);
+    if p.exists() {
+        if let Ok(abs) = std::fs::canonicalize(p) {
+            return abs.display().to_string();
+        }
+    }
+    spec.to_string()
+}
+
+/// `0.7,0.3` as numbers, naming the flag when one is not a number.
+pub fn parse_floats(flag: &str, text: &str) -> Result<Vec<f64>> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{flag}: {s:?} is not a number"))
+        })
+        .collect()
+}
+
+/// `a,b,c` as trimmed, non-empty items.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Prints a value as one line of JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC), for listings.
+pub fn format_time(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Bytes as a short human figure.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_and_bytes_format() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(format_time(1_732_792_800_000), "2024-11-28 11:20");
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(2048), "2.0 KB");
+    }
+
+    #[test]
+    fn lists_and_numbers() {
+        assert_eq!(split_list(" a, b,,c "), vec!["a", "b", "c"]);
+        assert_eq!(parse_floats("--weights", "0.7,0.3").unwrap(), vec![0.7, 0.3]);
+        let err = parse_floats("--weights", "0.7,x").unwrap_err().to_string();
+        assert!(err.contains("--weights") && err.contains("\"x\""), "{err}");
+    }
+}

@@ -1,0 +1,504 @@
+//! End-to-end tests of the `soup` binary on the committed tiny model
+//! (`tests/fixtures/reference/tiny-llama`, with PEFT adapters and transformers' logits beside
+//! it), each in its own temporary data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference")
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+fn model() -> String {
+    fixture("tiny-llama")
+}
+
+/// Runs `soup --data-dir DATA ARGS...`.
+fn soup(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_soup"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("SOUP_HOME")
+        .output()
+        .expect("run soup")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = soup(data, args);
+    assert!(
+        out.status.success(),
+        "soup {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Asserts failure and returns stderr.
+fn fails(data: &Path, args: &[&str]) -> String {
+    let out = soup(data, args);
+    assert!(
+        !out.status.success(),
+        "soup {args:?} should have failed\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// The last stdout line as JSON.
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn inspect_logits_equal_transformers() {
+    let data = tempfile::tempdir().unwrap();
+    let text0 = reference()["texts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want = candle_core::safetensors::load(
+        fixtures().join("logits-tiny-llama.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for (adapter, key) in [(None, "base_0"), (Some("adapter-a"), "adapter-a_0")] {
+        let out = data.path().join(format!("{key}.safetensors"));
+        let out_s = out.display().to_string();
+        let model = model();
+        let mut args = vec![
+            "inspect", "logits", "--model", &model, "--text", &text0, "--out", &out_s,
+        ];
+        let adapter_dir = adapter.map(fixture);
+        if let Some(a) = &adapter_dir {
+            args.extend(["--adapter", a.as_str()]);
+        }
+        ok(data.path(), &args);
+        let got = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(got.len(), 1, "one tensor named logits");
+        let d = max_abs_diff(&got["logits"], &want[key]);
+        assert!(d < 1e-4, "{key}: max abs difference {d}");
+    }
+}
+
+#[test]
+fn generate_greedy_matches_transformers() {
+    let data = tempfile::tempdir().unwrap();
+    let r = reference();
+    let g = &r["generation"];
+    let model = model();
+    let out = ok(
+        data.path(),
+        &[
+            "--json",
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            g["prompt"].as_str().unwrap(),
+            "--max-new-tokens",
+            "10",
+        ],
+    );
+    let v = last_json(&out);
+    assert_eq!(v["new_tokens"], 10, "{v}");
+    assert_eq!(v["text"], g["results"]["base"]["text"], "{v}");
+
+    // A stack of two adapters, sampling, chat template: runs and prints text.
+    let a = fixture("adapter-a");
+    let b = fixture("adapter-b");
+    let out = ok(
+        data.path(),
+        &[
+            "generate", "--model", &model, "--adapter", &a, "--adapter", &b, "--prompt",
+            "Hello", "--chat", "--max-new-tokens", "5", "--temperature", "0.8", "--top-p",
+            "0.9", "--seed", "3",
+        ],
+    );
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn train_lora_prints_one_json_line() {
+    let data = tempfile::tempdir().unwrap();
+    let model = model();
+    let out = ok(
+        data.path(),
+        &[
+            "train",
+            "lora",
+            "--model",
+            &model,
+            "--data",
+            "builtin:math-train",
+            "--name",
+            "math",
+            "--rank",
+            "4",
+            "--max-steps",
+            "3",
+            "--limit",
+            "20",
+            "--batch-size",
+            "2",
+            "--max-len",
+            "96",
+            "--json",
+        ],
+    );
+    let v = last_json(&out);
+    for k in [
+        "name",
+        "final_train_loss",
+        "final_val_loss",
+        "steps",
+        "seconds",
+        "tokens_per_s",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}: {v}");
+    }
+    assert_eq!(v["name"], "math");
+    assert_eq!(v["steps"], 3);
+    assert!(v["final_train_loss"].as_f64().unwrap().is_finite());
+
+    let list = last_json(&ok(data.path(), &["adapter", "list", "--json"]));
+    assert_eq!(list[0]["name"], "math", "{list}");
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs[0]["status"], "done", "{runs}");
+    // Exported as PEFT and loadable.
+    let dir = data.path().join("math-peft");
+    ok(
+        data.path(),
+        &["adapter", "export", "math", "--out", dir.to_str().unwrap()],
+    );
+    let a = soup_core::lora::peft::load_peft(&dir, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(a.meta.rank, 4);
+}
+
+#[test]
+fn merge_ties_writes_a_peft_dir() {
+    let data = tempfile::tempdir().unwrap();
+    let out_dir = data.path().join("merged");
+    let out_s = out_dir.display().to_string();
+    let (a, b) = (fixture("adapter-a"), fixture("adapter-b"));
+    let out = ok(
+        data.path(),
+        &[
+            "merge",
+            "--method",
+            "ties",
+            "--weights",
+            "0.7,0.3",
+            "--density",
+            "0.5",
+            "--out",
+            &out_s,
+            "--name",
+            "ab-ties",
+            "--json",
+            &a,
+            &b,
+        ],
+    );
+    let v = last_json(&out);
+    assert_eq!(v["name"], "ab-ties");
+    let merged = soup_core::lora::peft::load_peft(&out_dir, &candle_core::Device::Cpu).unwrap();
+    assert!(!merged.pairs.is_empty());
+    let shown = last_json(&ok(data.path(), &["adapter", "show", "ab-ties", "--json"]));
+    assert_eq!(shown["method"], "merge");
+
+    // Weights must match the adapters.
+    let err = fails(
+        data.path(),
+        &["merge", "--method", "linear", "--weights", "1", &a, &b],
+    );
+    assert!(err.contains("--weights has 1 values for 2 adapters"), "{err}");
+}
+
+#[test]
+fn train_cat_on_stored_adapters_and_show_the_weights() {
+    let data = tempfile::tempdir().unwrap();
+    let model = model();
+    for (dir, name) in [("adapter-a", "math"), ("adapter-b", "code")] {
+        ok(
+            data.path(),
+            &["adapter", "import", &fixture(dir), "--name", name],
+        );
+    }
+    let out = ok(
+        data.path(),
+        &[
+            "train",
+            "cat",
+            "--model",
+            &model,
+            "--adapters",
+            "math,code",
+            "--data",
+            "builtin:math-train",
+            "--name",
+            "mathcode",
+            "--sample-fraction",
+            "0.01",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-len",
+            "96",
+            "--json",
+        ],
+    );
+    let v = last_json(&out);
+    assert_eq!(v["name"], "mathcode");
+    assert_eq!(v["steps"], 2);
+    let w = &v["cat_weights"];
+    assert_eq!(w["adapters"], serde_json::json!(["math", "code"]), "{v}");
+    assert_eq!(w["values"].as_array().unwrap().len(), 2 * 2 * 7);
+
+    let shown = ok(data.path(), &["adapter", "show", "mathcode"]);
+    assert!(shown.contains("CAT weights"), "{shown}");
+    let header = shown
+        .lines()
+        .find(|l| l.contains("layer") && l.contains("module"))
+        .unwrap_or_else(|| panic!("no table header: {shown}"));
+    assert!(
+        header.contains("math") && header.contains("code"),
+        "{shown}"
+    );
+    let rows = shown
+        .lines()
+        .filter(|l| l.contains("_proj") && l.split_whitespace().count() == 4)
+        .count();
+    assert_eq!(rows, 2 * 7, "{shown}");
+}
+
+#[test]
+fn eval_then_runs_list_show_records() {
+    let data = tempfile::tempdir().unwrap();
+    let model = model();
+    let out = ok(
+        data.path(),
+        &[
+            "eval",
+            "--task",
+            "code-math",
+            "--data",
+            "builtin",
+            "--model",
+            &model,
+            "--limit",
+            "4",
+            "--shots",
+            "0",
+            "--plain",
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            "4",
+            "--json",
+        ],
+    );
+    let v = last_json(&out);
+    let run = v["run"].as_str().unwrap().to_string();
+    assert_eq!(v["n"], 4, "{v}");
+
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["id"], run.as_str());
+    assert_eq!(runs[0]["kind"], "eval");
+
+    let shown = last_json(&ok(data.path(), &["runs", "show", &run, "--json"]));
+    assert_eq!(shown["run"]["status"], "done");
+    assert_eq!(shown["records"], 4, "{shown}");
+    assert!(!shown["scores"].as_array().unwrap().is_empty(), "{shown}");
+
+    let records = ok(data.path(), &["runs", "records", &run, "--json"]);
+    let lines: Vec<serde_json::Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|r| r["prompt"].is_string() && r["verdict"].is_string()));
+    let verdict = lines[0]["verdict"].as_str().unwrap();
+    let some = ok(
+        data.path(),
+        &["runs", "records", &run, "--verdict", verdict, "--json"],
+    );
+    assert!(some.lines().count() >= 1);
+    assert!(some.lines().all(|l| l.contains(verdict)));
+
+    // Human forms run too.
+    let human = ok(data.path(), &["runs", "show", &run]);
+    assert!(human.contains("code-math"), "{human}");
+
+    ok(data.path(), &["runs", "delete", &run]);
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_held_data_dir_is_refused_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let held = soup_store::Store::open(data.path()).unwrap();
+    let err = fails(data.path(), &["runs", "list"]);
+    assert!(
+        err.contains(&data.path().display().to_string()) && err.contains("in use"),
+        "{err}"
+    );
+    drop(held);
+    ok(data.path(), &["runs", "list"]);
+}
+
+#[test]
+fn a_malformed_data_file_is_named_with_its_line() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("broken.jsonl");
+    std::fs::write(
+        &file,
+        "{\"instruction\": \"add 1 and 2\", \"output\": \"3\"}\n{\"instruction\": oops\n",
+    )
+    .unwrap();
+    let model = model();
+    let err = fails(
+        data.path(),
+        &[
+            "train",
+            "lora",
+            "--model",
+            &model,
+            "--data",
+            file.to_str().unwrap(),
+            "--name",
+            "x",
+        ],
+    );
+    assert!(err.contains("broken.jsonl") && err.contains(":2"), "{err}");
+    // The failed run is recorded as failed, with the message.
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs[0]["status"], "failed");
+}
+
+#[test]
+fn a_missing_model_says_to_fetch() {
+    let data = tempfile::tempdir().unwrap();
+    let err = fails(data.path(), &["generate", "--prompt", "hi"]);
+    assert!(err.contains("soup model fetch"), "{err}");
+    let err = fails(
+        data.path(),
+        &["generate", "--model", "no-such-model", "--prompt", "hi"],
+    );
+    assert!(err.contains("no-such-model") && err.contains("soup model list"), "{err}");
+}
+
+#[test]
+fn model_import_of_a_gguf_converts_and_registers_it() {
+    let data = tempfile::tempdir().unwrap();
+    ok(
+        data.path(),
+        &["model", "import", &fixture("tiny-llama.gguf"), "--name", "tiny"],
+    );
+    assert!(data.path().join("models/tiny/model.safetensors").is_file());
+    let list = last_json(&ok(data.path(), &["model", "list", "--json"]));
+    assert_eq!(list["models"][0]["name"], "tiny", "{list}");
+    let out = last_json(&ok(
+        data.path(),
+        &[
+            "generate",
+            "--model",
+            "tiny",
+            "--prompt",
+            "The quick brown fox",
+            "--max-new-tokens",
+            "10",
+            "--json",
+        ],
+    ));
+    assert_eq!(out["text"], reference()["generation"]["results"]["base"]["text"]);
+    // The name is taken now; a bad file leaves nothing behind.
+    let err = fails(
+        data.path(),
+        &["model", "import", &fixture("tiny-llama.gguf"), "--name", "tiny"],
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let junk = data.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF, not really").unwrap();
+    fails(
+        data.path(),
+        &["model", "import", junk.to_str().unwrap(), "--name", "junk"],
+    );
+    assert!(!data.path().join("models/junk").exists());
+}
+
+#[test]
+fn export_and_import_carry_adapters() {
+    let data = tempfile::tempdir().unwrap();
+    ok(
+        data.path(),
+        &["adapter", "import", &fixture("adapter-c"), "--name", "c"],
+    );
+    let dump = data.path().join("dump");
+    ok(data.path(), &["export", "--json", dump.to_str().unwrap()]);
+    assert!(dump.join("adapters/c/adapter_config.json").is_file());
+    soup_core::lora::peft::load_peft(&dump.join("adapters/c"), &candle_core::Device::Cpu).unwrap();
+    let csv = data.path().join("csv");
+    ok(data.path(), &["export", "--csv", csv.to_str().unwrap()]);
+    assert!(csv.join("runs.csv").is_file());
+
+    let other = tempfile::tempdir().unwrap();
+    ok(other.path(), &["import", dump.to_str().unwrap()]);
+    let list = last_json(&ok(other.path(), &["adapter", "list", "--json"]));
+    assert_eq!(list[0]["name"], "c");
+    ok(other.path(), &["adapter", "delete", "c"]);
+    let err = fails(other.path(), &["adapter", "show", "c"]);
+    assert!(err.contains("no adapter named \"c\""), "{err}");
+}
+
+#[test]
+fn data_list_and_generate() {
+    let data = tempfile::tempdir().unwrap();
+    let list = ok(data.path(), &["data", "list"]);
+    assert!(list.contains("builtin:codemath-test"), "{list}");
+    let out = data.path().join("sets");
+    ok(
+        data.path(),
+        &["data", "generate", "manual-qa", "--seed", "1", "--out", out.to_str().unwrap()],
+    );
+    assert!(out.join("manual.txt").is_file());
+}

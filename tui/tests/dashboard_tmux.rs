@@ -1,0 +1,136 @@
+//! End-to-end test of the dashboard in a real pseudo-terminal: the built `soup` binary runs
+//! inside a detached tmux session on an empty data dir; the test sends keys, reads the screen
+//! with `capture-pane`, and checks that `q` ends the process.
+//!
+//! Needs tmux (`apt-get install tmux`); without it the test says so and passes, so machines
+//! without tmux still run the rest of the suite.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "soup"]).stdout)
+            .into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "soup"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "send-keys {keys:?} failed");
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", "soup"]).status.success()
+    }
+
+    /// Waits until the screen contains `text` (20 s at most: a cold start on a busy machine).
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("{text:?} never appeared; the screen is:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn has_tmux() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn start(data: &Path) -> Tmux {
+    let tmux = Tmux {
+        socket: format!("soup-dash-test-{}", std::process::id()),
+    };
+    let command = format!(
+        "env -u SOUP_HOME TERM=xterm-256color '{}' --data-dir '{}'; sleep 0.1",
+        env!("CARGO_BIN_EXE_soup"),
+        data.display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "soup",
+        "-x",
+        "120",
+        "-y",
+        "36",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tmux
+}
+
+#[test]
+fn dashboard_opens_switches_screens_and_quits_in_a_real_terminal() {
+    if !has_tmux() {
+        eprintln!("tmux is not installed: skipping the dashboard's pty test");
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let tmux = start(data.path());
+
+    let screen = tmux.wait_for("1 Adapters");
+    assert!(screen.contains("No adapters yet"), "{screen}");
+    // A fresh data dir has no model: the dashboard offers to fetch it.
+    assert!(screen.contains("F fetches it"), "{screen}");
+
+    tmux.keys(&["3"]);
+    tmux.wait_for("No jobs yet");
+    tmux.keys(&["?"]);
+    tmux.wait_for("keys (Esc closes)");
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["5"]);
+    tmux.wait_for("No evaluation runs yet");
+    // Compose refuses to launch without adapters, with the reason on screen.
+    tmux.keys(&["2", "Enter"]);
+    tmux.wait_for("needs at least 2 adapter");
+
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "soup did not exit after q:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
