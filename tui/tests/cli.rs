@@ -146,9 +146,24 @@ fn generate_greedy_matches_transformers() {
     let out = ok(
         data.path(),
         &[
-            "generate", "--model", &model, "--adapter", &a, "--adapter", &b, "--prompt",
-            "Hello", "--chat", "--max-new-tokens", "5", "--temperature", "0.8", "--top-p",
-            "0.9", "--seed", "3",
+            "generate",
+            "--model",
+            &model,
+            "--adapter",
+            &a,
+            "--adapter",
+            &b,
+            "--prompt",
+            "Hello",
+            "--chat",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
         ],
     );
     assert!(!out.is_empty());
@@ -177,8 +192,6 @@ fn train_lora_prints_one_json_line() {
             "20",
             "--batch-size",
             "2",
-            "--max-len",
-            "96",
             "--json",
         ],
     );
@@ -248,7 +261,10 @@ fn merge_ties_writes_a_peft_dir() {
         data.path(),
         &["merge", "--method", "linear", "--weights", "1", &a, &b],
     );
-    assert!(err.contains("--weights has 1 values for 2 adapters"), "{err}");
+    assert!(
+        err.contains("--weights has 1 values for 2 adapters"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -280,8 +296,6 @@ fn train_cat_on_stored_adapters_and_show_the_weights() {
             "2",
             "--batch-size",
             "2",
-            "--max-len",
-            "96",
             "--json",
         ],
     );
@@ -296,7 +310,7 @@ fn train_cat_on_stored_adapters_and_show_the_weights() {
     assert!(shown.contains("CAT weights"), "{shown}");
     let header = shown
         .lines()
-        .find(|l| l.contains("layer") && l.contains("module"))
+        .find(|l| l.trim_start().starts_with("layer"))
         .unwrap_or_else(|| panic!("no table header: {shown}"));
     assert!(
         header.contains("math") && header.contains("code"),
@@ -355,7 +369,9 @@ fn eval_then_runs_list_show_records() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 4);
-    assert!(lines.iter().all(|r| r["prompt"].is_string() && r["verdict"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|r| r["prompt"].is_string() && r["verdict"].is_string()));
     let verdict = lines[0]["verdict"].as_str().unwrap();
     let some = ok(
         data.path(),
@@ -424,7 +440,10 @@ fn a_missing_model_says_to_fetch() {
         data.path(),
         &["generate", "--model", "no-such-model", "--prompt", "hi"],
     );
-    assert!(err.contains("no-such-model") && err.contains("soup model list"), "{err}");
+    assert!(
+        err.contains("no-such-model") && err.contains("soup model list"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -432,7 +451,13 @@ fn model_import_of_a_gguf_converts_and_registers_it() {
     let data = tempfile::tempdir().unwrap();
     ok(
         data.path(),
-        &["model", "import", &fixture("tiny-llama.gguf"), "--name", "tiny"],
+        &[
+            "model",
+            "import",
+            &fixture("tiny-llama.gguf"),
+            "--name",
+            "tiny",
+        ],
     );
     assert!(data.path().join("models/tiny/model.safetensors").is_file());
     let list = last_json(&ok(data.path(), &["model", "list", "--json"]));
@@ -450,11 +475,20 @@ fn model_import_of_a_gguf_converts_and_registers_it() {
             "--json",
         ],
     ));
-    assert_eq!(out["text"], reference()["generation"]["results"]["base"]["text"]);
+    assert_eq!(
+        out["text"],
+        reference()["generation"]["results"]["base"]["text"]
+    );
     // The name is taken now; a bad file leaves nothing behind.
     let err = fails(
         data.path(),
-        &["model", "import", &fixture("tiny-llama.gguf"), "--name", "tiny"],
+        &[
+            "model",
+            "import",
+            &fixture("tiny-llama.gguf"),
+            "--name",
+            "tiny",
+        ],
     );
     assert!(err.contains("already exists"), "{err}");
     let junk = data.path().join("junk.gguf");
@@ -498,7 +532,15 @@ fn data_list_and_generate() {
     let out = data.path().join("sets");
     ok(
         data.path(),
-        &["data", "generate", "manual-qa", "--seed", "1", "--out", out.to_str().unwrap()],
+        &[
+            "data",
+            "generate",
+            "manual-qa",
+            "--seed",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(out.join("manual.txt").is_file());
 }

@@ -121,7 +121,9 @@ fn list(ctx: &super::Ctx, store: &Store) -> Result<()> {
         return super::print_json(&listing.items);
     }
     if listing.items.is_empty() {
-        println!("no adapters yet: train one (`soup train lora`) or import one (`soup adapter import`)");
+        println!(
+            "no adapters yet: train one (`soup train lora`) or import one (`soup adapter import`)"
+        );
         return Ok(());
     }
     println!(
@@ -310,8 +312,19 @@ mod tests {
         let t = cat_table(&w);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2 + 4, "{t}");
-        assert!(lines[1].contains("math") && lines[1].contains("code"), "{t}");
-        assert!(lines[2].contains("q_proj") && lines[2].contains("0.1000") && lines[2].contains("0.9000"), "{t}");
-        assert!(lines[5].trim_start().starts_with('1') && lines[5].contains("0.6000"), "{t}");
+        assert!(
+            lines[1].contains("math") && lines[1].contains("code"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("q_proj")
+                && lines[2].contains("0.1000")
+                && lines[2].contains("0.9000"),
+            "{t}"
+        );
+        assert!(
+            lines[5].trim_start().starts_with('1') && lines[5].contains("0.6000"),
+            "{t}"
+        );
     }
 }

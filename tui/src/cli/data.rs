@@ -37,8 +37,9 @@ fn family(kind: SyntheticKind) -> &'static str {
 pub fn run(ctx: &super::Ctx, args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Generate { kind, seed, out } => {
-            let files = write_synthetic(kind, seed, &out)
-                .with_context(|| format!("writing the {} sets to {}", family(kind), out.display()))?;
+            let files = write_synthetic(kind, seed, &out).with_context(|| {
+                format!("writing the {} sets to {}", family(kind), out.display())
+            })?;
             if ctx.json {
                 return super::print_json(&files);
             }
@@ -60,7 +61,11 @@ pub fn run(ctx: &super::Ctx, args: DataArgs) -> Result<()> {
             }
             println!("{:<24} {:<10} file", "name", "family");
             for (name, kind, file) in BUILTINS.iter() {
-                println!("{:<24} {:<10} {file}", format!("builtin:{name}"), family(*kind));
+                println!(
+                    "{:<24} {:<10} {file}",
+                    format!("builtin:{name}"),
+                    family(*kind)
+                );
             }
             Ok(())
         }

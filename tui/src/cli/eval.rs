@@ -63,7 +63,8 @@ fn builtin_for(task: EvalTask) -> Result<&'static str> {
 
 /// `METHOD:A,B:W1,W2`: the method before the first colon, the weights after the last.
 fn parse_merge(text: &str) -> Result<EvalTarget> {
-    let usage = || format!("--merge {text:?}: expected METHOD:A,B:W1,W2, e.g. ties:math,code:0.5,0.5");
+    let usage =
+        || format!("--merge {text:?}: expected METHOD:A,B:W1,W2, e.g. ties:math,code:0.5,0.5");
     let (method, rest) = text.split_once(':').with_context(usage)?;
     let (adapters, weights) = rest.rsplit_once(':').with_context(usage)?;
     let adapters: Vec<String> = super::split_list(adapters)
@@ -162,8 +163,12 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
             println!(
                 "  {metric:<12} {:.4}  (95% CI {:.4}..{:.4}, n={})",
                 v["value"].as_f64().unwrap_or(f64::NAN),
-                ci.and_then(|c| c.first()).and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
-                ci.and_then(|c| c.get(1)).and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
+                ci.and_then(|c| c.first())
+                    .and_then(|x| x.as_f64())
+                    .unwrap_or(f64::NAN),
+                ci.and_then(|c| c.get(1))
+                    .and_then(|x| x.as_f64())
+                    .unwrap_or(f64::NAN),
                 v["n"]
             );
         }
@@ -235,7 +240,11 @@ pub fn grade(ctx: &super::Ctx, args: GradeArgs) -> Result<()> {
     if let Some(a) = summary.accuracy {
         println!("  accuracy {a:.4}");
     }
-    for (k, v) in [("em", summary.em), ("f1", summary.f1), ("contains", summary.contains)] {
+    for (k, v) in [
+        ("em", summary.em),
+        ("f1", summary.f1),
+        ("contains", summary.contains),
+    ] {
         if let Some(v) = v {
             println!("  {k:<8} {v:.4}");
         }
@@ -256,9 +265,14 @@ fn check_paths(f: &GradeFiles) -> Result<()> {
         bail!("{}: no such predictions file", f.predictions.display());
     }
     let same = std::fs::canonicalize(&f.predictions).ok()
-        == f.out.parent().and_then(|_| std::fs::canonicalize(&f.out).ok());
+        == f.out
+            .parent()
+            .and_then(|_| std::fs::canonicalize(&f.out).ok());
     if same {
-        bail!("--out {} is the predictions file itself: write elsewhere", f.out.display());
+        bail!(
+            "--out {} is the predictions file itself: write elsewhere",
+            f.out.display()
+        );
     }
     Ok(())
 }

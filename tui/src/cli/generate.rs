@@ -214,7 +214,8 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".soup-logits-")
         .suffix(".safetensors")
@@ -232,10 +233,7 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
             "out": out, "tokens": tokens, "vocab": vocab, "model": model.name,
         }))?;
     } else {
-        println!(
-            "wrote logits [{tokens}, {vocab}] to {}",
-            out.display()
-        );
+        println!("wrote logits [{tokens}, {vocab}] to {}", out.display());
     }
     Ok(())
 }

@@ -149,7 +149,10 @@ mod tests {
     #[test]
     fn lists_and_numbers() {
         assert_eq!(split_list(" a, b,,c "), vec!["a", "b", "c"]);
-        assert_eq!(parse_floats("--weights", "0.7,0.3").unwrap(), vec![0.7, 0.3]);
+        assert_eq!(
+            parse_floats("--weights", "0.7,0.3").unwrap(),
+            vec![0.7, 0.3]
+        );
         let err = parse_floats("--weights", "0.7,x").unwrap_err().to_string();
         assert!(err.contains("--weights") && err.contains("\"x\""), "{err}");
     }

@@ -154,7 +154,9 @@ fn import(ctx: &super::Ctx, path: &Path, name: &str) -> Result<()> {
         if source.is_file() {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        return Err(anyhow::Error::new(e).context(format!("{} is not a usable model", dir.display())));
+        return Err(
+            anyhow::Error::new(e).context(format!("{} is not a usable model", dir.display()))
+        );
     }
     let rec = register(&store, name, &source.display().to_string(), &dir)?;
     if ctx.json {

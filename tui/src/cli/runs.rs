@@ -195,7 +195,11 @@ fn show(ctx: &super::Ctx, store: &Store, text: &str) -> Result<()> {
         println!("started   {}", super::format_time(s));
     }
     if let Some(f) = r.finished {
-        println!("finished  {} (took {})", super::format_time(f), duration(&r));
+        println!(
+            "finished  {} (took {})",
+            super::format_time(f),
+            duration(&r)
+        );
     }
     if r.progress.total > 0 || !r.progress.message.is_empty() {
         println!(

@@ -349,7 +349,9 @@ pub fn report(ctx: &super::Ctx, id: RunId, out: &RunOutcome) -> Result<()> {
     }
     match num("final_val_loss") {
         Some(v) => println!("final validation loss {v:.4}"),
-        None if s.get("final_val_loss").is_some() => println!("final validation loss: none (no validation set)"),
+        None if s.get("final_val_loss").is_some() => {
+            println!("final validation loss: none (no validation set)")
+        }
         None => {}
     }
     if let (Some(sec), Some(tps)) = (num("seconds"), num("tokens_per_s")) {

@@ -55,7 +55,8 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
         bail!("say which format: soup export --json DIR (importable) or soup export --csv DIR");
     }
     let store = ctx.store()?;
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("{}: cannot create", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("{}: cannot create", a.dir.display()))?;
     let report = if csv {
         store.export_csv(&a.dir)?
     } else {
@@ -102,9 +103,17 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
 
 pub fn import(ctx: &super::Ctx, a: ImportArgs) -> Result<()> {
     if !a.dir.is_dir() {
-        bail!("{}: not a directory written by `soup export --json`", a.dir.display());
+        bail!(
+            "{}: not a directory written by `soup export --json`",
+            a.dir.display()
+        );
     }
-    let known = ["runs.jsonl", "adapters.jsonl", "records.jsonl", "models.jsonl"];
+    let known = [
+        "runs.jsonl",
+        "adapters.jsonl",
+        "records.jsonl",
+        "models.jsonl",
+    ];
     if !known.iter().any(|f| a.dir.join(f).is_file()) {
         bail!(
             "{}: holds none of {}: not a `soup export --json` directory",
