@@ -544,3 +544,56 @@ fn data_list_and_generate() {
     );
     assert!(out.join("manual.txt").is_file());
 }
+
+#[test]
+fn ctrl_c_cancels_a_training_run_that_can_be_resumed() {
+    let data = tempfile::tempdir().unwrap();
+    let model = model();
+    let child = Command::new(env!("CARGO_BIN_EXE_soup"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "train",
+            "lora",
+            "--model",
+            &model,
+            "--data",
+            "builtin:math-train",
+            "--name",
+            "long",
+            "--max-steps",
+            "100000",
+            "--batch-size",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it load the model and take some steps, then interrupt it as a terminal's Ctrl-C
+    // would (100000 steps do not finish in 3 s).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("soup runs resume"), "{err}");
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs[0]["status"], "cancelled", "{runs}");
+    let run = runs[0]["id"].as_str().unwrap();
+    assert!(
+        data.path()
+            .join("jobs")
+            .join(run)
+            .join("checkpoint.json")
+            .is_file(),
+        "a cancelled run keeps its checkpoint"
+    );
+    // An unknown run is named in the refusal.
+    let err = fails(data.path(), &["runs", "resume", "NOSUCHRUN"]);
+    assert!(err.contains("NOSUCHRUN"), "{err}");
+}
