@@ -444,6 +444,50 @@ fn a_missing_model_says_to_fetch() {
         err.contains("no-such-model") && err.contains("soup model list"),
         "{err}"
     );
+    // Jobs check their model and files before a run is recorded.
+    let err = fails(
+        data.path(),
+        &[
+            "train",
+            "lora",
+            "--data",
+            "builtin:math-train",
+            "--name",
+            "x",
+        ],
+    );
+    assert!(err.contains("soup model fetch"), "{err}");
+    let model = model();
+    let err = fails(
+        data.path(),
+        &[
+            "eval",
+            "--task",
+            "code-math",
+            "--model",
+            &model,
+            "--data",
+            "/no/such.jsonl",
+        ],
+    );
+    assert!(err.contains("/no/such.jsonl"), "{err}");
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
+    // Without python, fetching says what to do instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_soup"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["model", "fetch"])
+        .env("SOUP_PYTHON", "/nonexistent/python3-for-soup")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--model") && err.contains("python3-for-soup"),
+        "{err}"
+    );
+    assert!(!data.path().join("models/smollm2-135m-instruct").exists());
 }
 
 #[test]

@@ -139,6 +139,8 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         } else {
             None
         };
+        super::check_model(&engine, &job.model)?;
+        super::check_data(std::slice::from_ref(&job.data))?;
         run_job(&engine, Some(JobSpec::Eval(job)), None, &view)?
     };
     let s = &outcome.summary;

@@ -123,6 +123,10 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
             .collect(),
         budget: a.budget,
     };
+    if let Some(m) = &job.model {
+        super::check_model(&engine, m)?;
+    }
+    super::check_data(&job.data)?;
     let view = JobView {
         label: "merge",
         unit: "evaluation",

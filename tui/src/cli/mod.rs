@@ -57,6 +57,28 @@ pub fn report_error(err: &anyhow::Error) -> i32 {
     1
 }
 
+/// Fails before a job is recorded when its model cannot be found (the message says to run
+/// `soup model fetch` for the default), so a typo does not leave a failed run behind.
+pub fn check_model(engine: &Engine, spec: &str) -> Result<()> {
+    soup_core::runtime::locate_model(Some(engine.store()), engine.data_dir(), spec)?;
+    Ok(())
+}
+
+/// Fails before a job is recorded when a data file does not exist.
+pub fn check_data(sources: &[soup_core::engine::DataSource]) -> Result<()> {
+    for s in sources {
+        if let soup_core::engine::DataSource::File(p) = s {
+            if !p.is_file() {
+                anyhow::bail!(
+                    "{}: no such data file (give a file, or builtin:NAME from `soup data list`)",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A path the user typed, made absolute when it exists, so a recorded job spec still finds it
 /// when resumed from another directory. Names (not paths) pass through unchanged.
 pub fn absolute_if_exists(spec: &str) -> String {

@@ -202,8 +202,7 @@ fn data_sources(items: &[String]) -> Vec<DataSource> {
         .collect()
 }
 
-fn resume_id(ctx: &super::Ctx, engine: &soup_core::engine::Engine, text: &str) -> Result<RunId> {
-    let _ = ctx;
+fn resume_id(engine: &soup_core::engine::Engine, text: &str) -> Result<RunId> {
     Ok(engine.store().resolve_run(text)?)
 }
 
@@ -216,7 +215,7 @@ fn lora(ctx: &super::Ctx, a: LoraArgs) -> Result<()> {
         quiet: false,
     };
     if let Some(r) = &a.common.resume {
-        let id = resume_id(ctx, &engine, r)?;
+        let id = resume_id(&engine, r)?;
         let (id, out) = run_job(&engine, None, Some(id), &view)?;
         return report(ctx, id, &out);
     }
@@ -277,6 +276,8 @@ fn lora(ctx: &super::Ctx, a: LoraArgs) -> Result<()> {
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
+    super::check_model(&engine, &job.model)?;
+    super::check_data(&job.data)?;
     let (id, out) = run_job(&engine, Some(JobSpec::Train(job)), None, &view)?;
     report(ctx, id, &out)
 }
@@ -290,7 +291,7 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
         quiet: false,
     };
     if let Some(r) = &a.common.resume {
-        let id = resume_id(ctx, &engine, r)?;
+        let id = resume_id(&engine, r)?;
         let (id, out) = run_job(&engine, None, Some(id), &view)?;
         return report(ctx, id, &out);
     }
@@ -326,6 +327,8 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
+    super::check_model(&engine, &job.model)?;
+    super::check_data(&job.data)?;
     let (id, out) = run_job(&engine, Some(JobSpec::Cat(job)), None, &view)?;
     report(ctx, id, &out)
 }
