@@ -34,6 +34,9 @@ impl Tmux {
         args.extend_from_slice(keys);
         let out = self.run(&args);
         assert!(out.status.success(), "send-keys {keys:?} failed");
+        // Keys sent back to back can arrive as one escape sequence (Esc then 2 reads as
+        // Alt-2): give the dashboard a moment between sends.
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     fn alive(&self) -> bool {
