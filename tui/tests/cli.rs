@@ -212,6 +212,51 @@ fn train_lora_prints_one_json_line() {
 
     let list = last_json(&ok(data.path(), &["adapter", "list", "--json"]));
     assert_eq!(list[0]["name"], "math", "{list}");
+    // DATA-MIX: two sets in a ratio.
+    let v = last_json(&ok(
+        data.path(),
+        &[
+            "train",
+            "lora",
+            "--model",
+            &model,
+            "--data",
+            "builtin:math-train",
+            "--data",
+            "builtin:code-train",
+            "--mix",
+            "1,1",
+            "--limit",
+            "10",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--name",
+            "mix",
+            "--json",
+        ],
+    ));
+    assert_eq!(v["steps"], 1, "{v}");
+    let err = fails(
+        data.path(),
+        &[
+            "train",
+            "lora",
+            "--model",
+            &model,
+            "--data",
+            "builtin:math-train",
+            "--mix",
+            "1,1",
+            "--name",
+            "bad",
+        ],
+    );
+    assert!(
+        err.contains("--mix has 2 ratios for 1 --data sets"),
+        "{err}"
+    );
     let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
     assert_eq!(runs[0]["status"], "done", "{runs}");
     // Exported as PEFT and loadable.
@@ -255,6 +300,30 @@ fn merge_ties_writes_a_peft_dir() {
     assert!(!merged.pairs.is_empty());
     let shown = last_json(&ok(data.path(), &["adapter", "show", "ab-ties", "--json"]));
     assert_eq!(shown["method"], "merge");
+
+    // LoraHub searches the weights by the model's loss on a few examples.
+    let model = model();
+    let v = last_json(&ok(
+        data.path(),
+        &[
+            "merge",
+            "--method",
+            "lorahub",
+            "--model",
+            &model,
+            "--data",
+            "builtin:math-train",
+            "--budget",
+            "3",
+            "--name",
+            "hub",
+            "--json",
+            &a,
+            &b,
+        ],
+    ));
+    assert_eq!(v["search"]["evaluations"], 3, "{v}");
+    assert_eq!(v["weights"].as_array().unwrap().len(), 2, "{v}");
 
     // Weights must match the adapters.
     let err = fails(
