@@ -6,6 +6,7 @@
 //! cancelled); its results (adapters, records, scores) are written by the job itself.
 
 mod data;
+pub mod recipe;
 mod run;
 pub mod spec;
 

@@ -478,7 +478,8 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
         let budget = cfg.budget;
         let mut evals = 0u64;
         let res = merge::lorahub::lorahub_search(adapters.len(), &cfg, &mut |w| {
-            let m = merge::merge(&MergeMethod::Factors(merge::Combine::Linear), &adapters, w)?;
+            // LoraHub's own composition: the weight on both A and B (not PEFT's sqrt split).
+            let m = merge::lorahub::lorahub_merge(&adapters, w)?;
             evals += 1;
             let loss = eval_loss(&model.model, &AdapterStack::single(m), &examples, 8)?;
             emit(JobUpdate::Progress {
@@ -491,11 +492,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
             });
             Ok(loss)
         })?;
-        let m = merge::merge(
-            &MergeMethod::Factors(merge::Combine::Linear),
-            &adapters,
-            &res.weights,
-        )?;
+        let m = merge::lorahub::lorahub_merge(&adapters, &res.weights)?;
         (
             m,
             res.weights.clone(),

@@ -1,0 +1,369 @@
+//! Recipes: the LoRA Soups comparison as one declarative job. A recipe names a model, two or
+//! more skills with their data, a target task, the composition methods and budgets; running it
+//! trains the skill LoRAs and the DATA-MIX LoRA, learns CAT, builds every merge, evaluates the
+//! base model, each skill alone and every composition on the target (and each skill on its own
+//! test set), and returns the comparison table with 95 % bootstrap intervals.
+//!
+//! Every artifact is named after the recipe and budget, and a re-run reuses any adapter or
+//! evaluation whose spec is unchanged (`fresh` forces recomputation).
+
+use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+use super::{store_err, Engine, JobUpdate};
+use crate::error::{CoreError, Result};
+use crate::lora::Module;
+use crate::train::LoraSpec;
+use serde::{Deserialize, Serialize};
+use soup_store::{RunKind, RunQuery, RunStatus};
+use std::collections::BTreeMap;
+
+pub const BUILTIN_RECIPES: [(&str, &str); 2] = [
+    ("code-math", include_str!("../../recipes/code-math.toml")),
+    ("manual-qa", include_str!("../../recipes/manual-qa.toml")),
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSet {
+    pub task: String,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skill {
+    pub name: String,
+    pub data: String,
+    /// The skill's own test set.
+    pub test: Option<EvalSet>,
+    /// Epochs for this skill instead of the budget's (a knowledge corpus needs more passes).
+    pub epochs: Option<BTreeMap<String, usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraParams {
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeParams {
+    pub weights: Vec<f64>,
+    pub density: f64,
+    pub lorahub_budget: usize,
+}
+
+/// Data sizes and steps, scaled by `--budget`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub train_examples: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub max_len: usize,
+    pub lr: f64,
+    pub cat_fraction: f64,
+    pub eval_limit: usize,
+    pub skill_eval_limit: usize,
+    pub max_new_tokens: usize,
+    pub shots: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub name: String,
+    pub model: String,
+    pub seed: u64,
+    pub methods: Vec<String>,
+    pub target: EvalSet,
+    pub skills: Vec<Skill>,
+    pub lora: LoraParams,
+    pub merge: MergeParams,
+    pub budgets: BTreeMap<String, Budget>,
+}
+
+impl Recipe {
+    /// A built-in recipe by name, or a TOML/JSON file.
+    pub fn load(spec: &str) -> Result<Recipe> {
+        if let Some((_, text)) = BUILTIN_RECIPES.iter().find(|(n, _)| *n == spec) {
+            return Self::parse(text, spec);
+        }
+        let path = std::path::Path::new(spec);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CoreError::io(path, e)
+        })?;
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            serde_json::from_str(&text).map_err(|e| CoreError::bad_file(path, format!("not a recipe: {e}")))
+        } else {
+            Self::parse(&text, spec)
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
+        let r: Recipe = toml::from_str(text).map_err(|e| CoreError::bad_file(origin, format!("not a recipe: {e}")))?;
+        if r.skills.len() < 2 {
+            return Err(CoreError::bad_file(origin, "a recipe needs at least two skills to compose"));
+        }
+        Module::parse_list(&r.lora.targets)?;
+        Ok(r)
+    }
+}
+
+/// One row of the comparison: a method and its scores (metric → value with interval).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub method: String,
+    /// Column (target task or a skill's test) → score.
+    pub scores: BTreeMap<String, Cell>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub metric: String,
+    pub value: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub n: u64,
+    pub run: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub recipe: String,
+    pub budget: String,
+    pub model: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+fn prefix(r: &Recipe, budget: &str) -> String {
+    format!("{}-{budget}", r.name)
+}
+
+fn task_of(s: &str) -> Result<EvalTask> {
+    s.parse::<EvalTask>().map_err(CoreError::Invalid)
+}
+
+/// The headline metric of a task.
+fn headline(task: EvalTask) -> &'static str {
+    match task {
+        EvalTask::CodeMath | EvalTask::Code => "accuracy",
+        EvalTask::MathCot => "strict_match",
+        EvalTask::ManualQa | EvalTask::Qa => "f1",
+    }
+}
+
+/// Runs a job unless an identical one already finished (adapters: by stored spec).
+fn ensure(engine: &Engine, spec: JobSpec, fresh: bool, on: &mut dyn FnMut(&str, &JobUpdate)) -> Result<Option<soup_store::RunId>> {
+    let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    if !fresh {
+        let produced = match &spec {
+            JobSpec::Train(j) => Some(&j.name),
+            JobSpec::Cat(j) => Some(&j.name),
+            JobSpec::Merge(j) => Some(&j.name),
+            JobSpec::Eval(_) => None,
+        };
+        if let Some(name) = produced {
+            if let Some(a) = engine.store().get_adapter(name).map_err(store_err)? {
+                // Runners store the job they ran under "job": the spec without its enum tag.
+                if a.hyperparams.get("job") == Some(&strip_tag(&value)) {
+                    on(&spec.label(), &JobUpdate::Progress { done: 1, total: 1, message: "reused".into(), loss: None, tokens_per_s: None, eta_s: None });
+                    return Ok(None);
+                }
+            }
+        } else if let Some(id) = finished_eval(engine, &value)? {
+            on(&spec.label(), &JobUpdate::Progress { done: 1, total: 1, message: "reused".into(), loss: None, tokens_per_s: None, eta_s: None });
+            return Ok(Some(id));
+        }
+    }
+    let label = spec.label();
+    let (id, _) = engine.run_now(spec, &mut |u| on(&label, u))?;
+    Ok(Some(id))
+}
+
+/// A job spec as its runner stores it under "job" (the enum tag removed).
+fn strip_tag(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("job");
+    }
+    v
+}
+
+fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<soup_store::RunId>> {
+    let runs = engine
+        .store()
+        .list_runs(&RunQuery { status: Some(RunStatus::Done), ..Default::default() })
+        .map_err(store_err)?;
+    Ok(runs.items.into_iter().find(|r| r.kind == RunKind::Eval && &r.spec == spec).map(|r| r.id))
+}
+
+/// Runs the whole comparison; `on(label, update)` sees every job's progress.
+pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, on: &mut dyn FnMut(&str, &JobUpdate)) -> Result<Comparison> {
+    let b = r.budgets.get(budget_name).ok_or_else(|| {
+        CoreError::Invalid(format!(
+            "recipe {} has no budget {budget_name:?} (it has: {})",
+            r.name,
+            r.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let px = prefix(r, budget_name);
+    let model = engine.model(&r.model)?;
+    let model_name = model.name.clone();
+    let spec = LoraSpec { rank: r.lora.rank, alpha: r.lora.alpha, use_rslora: false, targets: Module::parse_list(&r.lora.targets)? };
+    let train_job = |name: &str, data: Vec<DataSource>, epochs: usize| {
+        let mut j = TrainJob::new(name, &r.model, data);
+        j.lora = spec.clone();
+        j.limit = Some(b.train_examples);
+        j.max_len = b.max_len;
+        j.train.epochs = epochs;
+        j.train.batch_size = b.batch_size;
+        j.train.lr = b.lr;
+        j.train.seed = r.seed;
+        j
+    };
+    let has = |m: &str| r.methods.iter().any(|x| x == m);
+    let skill_names: Vec<String> = r.skills.iter().map(|s| format!("{px}-{}", s.name)).collect();
+    // 1. Skill LoRAs (always: every composition needs them).
+    for (s, name) in r.skills.iter().zip(&skill_names) {
+        let epochs = s.epochs.as_ref().and_then(|e| e.get(budget_name)).copied().unwrap_or(b.epochs);
+        let mut j = train_job(name, vec![DataSource::parse(&s.data)], epochs);
+        j.skill = Some(s.name.clone());
+        ensure(engine, JobSpec::Train(j), fresh, on)?;
+    }
+    // 2. Compositions: label → adapter name (None: base).
+    let mut configs: Vec<(String, Option<String>)> = Vec::new();
+    if has("base") {
+        configs.push(("base".into(), None));
+    }
+    if has("skills") {
+        for (s, name) in r.skills.iter().zip(&skill_names) {
+            configs.push((format!("{} only", s.name), Some(name.clone())));
+        }
+    }
+    if has("data-mix") {
+        let name = format!("{px}-data-mix");
+        let data = r.skills.iter().map(|s| DataSource::parse(&s.data)).collect();
+        let mut j = train_job(&name, data, b.epochs);
+        j.skill = Some("data-mix".into());
+        ensure(engine, JobSpec::Train(j), fresh, on)?;
+        configs.push(("DATA-MIX".into(), Some(name)));
+    }
+    if has("cat") {
+        let name = format!("{px}-cat");
+        let data = r.skills.iter().map(|s| DataSource::parse(&s.data)).collect();
+        let mut j = CatJob::new(&name, &r.model, skill_names.clone(), data);
+        j.sample_fraction = b.cat_fraction;
+        j.max_len = b.max_len;
+        j.train.batch_size = b.batch_size;
+        j.train.seed = r.seed;
+        ensure(engine, JobSpec::Cat(j), fresh, on)?;
+        configs.push(("CAT".into(), Some(name)));
+    }
+    for method in ["ties", "dare_ties", "dare_linear", "linear", "svd", "lorahub"] {
+        if !has(method) {
+            continue;
+        }
+        let name = format!("{px}-{method}");
+        let lorahub = method == "lorahub";
+        let j = MergeJob {
+            name: name.clone(),
+            method: method.into(),
+            adapters: skill_names.clone(),
+            weights: r.merge.weights.clone(),
+            density: Some(r.merge.density),
+            svd_rank: None,
+            majority_sign_method: None,
+            seed: r.seed,
+            out: None,
+            model: Some(r.model.clone()),
+            // LoraHub searches on a few examples of the skills' data (no target data is used).
+            data: if lorahub { r.skills.iter().map(|s| DataSource::parse(&s.data)).collect() } else { Vec::new() },
+            budget: lorahub.then_some(r.merge.lorahub_budget),
+        };
+        ensure(engine, JobSpec::Merge(j), fresh, on)?;
+        configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
+    }
+    // 3. Evaluations: every configuration on the target, and on each skill's own test.
+    let mut sets: Vec<(String, EvalSet, usize)> = vec![(format!("target {}", r.target.task), r.target.clone(), b.eval_limit)];
+    for s in &r.skills {
+        if let Some(t) = &s.test {
+            sets.push((format!("{} skill ({})", s.name, t.task), t.clone(), b.skill_eval_limit));
+        }
+    }
+    let mut rows = Vec::new();
+    for (label, adapter) in &configs {
+        let mut row = Row { method: label.clone(), scores: BTreeMap::new() };
+        for (col, set, limit) in &sets {
+            let task = task_of(&set.task)?;
+            let target = match adapter {
+                Some(a) => EvalTarget::Adapter(a.clone()),
+                None => EvalTarget::Base,
+            };
+            let mut j = EvalJob::new(&r.model, target, task, DataSource::parse(&set.data));
+            j.limit = Some(*limit);
+            j.max_new_tokens = b.max_new_tokens;
+            j.shots = b.shots;
+            j.seed = r.seed;
+            let Some(id) = ensure(engine, JobSpec::Eval(j), fresh, on)? else { continue };
+            let metric = headline(task);
+            if let Some(s) = engine.store().scores(id).map_err(store_err)?.items.into_iter().find(|s| s.metric == metric) {
+                row.scores.insert(
+                    col.clone(),
+                    Cell { metric: metric.into(), value: s.value, ci_low: s.ci_low, ci_high: s.ci_high, n: s.n, run: id.to_string() },
+                );
+            }
+        }
+        rows.push(row);
+    }
+    Ok(Comparison {
+        recipe: r.name.clone(),
+        budget: budget_name.into(),
+        model: model_name,
+        columns: sets.into_iter().map(|(c, _, _)| c).collect(),
+        rows,
+    })
+}
+
+impl Comparison {
+    fn cell_text(c: Option<&Cell>) -> String {
+        match c {
+            Some(c) => format!("{:.1} [{:.1}, {:.1}]", 100.0 * c.value, 100.0 * c.ci_low, 100.0 * c.ci_high),
+            None => "-".into(),
+        }
+    }
+
+    /// A Markdown table (also readable as plain text).
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "{} on {} (budget {}); scores in %, 95% bootstrap interval in brackets\n\n| method |",
+            self.recipe, self.model, self.budget
+        );
+        for c in &self.columns {
+            s.push_str(&format!(" {c} |"));
+        }
+        s.push_str("\n|---|");
+        for _ in &self.columns {
+            s.push_str("---|");
+        }
+        s.push('\n');
+        for r in &self.rows {
+            s.push_str(&format!("| {} |", r.method));
+            for c in &self.columns {
+                s.push_str(&format!(" {} |", Self::cell_text(r.scores.get(c))));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn csv(&self) -> String {
+        let mut s = String::from("method,column,metric,value,ci_low,ci_high,n,run\n");
+        for r in &self.rows {
+            for (col, c) in &r.scores {
+                s.push_str(&format!(
+                    "\"{}\",\"{}\",{},{},{},{},{},{}\n",
+                    r.method, col, c.metric, c.value, c.ci_low, c.ci_high, c.n, c.run
+                ));
+            }
+        }
+        s
+    }
+}
