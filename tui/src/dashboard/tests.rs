@@ -486,6 +486,15 @@ fn snapshot_compose_missing_dataset_file_is_a_form_error() {
 }
 
 #[test]
+fn snapshot_compose_and_inspect_empty() {
+    let mut h = Harness::new(false);
+    h.keys("2");
+    insta::assert_snapshot!("compose_empty", h.screen(W, H));
+    h.keys("5");
+    insta::assert_snapshot!("inspect_empty", h.screen(W, H));
+}
+
+#[test]
 fn snapshot_jobs_running_with_live_progress() {
     let mut h = Harness::new(true);
     let running = run_id(70, 7);
