@@ -22,8 +22,16 @@ fn peak_rss_mb() -> f64 {
     // VmHWM: the process's peak resident set.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -40,12 +48,24 @@ fn random_ids(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<u32> {
 fn bench_generation(model: &Llama, batch: usize, reps: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_ids(&mut rng, 64)).collect();
-    let cfg = SamplingConfig { max_new_tokens: 128, ..Default::default() };
+    let cfg = SamplingConfig {
+        max_new_tokens: 128,
+        ..Default::default()
+    };
     let mut times = Vec::new();
     for r in 0..=reps {
         let t = Instant::now();
         // No EOS: every row generates all 128 tokens, as min_new_tokens does in the reference.
-        let out = generate_ids(model, &AdapterStack::base(), &prompts, &cfg, &[], 0, &mut |_, _| false).unwrap();
+        let out = generate_ids(
+            model,
+            &AdapterStack::base(),
+            &prompts,
+            &cfg,
+            &[],
+            0,
+            &mut |_, _| false,
+        )
+        .unwrap();
         assert!(out.iter().all(|o| o.len() == 128));
         if r > 0 {
             times.push(t.elapsed().as_secs_f64());
@@ -66,17 +86,24 @@ fn bench_training(model: &Llama, steps: usize) {
     let mut opt = AdamW::new(vars.clone(), AdamWParams::default()).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let seqs: Vec<TrainSeq> = (0..8)
-        .map(|_| TrainSeq { ids: random_ids(&mut rng, 256), target: vec![true; 256] })
+        .map(|_| TrainSeq {
+            ids: random_ids(&mut rng, 256),
+            target: vec![true; 256],
+        })
         .collect();
     let refs: Vec<&TrainSeq> = seqs.iter().collect();
-    let mode = soup_core::model::Mode::Train { dropout: 0.0, seed: 0 };
+    let mode = soup_core::model::Mode::Train {
+        dropout: 0.0,
+        seed: 0,
+    };
     let mut times = Vec::new();
     let mut last = 0f32;
     for s in 0..=steps {
         let t = Instant::now();
         let (loss, _, _) = batch_loss(model, &tr.stack().unwrap(), &refs, mode).unwrap();
         let g = loss.backward().unwrap();
-        let mut grads: Vec<Option<Tensor>> = vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
+        let mut grads: Vec<Option<Tensor>> =
+            vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
         clip_grad_norm(&mut grads, 1.0).unwrap();
         opt.step(&grads, 3e-4).unwrap();
         last = loss.to_scalar::<f32>().unwrap();
@@ -94,7 +121,19 @@ fn bench_training(model: &Llama, steps: usize) {
 
 fn random_adapter(model: &Llama, name: &str, seed: u64) -> LoraAdapter {
     let shapes = |m: Module| model.projection_shape(m);
-    let mut a = LoraAdapter::init(name, "bench", &shapes, model.layers.len(), &LoraSpec::default().targets, 16, 32.0, false, seed, &Device::Cpu).unwrap();
+    let mut a = LoraAdapter::init(
+        name,
+        "bench",
+        &shapes,
+        model.layers.len(),
+        &LoraSpec::default().targets,
+        16,
+        32.0,
+        false,
+        seed,
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for p in a.pairs.values_mut() {
         let n = p.b.elem_count();
@@ -106,21 +145,42 @@ fn random_adapter(model: &Llama, name: &str, seed: u64) -> LoraAdapter {
 
 fn bench_merge(model: &Llama, reps: usize) {
     let ads = vec![random_adapter(model, "a", 1), random_adapter(model, "b", 2)];
-    for (name, density) in [("cat", None), ("linear", None), ("ties", Some(0.5)), ("dare_ties", Some(0.5)), ("svd", None)] {
-        let method = MergeMethod::from_name(name, &MergeOptions { density, ..Default::default() }).unwrap();
+    for (name, density) in [
+        ("cat", None),
+        ("linear", None),
+        ("ties", Some(0.5)),
+        ("dare_ties", Some(0.5)),
+        ("svd", None),
+    ] {
+        let method = MergeMethod::from_name(
+            name,
+            &MergeOptions {
+                density,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut times = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();
             merge(&method, &ads, &[0.7, 0.3]).unwrap();
             times.push(t.elapsed().as_secs_f64());
         }
-        println!("{}", json!({"figure": "merge", "method": name, "rank": 16, "seconds_median": median(times)}));
+        println!(
+            "{}",
+            json!({"figure": "merge", "method": name, "rank": 16, "seconds_median": median(times)})
+        );
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let Some(model_dir) = get("--model") else {
         eprintln!("usage: bench --model HF_DIR [--only gen,train,merge] [--reps N]");
         std::process::exit(2);

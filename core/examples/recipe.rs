@@ -28,7 +28,12 @@ fn main() {
     let mut last = String::new();
     let res = run_recipe(&engine, &recipe, &budget, fresh, &mut |label, u| {
         let line = match u {
-            JobUpdate::Progress { done, total, message, .. } => format!("{label}: {done}/{total} {message}"),
+            JobUpdate::Progress {
+                done,
+                total,
+                message,
+                ..
+            } => format!("{label}: {done}/{total} {message}"),
             other => format!("{label}: {other:?}"),
         };
         if line != last {

@@ -86,20 +86,23 @@ impl Recipe {
             return Self::parse(text, spec);
         }
         let path = std::path::Path::new(spec);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CoreError::io(path, e)
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
         if path.extension().and_then(|e| e.to_str()) == Some("json") {
-            serde_json::from_str(&text).map_err(|e| CoreError::bad_file(path, format!("not a recipe: {e}")))
+            serde_json::from_str(&text)
+                .map_err(|e| CoreError::bad_file(path, format!("not a recipe: {e}")))
         } else {
             Self::parse(&text, spec)
         }
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
-        let r: Recipe = toml::from_str(text).map_err(|e| CoreError::bad_file(origin, format!("not a recipe: {e}")))?;
+        let r: Recipe = toml::from_str(text)
+            .map_err(|e| CoreError::bad_file(origin, format!("not a recipe: {e}")))?;
         if r.skills.len() < 2 {
-            return Err(CoreError::bad_file(origin, "a recipe needs at least two skills to compose"));
+            return Err(CoreError::bad_file(
+                origin,
+                "a recipe needs at least two skills to compose",
+            ));
         }
         Module::parse_list(&r.lora.targets)?;
         Ok(r)
@@ -151,7 +154,12 @@ fn headline(task: EvalTask) -> &'static str {
 }
 
 /// Runs a job unless an identical one already finished (adapters: by stored spec).
-fn ensure(engine: &Engine, spec: JobSpec, fresh: bool, on: &mut dyn FnMut(&str, &JobUpdate)) -> Result<Option<soup_store::RunId>> {
+fn ensure(
+    engine: &Engine,
+    spec: JobSpec,
+    fresh: bool,
+    on: &mut dyn FnMut(&str, &JobUpdate),
+) -> Result<Option<soup_store::RunId>> {
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
     if !fresh {
         let produced = match &spec {
@@ -164,12 +172,32 @@ fn ensure(engine: &Engine, spec: JobSpec, fresh: bool, on: &mut dyn FnMut(&str, 
             if let Some(a) = engine.store().get_adapter(name).map_err(store_err)? {
                 // Runners store the job they ran under "job": the spec without its enum tag.
                 if a.hyperparams.get("job") == Some(&strip_tag(&value)) {
-                    on(&spec.label(), &JobUpdate::Progress { done: 1, total: 1, message: "reused".into(), loss: None, tokens_per_s: None, eta_s: None });
+                    on(
+                        &spec.label(),
+                        &JobUpdate::Progress {
+                            done: 1,
+                            total: 1,
+                            message: "reused".into(),
+                            loss: None,
+                            tokens_per_s: None,
+                            eta_s: None,
+                        },
+                    );
                     return Ok(None);
                 }
             }
         } else if let Some(id) = finished_eval(engine, &value)? {
-            on(&spec.label(), &JobUpdate::Progress { done: 1, total: 1, message: "reused".into(), loss: None, tokens_per_s: None, eta_s: None });
+            on(
+                &spec.label(),
+                &JobUpdate::Progress {
+                    done: 1,
+                    total: 1,
+                    message: "reused".into(),
+                    loss: None,
+                    tokens_per_s: None,
+                    eta_s: None,
+                },
+            );
             return Ok(Some(id));
         }
     }
@@ -190,13 +218,26 @@ fn strip_tag(v: &serde_json::Value) -> serde_json::Value {
 fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<soup_store::RunId>> {
     let runs = engine
         .store()
-        .list_runs(&RunQuery { status: Some(RunStatus::Done), ..Default::default() })
+        .list_runs(&RunQuery {
+            status: Some(RunStatus::Done),
+            ..Default::default()
+        })
         .map_err(store_err)?;
-    Ok(runs.items.into_iter().find(|r| r.kind == RunKind::Eval && &r.spec == spec).map(|r| r.id))
+    Ok(runs
+        .items
+        .into_iter()
+        .find(|r| r.kind == RunKind::Eval && &r.spec == spec)
+        .map(|r| r.id))
 }
 
 /// Runs the whole comparison; `on(label, update)` sees every job's progress.
-pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, on: &mut dyn FnMut(&str, &JobUpdate)) -> Result<Comparison> {
+pub fn run_recipe(
+    engine: &Engine,
+    r: &Recipe,
+    budget_name: &str,
+    fresh: bool,
+    on: &mut dyn FnMut(&str, &JobUpdate),
+) -> Result<Comparison> {
     let b = r.budgets.get(budget_name).ok_or_else(|| {
         CoreError::Invalid(format!(
             "recipe {} has no budget {budget_name:?} (it has: {})",
@@ -207,7 +248,12 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
     let px = prefix(r, budget_name);
     let model = engine.model(&r.model)?;
     let model_name = model.name.clone();
-    let spec = LoraSpec { rank: r.lora.rank, alpha: r.lora.alpha, use_rslora: false, targets: Module::parse_list(&r.lora.targets)? };
+    let spec = LoraSpec {
+        rank: r.lora.rank,
+        alpha: r.lora.alpha,
+        use_rslora: false,
+        targets: Module::parse_list(&r.lora.targets)?,
+    };
     let train_job = |name: &str, data: Vec<DataSource>, epochs: usize| {
         let mut j = TrainJob::new(name, &r.model, data);
         j.lora = spec.clone();
@@ -220,10 +266,19 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
         j
     };
     let has = |m: &str| r.methods.iter().any(|x| x == m);
-    let skill_names: Vec<String> = r.skills.iter().map(|s| format!("{px}-{}", s.name)).collect();
+    let skill_names: Vec<String> = r
+        .skills
+        .iter()
+        .map(|s| format!("{px}-{}", s.name))
+        .collect();
     // 1. Skill LoRAs (always: every composition needs them).
     for (s, name) in r.skills.iter().zip(&skill_names) {
-        let epochs = s.epochs.as_ref().and_then(|e| e.get(budget_name)).copied().unwrap_or(b.epochs);
+        let epochs = s
+            .epochs
+            .as_ref()
+            .and_then(|e| e.get(budget_name))
+            .copied()
+            .unwrap_or(b.epochs);
         let mut j = train_job(name, vec![DataSource::parse(&s.data)], epochs);
         j.skill = Some(s.name.clone());
         ensure(engine, JobSpec::Train(j), fresh, on)?;
@@ -240,7 +295,11 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
     }
     if has("data-mix") {
         let name = format!("{px}-data-mix");
-        let data = r.skills.iter().map(|s| DataSource::parse(&s.data)).collect();
+        let data = r
+            .skills
+            .iter()
+            .map(|s| DataSource::parse(&s.data))
+            .collect();
         let mut j = train_job(&name, data, b.epochs);
         j.skill = Some("data-mix".into());
         ensure(engine, JobSpec::Train(j), fresh, on)?;
@@ -248,7 +307,11 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
     }
     if has("cat") {
         let name = format!("{px}-cat");
-        let data = r.skills.iter().map(|s| DataSource::parse(&s.data)).collect();
+        let data = r
+            .skills
+            .iter()
+            .map(|s| DataSource::parse(&s.data))
+            .collect();
         let mut j = CatJob::new(&name, &r.model, skill_names.clone(), data);
         j.sample_fraction = b.cat_fraction;
         j.max_len = b.max_len;
@@ -257,7 +320,14 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
         ensure(engine, JobSpec::Cat(j), fresh, on)?;
         configs.push(("CAT".into(), Some(name)));
     }
-    for method in ["ties", "dare_ties", "dare_linear", "linear", "svd", "lorahub"] {
+    for method in [
+        "ties",
+        "dare_ties",
+        "dare_linear",
+        "linear",
+        "svd",
+        "lorahub",
+    ] {
         if !has(method) {
             continue;
         }
@@ -275,22 +345,40 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
             out: None,
             model: Some(r.model.clone()),
             // LoraHub searches on a few examples of the skills' data (no target data is used).
-            data: if lorahub { r.skills.iter().map(|s| DataSource::parse(&s.data)).collect() } else { Vec::new() },
+            data: if lorahub {
+                r.skills
+                    .iter()
+                    .map(|s| DataSource::parse(&s.data))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             budget: lorahub.then_some(r.merge.lorahub_budget),
         };
         ensure(engine, JobSpec::Merge(j), fresh, on)?;
         configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
     }
     // 3. Evaluations: every configuration on the target, and on each skill's own test.
-    let mut sets: Vec<(String, EvalSet, usize)> = vec![(format!("target {}", r.target.task), r.target.clone(), b.eval_limit)];
+    let mut sets: Vec<(String, EvalSet, usize)> = vec![(
+        format!("target {}", r.target.task),
+        r.target.clone(),
+        b.eval_limit,
+    )];
     for s in &r.skills {
         if let Some(t) = &s.test {
-            sets.push((format!("{} skill ({})", s.name, t.task), t.clone(), b.skill_eval_limit));
+            sets.push((
+                format!("{} skill ({})", s.name, t.task),
+                t.clone(),
+                b.skill_eval_limit,
+            ));
         }
     }
     let mut rows = Vec::new();
     for (label, adapter) in &configs {
-        let mut row = Row { method: label.clone(), scores: BTreeMap::new() };
+        let mut row = Row {
+            method: label.clone(),
+            scores: BTreeMap::new(),
+        };
         for (col, set, limit) in &sets {
             let task = task_of(&set.task)?;
             let target = match adapter {
@@ -302,12 +390,28 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
             j.max_new_tokens = b.max_new_tokens;
             j.shots = b.shots;
             j.seed = r.seed;
-            let Some(id) = ensure(engine, JobSpec::Eval(j), fresh, on)? else { continue };
+            let Some(id) = ensure(engine, JobSpec::Eval(j), fresh, on)? else {
+                continue;
+            };
             let metric = headline(task);
-            if let Some(s) = engine.store().scores(id).map_err(store_err)?.items.into_iter().find(|s| s.metric == metric) {
+            if let Some(s) = engine
+                .store()
+                .scores(id)
+                .map_err(store_err)?
+                .items
+                .into_iter()
+                .find(|s| s.metric == metric)
+            {
                 row.scores.insert(
                     col.clone(),
-                    Cell { metric: metric.into(), value: s.value, ci_low: s.ci_low, ci_high: s.ci_high, n: s.n, run: id.to_string() },
+                    Cell {
+                        metric: metric.into(),
+                        value: s.value,
+                        ci_low: s.ci_low,
+                        ci_high: s.ci_high,
+                        n: s.n,
+                        run: id.to_string(),
+                    },
                 );
             }
         }
@@ -325,7 +429,12 @@ pub fn run_recipe(engine: &Engine, r: &Recipe, budget_name: &str, fresh: bool, o
 impl Comparison {
     fn cell_text(c: Option<&Cell>) -> String {
         match c {
-            Some(c) => format!("{:.1} [{:.1}, {:.1}]", 100.0 * c.value, 100.0 * c.ci_low, 100.0 * c.ci_high),
+            Some(c) => format!(
+                "{:.1} [{:.1}, {:.1}]",
+                100.0 * c.value,
+                100.0 * c.ci_low,
+                100.0 * c.ci_high
+            ),
             None => "-".into(),
         }
     }
