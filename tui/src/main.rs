@@ -68,6 +68,14 @@ fn main() {
         device: cli.device,
         json: cli.json,
     };
+    // Jobs and generation turn Ctrl-C into a clean cancel; install the handler before any
+    // work so that an early Ctrl-C is not lost. (The dashboard reads Ctrl-C as a key.)
+    if matches!(
+        cli.command,
+        Some(Command::Train(_) | Command::Eval(_) | Command::Merge(_) | Command::Generate(_))
+    ) {
+        cli::jobs::watch_interrupt();
+    }
     let result = match cli.command {
         None => open_dashboard(&ctx),
         Some(Command::Model(a)) => cli::model::run(&ctx, a),
