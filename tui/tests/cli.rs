@@ -627,6 +627,7 @@ fn export_and_import_carry_adapters() {
     let csv = data.path().join("csv");
     ok(data.path(), &["export", "--csv", csv.to_str().unwrap()]);
     assert!(csv.join("runs.csv").is_file());
+    assert!(csv.join("adapters/c/adapter_model.safetensors").is_file());
 
     let other = tempfile::tempdir().unwrap();
     ok(other.path(), &["import", dump.to_str().unwrap()]);

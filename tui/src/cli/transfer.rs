@@ -1,5 +1,5 @@
 //! `soup export` and `soup import`: the whole store as JSON lines (importable) or CSV (for
-//! spreadsheets), plus every adapter as a PEFT directory under `DIR/adapters/NAME`.
+//! spreadsheets), plus every adapter as a PEFT directory under `DIR/adapters/NAME` either way.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -62,16 +62,15 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
     } else {
         store.export_json(&a.dir)?
     };
+    // Adapters as PEFT directories in either format: what other tools load.
     let mut peft_dirs = Vec::new();
-    if !csv {
-        let adapters = store.list_adapters()?;
-        for rec in &adapters.items {
-            let dest = a.dir.join("adapters").join(dir_name(&rec.name));
-            let adapter = super::adapter::load_stored(&store, &rec.name)?;
-            soup_core::lora::peft::save_peft(&adapter, &dest)
-                .with_context(|| format!("exporting adapter {}", rec.name))?;
-            peft_dirs.push(dest);
-        }
+    let adapters = store.list_adapters()?;
+    for rec in &adapters.items {
+        let dest = a.dir.join("adapters").join(dir_name(&rec.name));
+        let adapter = super::adapter::load_stored(&store, &rec.name)?;
+        soup_core::lora::peft::save_peft(&adapter, &dest)
+            .with_context(|| format!("exporting adapter {}", rec.name))?;
+        peft_dirs.push(dest);
     }
     for e in &report.skipped {
         eprintln!("warning: skipped {e}");
