@@ -467,6 +467,25 @@ fn a_held_data_dir_is_refused_with_its_name() {
         err.contains(&data.path().display().to_string()) && err.contains("in use"),
         "{err}"
     );
+    // Generation from paths needs no store: it runs beside the holder.
+    let model = model();
+    ok(
+        data.path(),
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    let err = fails(
+        data.path(),
+        &["generate", "--model", "stored-name", "--prompt", "hi"],
+    );
+    assert!(err.contains("in use"), "{err}");
     drop(held);
     ok(data.path(), &["runs", "list"]);
 }

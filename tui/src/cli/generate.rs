@@ -60,6 +60,38 @@ enum InspectCommand {
     },
 }
 
+/// The store, unless another soup process holds the data dir and the model and adapters are
+/// all given as paths (or the fetched default): then generation needs no store and runs
+/// beside the dashboard instead of being refused.
+fn store_if_needed(
+    ctx: &super::Ctx,
+    model: &str,
+    adapters: &[String],
+) -> Result<Option<std::sync::Arc<Store>>> {
+    match ctx.store() {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            let locked = matches!(
+                e.downcast_ref::<soup_store::StoreError>(),
+                Some(soup_store::StoreError::Locked { .. })
+            );
+            let model_ok = std::path::Path::new(model).exists()
+                || ((model == "default" || model == soup_core::runtime::DEFAULT_MODEL)
+                    && soup_core::model::fetch::is_fetched(&ctx.data_dir));
+            let adapters_ok = adapters.iter().all(|a| {
+                std::path::Path::new(a)
+                    .join(soup_core::lora::peft::CONFIG_FILE)
+                    .is_file()
+            });
+            if locked && model_ok && adapters_ok {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The model and adapter stack a command runs with.
 pub fn load_with_stack(
     store: Option<&Store>,
@@ -94,10 +126,10 @@ pub fn generate(ctx: &super::Ctx, args: GenerateArgs) -> Result<()> {
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         bail!("--temperature {} must be >= 0", args.temperature);
     }
-    let store = ctx.store()?;
+    let store = store_if_needed(ctx, &args.model, &args.adapters)?;
     let device = ctx.device()?;
     let (model, stack) = load_with_stack(
-        Some(&store),
+        store.as_deref(),
         &ctx.data_dir,
         &device,
         &args.model,
@@ -192,9 +224,10 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
         text,
         out,
     } = args.command;
-    let store = ctx.store()?;
+    let store = store_if_needed(ctx, &model, &adapters)?;
     let device = ctx.device()?;
-    let (model, stack) = load_with_stack(Some(&store), &ctx.data_dir, &device, &model, &adapters)?;
+    let (model, stack) =
+        load_with_stack(store.as_deref(), &ctx.data_dir, &device, &model, &adapters)?;
     let ids = model.tokenizer.encode(&text, true)?;
     if ids.is_empty() {
         bail!("--text is empty after tokenization");
