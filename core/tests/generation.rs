@@ -30,7 +30,7 @@ fn greedy_matches_transformers_generate() {
     let got = generate_ids(
         &model,
         &AdapterStack::base(),
-        &[prompt.clone()],
+        std::slice::from_ref(&prompt),
         &cfg,
         &[],
         0,
@@ -75,9 +75,15 @@ fn batched_greedy_equals_unbatched() {
     })
     .unwrap();
     for (i, p) in prompts.iter().enumerate() {
-        let single = generate_ids(&model, &stack, &[p.clone()], &cfg, &eos, 0, &mut |_, t| {
-            i == 1 && t.len() == 5
-        })
+        let single = generate_ids(
+            &model,
+            &stack,
+            std::slice::from_ref(p),
+            &cfg,
+            &eos,
+            0,
+            &mut |_, t| i == 1 && t.len() == 5,
+        )
         .unwrap();
         assert_eq!(batched[i], single[0], "row {i}");
     }

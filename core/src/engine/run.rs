@@ -50,6 +50,7 @@ pub(super) fn run_job(
 }
 
 /// Loads training sequences from every source; `per_source` picks how many of each.
+#[allow(clippy::too_many_arguments)]
 fn training_seqs(
     engine: &Engine,
     model: &LoadedModel,
@@ -159,6 +160,7 @@ fn progress_of(e: &TrainEvent) -> Option<JobUpdate> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_loop(
     engine: &Engine,
     id: RunId,

@@ -100,7 +100,7 @@ impl ModelConfig {
         }
         let is_qwen2 = architecture == "Qwen2ForCausalLM";
         if raw.num_attention_heads == 0
-            || raw.hidden_size % raw.num_attention_heads != 0 && raw.head_dim.is_none()
+            || !raw.hidden_size.is_multiple_of(raw.num_attention_heads) && raw.head_dim.is_none()
         {
             return Err(CoreError::Invalid(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -108,7 +108,8 @@ impl ModelConfig {
             )));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads)
+        {
             return Err(CoreError::Invalid(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_key_value_heads}",
                 raw.num_attention_heads

@@ -138,7 +138,7 @@ fn plan(train: &[TrainSeq], cfg: &LoopConfig) -> Vec<(usize, Vec<Vec<usize>>)> {
             train.len(),
             &lens,
             cfg.batch_size,
-            cfg.seed ^ (epoch as u64 + 1) * 0x9E37,
+            cfg.seed ^ ((epoch as u64 + 1) * 0x9E37),
         );
         for group in batches.chunks(cfg.grad_accum.max(1)) {
             steps.push((epoch, group.to_vec()));
@@ -152,6 +152,7 @@ fn plan(train: &[TrainSeq], cfg: &LoopConfig) -> Vec<(usize, Vec<Vec<usize>>)> {
 
 /// Runs the loop. With `ckpt_dir`, resumes from the checkpoint there if one exists, and writes
 /// checkpoints at intervals and when cancelled.
+#[allow(clippy::too_many_arguments)]
 pub fn train_loop(
     model: &Llama,
     trainable: &dyn Trainable,
