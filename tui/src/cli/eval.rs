@@ -93,7 +93,6 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         label: "eval",
         unit: "question",
         expected_total: a.limit.map(|l| l as u64),
-        quiet: false,
     };
     let (id, outcome) = if let Some(r) = &a.resume {
         let id = engine.store().resolve_run(r)?;

@@ -88,8 +88,6 @@ pub struct JobView<'a> {
     pub unit: &'a str,
     /// Total units when the engine does not say (evaluations report none).
     pub expected_total: Option<u64>,
-    /// No bar at all (`--json` still gets a bar on stderr; this is for tests and pipes).
-    pub quiet: bool,
 }
 
 /// Runs `spec` (or resumes run `resume`) on this thread with a progress bar and Ctrl-C.
@@ -153,11 +151,9 @@ pub fn run_job(
 }
 
 fn make_bar(view: &JobView) -> ProgressBar {
-    let bar = if view.quiet {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    };
+    // On stderr, so `--json` output stays clean; indicatif draws nothing when stderr is not
+    // a terminal (pipes, tests).
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(spinner_style());
     bar.set_prefix(view.label.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));

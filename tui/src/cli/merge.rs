@@ -131,7 +131,6 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
         label: "merge",
         unit: "evaluation",
         expected_total: None,
-        quiet: false,
     };
     let (id, outcome) = run_job(&engine, Some(JobSpec::Merge(job)), None, &view)?;
     let s = &outcome.summary;

@@ -122,7 +122,6 @@ pub fn run(ctx: &super::Ctx, args: RunsArgs) -> Result<()> {
                     "step"
                 },
                 expected_total: rec.spec.get("limit").and_then(|v| v.as_u64()),
-                quiet: false,
             };
             let (id, out) = run_job(&engine, None, Some(id), &view)?;
             super::train::report(ctx, id, &out)

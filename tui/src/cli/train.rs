@@ -212,7 +212,6 @@ fn lora(ctx: &super::Ctx, a: LoraArgs) -> Result<()> {
         label: "train",
         unit: "step",
         expected_total: None,
-        quiet: false,
     };
     if let Some(r) = &a.common.resume {
         let id = resume_id(&engine, r)?;
@@ -288,7 +287,6 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
         label: "cat",
         unit: "step",
         expected_total: None,
-        quiet: false,
     };
     if let Some(r) = &a.common.resume {
         let id = resume_id(&engine, r)?;
