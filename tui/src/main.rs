@@ -59,6 +59,8 @@ enum Command {
     Export(cli::transfer::ExportArgs),
     /// Import a directory written by `soup export --json`.
     Import(cli::transfer::ImportArgs),
+    /// Run the LoRA Soups comparison of a recipe (code-math, manual-qa, or a file).
+    Recipe(cli::recipe::RecipeArgs),
 }
 
 fn main() {
@@ -72,7 +74,13 @@ fn main() {
     // work so that an early Ctrl-C is not lost. (The dashboard reads Ctrl-C as a key.)
     if matches!(
         cli.command,
-        Some(Command::Train(_) | Command::Eval(_) | Command::Merge(_) | Command::Generate(_))
+        Some(
+            Command::Train(_)
+                | Command::Eval(_)
+                | Command::Merge(_)
+                | Command::Generate(_)
+                | Command::Recipe(_)
+        )
     ) {
         cli::jobs::watch_interrupt();
     }
@@ -90,6 +98,7 @@ fn main() {
         Some(Command::Runs(a)) => cli::runs::run(&ctx, a),
         Some(Command::Export(a)) => cli::transfer::export(&ctx, a),
         Some(Command::Import(a)) => cli::transfer::import(&ctx, a),
+        Some(Command::Recipe(a)) => cli::recipe::run(&ctx, a),
     };
     if let Err(err) = result {
         std::process::exit(cli::report_error(&err));

@@ -24,7 +24,6 @@ use soup_evals::{Completion, GenSettings, Generate, GenerateError};
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, QuestionRecord, RecordQuery, RunId, Score,
 };
-use std::sync::Arc;
 
 /// What a finished job reports: one JSON object (printed by `--json`).
 #[derive(Debug, Clone, PartialEq)]
@@ -752,7 +751,13 @@ fn run_eval(
         .map(|r| from_store_record(task_kind, r))
         .collect();
     let mut next_index = previous.len() as u64;
-    let total = job.limit.unwrap_or(usize::MAX);
+    // How many questions the run covers, for progress and ETA.
+    let n_items = match task_kind {
+        driver::TaskKind::Qa => parse_qa(&path, &text).map(|v| v.len()),
+        _ => parse_math(&path, &text).map(|v| v.len()),
+    }
+    .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let total = job.limit.map_or(n_items, |l| l.min(n_items)) as u64;
     let t0 = std::time::Instant::now();
     let mut done_now = 0u64;
     let mut sink =
@@ -763,11 +768,11 @@ fn run_eval(
             let rate = done_now as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             emit(JobUpdate::Progress {
                 done: next_index,
-                total: 0,
-                message: format!("question {}", r.id),
+                total,
+                message: format!("question {} {}", r.id, if r.correct { "correct" } else { "not correct" }),
                 loss: None,
                 tokens_per_s: None,
-                eta_s: Some(rate.recip()),
+                eta_s: Some(total.saturating_sub(next_index) as f64 / rate),
             });
             Ok(())
         };
@@ -799,7 +804,6 @@ fn run_eval(
     let summary = match task_kind {
         driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
             let items = parse_math(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
-            let _ = total.min(items.len());
             let shots = job.shots;
             if task_kind == driver::TaskKind::CodeMath {
                 let sandbox = Sandbox::new(SandboxConfig {
@@ -900,7 +904,6 @@ fn run_eval(
             )
         })
         .collect();
-    let _ = Arc::strong_count(&model);
     Ok(RunOutcome {
         summary: json!({
             "run": id.to_string(),

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod jobs;
 pub mod merge;
 pub mod model;
+pub mod recipe;
 pub mod runs;
 pub mod train;
 pub mod transfer;
