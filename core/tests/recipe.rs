@@ -1,0 +1,87 @@
+//! A recipe end to end on the tiny model with a micro budget: every method yields a row, and a
+//! second run reuses every adapter and evaluation instead of recomputing.
+
+use candle_core::Device;
+use soup_core::engine::recipe::{run_recipe, Recipe};
+use soup_core::engine::{Engine, JobUpdate};
+use soup_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn recipe_text() -> String {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/tiny-llama");
+    format!(
+        r#"
+name = "t"
+model = "{}"
+seed = 0
+methods = ["base", "skills", "data-mix", "cat", "ties", "dare_ties", "dare_linear", "linear", "svd", "lorahub"]
+[target]
+task = "code-math"
+data = "builtin:codemath-test"
+[[skills]]
+name = "math"
+data = "builtin:math-train"
+test = {{ task = "math-cot", data = "builtin:math-test" }}
+[[skills]]
+name = "code"
+data = "builtin:code-train"
+[lora]
+rank = 4
+alpha = 8.0
+targets = "q,v,down"
+[merge]
+weights = [1.0, 1.0]
+density = 0.5
+lorahub_budget = 4
+[budgets.micro]
+train_examples = 8
+epochs = 1
+batch_size = 4
+max_len = 128
+lr = 1e-3
+cat_fraction = 0.5
+eval_limit = 2
+skill_eval_limit = 2
+max_new_tokens = 6
+shots = 0
+"#,
+        model.display()
+    )
+}
+
+#[test]
+fn recipe_runs_every_method_then_reuses_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let engine = Engine::new(store, dir.path(), Device::Cpu).unwrap();
+    let recipe = Recipe::parse(&recipe_text(), "test").unwrap();
+    let table = run_recipe(&engine, &recipe, "micro", false, &mut |_, _| {}).unwrap();
+    let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["base", "math only", "code only", "DATA-MIX", "CAT", "TIES", "DARE-TIES", "DARE-LINEAR", "LINEAR", "SVD", "LORAHUB"]
+    );
+    assert_eq!(table.columns.len(), 2);
+    for row in &table.rows {
+        let cell = row.scores.get("target code-math").expect("every row has a target score");
+        assert_eq!(cell.n, 2);
+        assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
+    }
+    let runs_before = engine.store().list_runs(&Default::default()).unwrap().items.len();
+    let mut reused = 0;
+    let again = run_recipe(&engine, &recipe, "micro", false, &mut |_, u| {
+        if let JobUpdate::Progress { message, .. } = u {
+            if message == "reused" {
+                reused += 1;
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(engine.store().list_runs(&Default::default()).unwrap().items.len(), runs_before, "nothing recomputed");
+    // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 2 evaluation sets.
+    assert_eq!(reused, 10 + 22);
+    assert_eq!(again.markdown(), table.markdown());
+    assert!(Recipe::parse(&recipe_text(), "t").is_ok());
+    assert!(Recipe::parse("name = 1", "bad.toml").unwrap_err().to_string().contains("bad.toml"));
+}
