@@ -1327,7 +1327,7 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
             .map(|a| {
                 a.dataset.as_deref().map(DataSource::parse).ok_or_else(|| {
                     format!(
-                        "adapter {} has no recorded training data: CAT and DATA-MIX need it",
+                        "adapter {} has no recorded training data: CAT, DATA-MIX and LoraHub need it",
                         a.name
                     )
                 })
@@ -1384,10 +1384,11 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
                     majority_sign_method: None,
                     seed: 0,
                     out: None,
-                    // LoraHub searches its weights on a few examples of the task.
+                    // LoraHub searches its weights on a few examples of the skills' own
+                    // training data: the evaluation set is a test set and never trained on.
                     model: is_lorahub.then(|| model.clone()),
                     data: if is_lorahub {
-                        vec![data.clone()]
+                        skill_data()?
                     } else {
                         Vec::new()
                     },
