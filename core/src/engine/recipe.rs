@@ -172,38 +172,31 @@ fn ensure(
             if let Some(a) = engine.store().get_adapter(name).map_err(store_err)? {
                 // Runners store the job they ran under "job": the spec without its enum tag.
                 if a.hyperparams.get("job") == Some(&strip_tag(&value)) {
-                    on(
-                        &spec.label(),
-                        &JobUpdate::Progress {
-                            done: 1,
-                            total: 1,
-                            message: "reused".into(),
-                            loss: None,
-                            tokens_per_s: None,
-                            eta_s: None,
-                        },
-                    );
+                    report_reused(on, &spec.label());
                     return Ok(None);
                 }
             }
         } else if let Some(id) = finished_eval(engine, &value)? {
-            on(
-                &spec.label(),
-                &JobUpdate::Progress {
-                    done: 1,
-                    total: 1,
-                    message: "reused".into(),
-                    loss: None,
-                    tokens_per_s: None,
-                    eta_s: None,
-                },
-            );
+            report_reused(on, &spec.label());
             return Ok(Some(id));
         }
     }
     let label = spec.label();
     let (id, _) = engine.run_now(spec, &mut |u| on(&label, u))?;
     Ok(Some(id))
+}
+
+/// Tells the caller a job was skipped because its result is already stored.
+fn report_reused(on: &mut dyn FnMut(&str, &JobUpdate), label: &str) {
+    let update = JobUpdate::Progress {
+        done: 1,
+        total: 1,
+        message: "reused".into(),
+        loss: None,
+        tokens_per_s: None,
+        eta_s: None,
+    };
+    on(label, &update);
 }
 
 /// A job spec as its runner stores it under "job" (the enum tag removed).
