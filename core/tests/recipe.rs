@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn recipe_text() -> String {
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/tiny-llama");
+    let model =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/tiny-llama");
     format!(
         r#"
 name = "t"
@@ -60,15 +61,35 @@ fn recipe_runs_every_method_then_reuses_everything() {
     let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         methods,
-        ["base", "math only", "code only", "DATA-MIX", "CAT", "TIES", "DARE-TIES", "DARE-LINEAR", "LINEAR", "SVD", "LORAHUB"]
+        [
+            "base",
+            "math only",
+            "code only",
+            "DATA-MIX",
+            "CAT",
+            "TIES",
+            "DARE-TIES",
+            "DARE-LINEAR",
+            "LINEAR",
+            "SVD",
+            "LORAHUB"
+        ]
     );
     assert_eq!(table.columns.len(), 2);
     for row in &table.rows {
-        let cell = row.scores.get("target code-math").expect("every row has a target score");
+        let cell = row
+            .scores
+            .get("target code-math")
+            .expect("every row has a target score");
         assert_eq!(cell.n, 2);
         assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
     }
-    let runs_before = engine.store().list_runs(&Default::default()).unwrap().items.len();
+    let runs_before = engine
+        .store()
+        .list_runs(&Default::default())
+        .unwrap()
+        .items
+        .len();
     let mut reused = 0;
     let again = run_recipe(&engine, &recipe, "micro", false, &mut |_, u| {
         if let JobUpdate::Progress { message, .. } = u {
@@ -78,10 +99,22 @@ fn recipe_runs_every_method_then_reuses_everything() {
         }
     })
     .unwrap();
-    assert_eq!(engine.store().list_runs(&Default::default()).unwrap().items.len(), runs_before, "nothing recomputed");
+    assert_eq!(
+        engine
+            .store()
+            .list_runs(&Default::default())
+            .unwrap()
+            .items
+            .len(),
+        runs_before,
+        "nothing recomputed"
+    );
     // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 2 evaluation sets.
     assert_eq!(reused, 10 + 22);
     assert_eq!(again.markdown(), table.markdown());
     assert!(Recipe::parse(&recipe_text(), "t").is_ok());
-    assert!(Recipe::parse("name = 1", "bad.toml").unwrap_err().to_string().contains("bad.toml"));
+    assert!(Recipe::parse("name = 1", "bad.toml")
+        .unwrap_err()
+        .to_string()
+        .contains("bad.toml"));
 }

@@ -769,7 +769,11 @@ fn run_eval(
             emit(JobUpdate::Progress {
                 done: next_index,
                 total,
-                message: format!("question {} {}", r.id, if r.correct { "correct" } else { "not correct" }),
+                message: format!(
+                    "question {} {}",
+                    r.id,
+                    if r.correct { "correct" } else { "not correct" }
+                ),
                 loss: None,
                 tokens_per_s: None,
                 eta_s: Some(total.saturating_sub(next_index) as f64 / rate),
