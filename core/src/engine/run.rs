@@ -735,6 +735,8 @@ fn run_eval(
         }
     };
     let chat = job.chat.unwrap_or_else(|| model.is_chat());
+    // Stop strings end answers of the plain few-shot form; chat answers end at end-of-turn.
+    let plain_only = |stop: Vec<String>| if chat { Vec::new() } else { stop };
     let (path, text) = read(engine.data_dir(), &job.data)?;
     let task_kind = match job.task {
         EvalTask::CodeMath => driver::TaskKind::CodeMath,
@@ -818,11 +820,7 @@ fn run_eval(
                 let prompt = |i: &soup_evals::datasets::MathItem| {
                     render(&model, &prompts::pot_prompt(&i.question, shots), chat)
                 };
-                let stop = if chat {
-                    Vec::new()
-                } else {
-                    prompts::pot_stop()
-                };
+                let stop = plain_only(prompts::pot_stop());
                 driver::run_code_math(
                     &items,
                     &prompt,
@@ -837,11 +835,7 @@ fn run_eval(
                 let prompt = |i: &soup_evals::datasets::MathItem| {
                     render(&model, &prompts::cot_prompt(&i.question, shots), chat)
                 };
-                let stop = if chat {
-                    Vec::new()
-                } else {
-                    prompts::cot_prompt("", 0).stop
-                };
+                let stop = plain_only(prompts::cot_prompt("", 0).stop);
                 driver::run_math_cot(
                     &items,
                     &prompt,
@@ -861,11 +855,7 @@ fn run_eval(
                 let ctx = if closed { None } else { i.context.as_deref() };
                 render(&model, &prompts::qa_prompt(&i.question, ctx), chat)
             };
-            let stop = if chat {
-                Vec::new()
-            } else {
-                vec!["\n".to_string()]
-            };
+            let stop = plain_only(vec!["\n".to_string()]);
             driver::run_qa(
                 &items,
                 &prompt,
