@@ -754,11 +754,13 @@ fn run_eval(
         .collect();
     let mut next_index = previous.len() as u64;
     // How many questions the run covers, for progress and ETA.
-    let n_items = match task_kind {
-        driver::TaskKind::Qa => parse_qa(&path, &text).map(|v| v.len()),
-        _ => parse_math(&path, &text).map(|v| v.len()),
-    }
-    .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    // The dataset is parsed once: math items or QA items, by task.
+    let data_err = |e: soup_evals::datasets::DatasetError| CoreError::Invalid(e.to_string());
+    let (math_items, qa_items) = match task_kind {
+        driver::TaskKind::Qa => (Vec::new(), parse_qa(&path, &text).map_err(data_err)?),
+        _ => (parse_math(&path, &text).map_err(data_err)?, Vec::new()),
+    };
+    let n_items = math_items.len() + qa_items.len();
     let total = job.limit.map_or(n_items, |l| l.min(n_items)) as u64;
     let t0 = std::time::Instant::now();
     let mut done_now = 0u64;
@@ -809,7 +811,7 @@ fn run_eval(
     let eval_err = |e: driver::EvalError| CoreError::Invalid(e.to_string());
     let summary = match task_kind {
         driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
-            let items = parse_math(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let items = &math_items;
             let shots = job.shots;
             if task_kind == driver::TaskKind::CodeMath {
                 let sandbox = Sandbox::new(SandboxConfig {
@@ -822,7 +824,7 @@ fn run_eval(
                 };
                 let stop = plain_only(prompts::pot_stop());
                 driver::run_code_math(
-                    &items,
+                    items,
                     &prompt,
                     &mut generator,
                     &sandbox,
@@ -837,7 +839,7 @@ fn run_eval(
                 };
                 let stop = plain_only(prompts::cot_prompt("", 0).stop);
                 driver::run_math_cot(
-                    &items,
+                    items,
                     &prompt,
                     &mut generator,
                     &opts(stop),
@@ -848,7 +850,7 @@ fn run_eval(
             }
         }
         driver::TaskKind::Qa => {
-            let items = parse_qa(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let items = &qa_items;
             // Manual-QA is closed book: the knowledge must come from the weights.
             let closed = job.task == EvalTask::ManualQa;
             let prompt = |i: &soup_evals::datasets::QaItem| {
@@ -857,7 +859,7 @@ fn run_eval(
             };
             let stop = plain_only(vec!["\n".to_string()]);
             driver::run_qa(
-                &items,
+                items,
                 &prompt,
                 &mut generator,
                 &opts(stop),
