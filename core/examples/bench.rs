@@ -13,7 +13,7 @@ use soup_core::lora::{AdapterStack, LoraAdapter, Module};
 use soup_core::merge::{merge, MergeMethod, MergeOptions};
 use soup_core::model::load::load_hf_weights;
 use soup_core::model::Llama;
-use soup_core::train::batch::batch_loss;
+use soup_core::train::batch::loss_and_grads;
 use soup_core::train::optim::{clip_grad_norm, AdamW, AdamWParams};
 use soup_core::train::{LoraSpec, LoraTrainable, TrainSeq, Trainable};
 use std::time::Instant;
@@ -100,13 +100,10 @@ fn bench_training(model: &Llama, steps: usize) {
     let mut last = 0f32;
     for s in 0..=steps {
         let t = Instant::now();
-        let (loss, _, _) = batch_loss(model, &tr.stack().unwrap(), &refs, mode).unwrap();
-        let g = loss.backward().unwrap();
-        let mut grads: Vec<Option<Tensor>> =
-            vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
-        clip_grad_norm(&mut grads, 1.0).unwrap();
-        opt.step(&grads, 3e-4).unwrap();
-        last = loss.to_scalar::<f32>().unwrap();
+        let mut out = loss_and_grads(model, &tr.stack().unwrap(), &refs, mode, &vars, 1.0).unwrap();
+        clip_grad_norm(&mut out.grads, 1.0).unwrap();
+        opt.step(&out.grads, 3e-4).unwrap();
+        last = out.loss as f32;
         if s > 0 {
             times.push(t.elapsed().as_secs_f64());
         }

@@ -8,7 +8,7 @@ use soup_core::lora::peft::load_peft;
 use soup_core::lora::{AdapterStack, LoraAdapter, Module};
 use soup_core::model::load::load_hf_weights;
 use soup_core::model::{Llama, Mode};
-use soup_core::train::batch::batch_loss;
+use soup_core::train::batch::{batch_loss, loss_and_grads};
 use soup_core::train::{
     train_loop, CatParam, CatTrainable, JobControl, LoopConfig, LoraSpec, LoraTrainable,
     TrainEvent, TrainSeq, Trainable,
@@ -82,6 +82,13 @@ fn loss_and_gradients_match_pytorch_peft() {
     let grads = loss.backward().unwrap();
     // vars come in (A, B) pairs in the adapter's (layer, module) order.
     let vars = tr.vars();
+    // Training's path: activation checkpointing, one layer's graph at a time.
+    let ck = loss_and_grads(&model, &tr.stack().unwrap(), &refs_b, TRAIN, &vars, 1.0).unwrap();
+    assert!(
+        (ck.loss as f32 - l).abs() < 1e-5,
+        "checkpointed loss {}",
+        ck.loss
+    );
     let mut checked = 0;
     for (i, (&(layer, m), _)) in adapter.pairs.iter().enumerate() {
         for (j, ab) in ["lora_A", "lora_B"].iter().enumerate() {
@@ -91,15 +98,20 @@ fn loss_and_gradients_match_pytorch_peft() {
                 m.hf_name()
             );
             let want = &refs[&name];
-            let got = grads
+            let full = grads
                 .get(vars[2 * i + j].as_tensor())
                 .expect("no gradient reached the adapter");
-            let d = max_abs(&(got - want).unwrap());
-            let scale = max_abs(want).max(1e-6);
-            assert!(
-                d < 1e-4 + 1e-3 * scale,
-                "{name}: max abs diff {d} (grad scale {scale})"
-            );
+            let checkpointed = ck.grads[2 * i + j]
+                .as_ref()
+                .expect("no checkpointed gradient reached the adapter");
+            for (path, got) in [("full graph", full), ("checkpointed", checkpointed)] {
+                let d = max_abs(&(got - want).unwrap());
+                let scale = max_abs(want).max(1e-6);
+                assert!(
+                    d < 1e-4 + 1e-3 * scale,
+                    "{name} ({path}): max abs diff {d} (grad scale {scale})"
+                );
+            }
             checked += 1;
         }
     }
@@ -138,12 +150,14 @@ fn check_fd(tr: &dyn Trainable, model: &Llama, seqs: &[TrainSeq], which: &[usize
             .to_scalar::<f32>()
             .unwrap()
     };
-    let (loss, _, _) = batch_loss(model, &tr.stack().unwrap(), &refs, TRAIN).unwrap();
-    let grads = loss.backward().unwrap();
+    // The analytic side is training's own path: checkpointed, accumulated over layers.
     let vars = tr.vars();
+    let grads = loss_and_grads(model, &tr.stack().unwrap(), &refs, TRAIN, &vars, 1.0)
+        .unwrap()
+        .grads;
     for &vi in which {
-        let g = grads
-            .get(vars[vi].as_tensor())
+        let g = grads[vi]
+            .as_ref()
             .expect("no gradient")
             .flatten_all()
             .unwrap()

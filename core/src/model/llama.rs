@@ -20,6 +20,44 @@ pub enum Mode {
     /// Differentiable ops; `dropout` is LoRA dropout on the adapters' input, drawn from a
     /// counter-based generator keyed by `seed` so a resumed run draws the same masks.
     Train { dropout: f32, seed: u64 },
+    /// Training's forward pass when no graph is kept (activation checkpointing): the fused
+    /// kernels, with the same dropout masks as `Train` of the same seed.
+    NoGrad { dropout: f32, seed: u64 },
+}
+
+impl Mode {
+    /// Whether the forward uses the differentiable forms (and so keeps a graph).
+    pub fn differentiable(self) -> bool {
+        matches!(self, Mode::Train { .. })
+    }
+
+    /// The same forward without a graph: what checkpointing runs first.
+    pub fn without_graph(self) -> Mode {
+        match self {
+            Mode::Train { dropout, seed } => Mode::NoGrad { dropout, seed },
+            m => m,
+        }
+    }
+
+    fn dropout(self) -> Option<(f32, u64)> {
+        match self {
+            Mode::Train { dropout, seed } | Mode::NoGrad { dropout, seed } if dropout > 0.0 => {
+                Some((dropout, seed))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What every layer of one forward call shares: rotary tables for its positions and the
+/// attention mask.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// (b, s, head_dim / 2)
+    cos: Tensor,
+    sin: Tensor,
+    /// (b, 1, s, past + s), additive
+    mask: Option<Tensor>,
 }
 
 /// A frozen projection `y = x Wᵀ (+ b)`.
@@ -267,8 +305,20 @@ impl Llama {
         stack: &AdapterStack,
         mode: Mode,
     ) -> Result<Tensor> {
-        let (b, s) = ids.dims2()?;
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let frame = self.frame(ids, input, past)?;
+        let mut x = self.embed(ids)?;
+        let mut cache = cache;
+        for l in 0..self.layers.len() {
+            let entry = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.layer_forward(l, &x, &frame, stack, mode, entry)?;
+        }
+        self.head(&x, input, mode)
+    }
+
+    /// The rotary tables and mask of a call on `ids` (b, s) after `past` cached positions.
+    pub fn frame(&self, ids: &Tensor, input: &ForwardInput, past: usize) -> Result<Frame> {
+        let (b, s) = ids.dims2()?;
         let total = past + s;
         if total > self.cfg.max_position_embeddings {
             return Err(CoreError::TooLong {
@@ -283,43 +333,62 @@ impl Llama {
                 .unsqueeze(0)?
                 .repeat((b, 1))?,
         };
-        // cos, sin: (b, s, head_dim / 2)
         let flat = positions.flatten_all()?;
         let half = self.cfg.head_dim / 2;
-        let cos = self.cos.index_select(&flat, 0)?.reshape((b, s, half))?;
-        let sin = self.sin.index_select(&flat, 0)?.reshape((b, s, half))?;
-        let mask = self.attention_mask(b, s, past, input.key_mask.as_ref())?;
+        Ok(Frame {
+            cos: self.cos.index_select(&flat, 0)?.reshape((b, s, half))?,
+            sin: self.sin.index_select(&flat, 0)?.reshape((b, s, half))?,
+            mask: self.attention_mask(b, s, past, input.key_mask.as_ref())?,
+        })
+    }
 
-        // x: (b, s, hidden)
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+    /// ids: (b, s) → the embeddings (b, s, hidden).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,
             s,
             self.cfg.hidden_size,
-        ))?;
-        let mut cache = cache;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let entry = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            let ctx = LayerCtx {
-                layer: l,
-                stack,
-                mode,
-            };
-            let h = rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, mode)?;
-            let h = self.attention(&h, layer, &ctx, &cos, &sin, &mask, entry)?;
-            x = (x + h)?;
-            let h = rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, mode)?;
-            let gate = project(&h, &layer.gate, Module::Gate, &ctx)?;
-            let up = project(&h, &layer.up, Module::Up, &ctx)?;
-            let h = project(&(gate.silu()? * up)?, &layer.down, Module::Down, &ctx)?;
-            x = (x + h)?;
-        }
+        ))?)
+    }
+
+    /// One decoder layer on the residual stream x: (b, s, hidden).
+    pub fn layer_forward(
+        &self,
+        l: usize,
+        x: &Tensor,
+        frame: &Frame,
+        stack: &AdapterStack,
+        mode: Mode,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let layer = &self.layers[l];
+        let ctx = LayerCtx {
+            layer: l,
+            stack,
+            mode,
+        };
+        let eps = self.cfg.rms_norm_eps;
+        let h = rms_norm(x, &layer.input_norm, eps, mode)?;
+        let h = self.attention(&h, layer, &ctx, frame, cache)?;
+        let x = (x + h)?;
+        let h = rms_norm(&x, &layer.post_norm, eps, mode)?;
+        let gate = project(&h, &layer.gate, Module::Gate, &ctx)?;
+        let up = project(&h, &layer.up, Module::Up, &ctx)?;
+        let h = project(&(gate.silu()? * up)?, &layer.down, Module::Down, &ctx)?;
+        Ok((x + h)?)
+    }
+
+    /// The final norm and the lm_head on the positions `input` asks for (rows, last or all).
+    pub fn head(&self, x: &Tensor, input: &ForwardInput, mode: Mode) -> Result<Tensor> {
+        let (b, s, hidden) = x.dims3()?;
         let x = match (&input.rows, input.last_only) {
             (Some(rows), _) => x
-                .reshape((b * s, self.cfg.hidden_size))?
+                .reshape((b * s, hidden))?
                 .index_select(rows, 0)?
                 .unsqueeze(0)?,
             (None, true) => x.i((.., s - 1..s, ..))?,
-            (None, false) => x,
+            (None, false) => x.clone(),
         };
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?;
         let (b2, s2, hd) = x.dims3()?;
@@ -370,9 +439,7 @@ impl Llama {
         x: &Tensor,
         layer: &Layer,
         ctx: &LayerCtx,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Option<Tensor>,
+        frame: &Frame,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
@@ -393,8 +460,8 @@ impl Llama {
             .reshape((b, s, nkv, d))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = rope(&q, cos, sin, ctx.mode)?;
-        let k = rope(&k, cos, sin, ctx.mode)?;
+        let q = rope(&q, &frame.cos, &frame.sin, ctx.mode)?;
+        let k = rope(&k, &frame.cos, &frame.sin, ctx.mode)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -413,13 +480,14 @@ impl Llama {
         let scores = (q5.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
         // scores: (b, nkv, rep, s, t)
         let scores = scores.reshape((b, nkv, rep, s, t))?;
-        let scores = match mask {
+        let scores = match &frame.mask {
             Some(m) => scores.broadcast_add(&m.unsqueeze(1)?)?,
             None => scores,
         };
-        let probs = match ctx.mode {
-            Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-            Mode::Train { .. } => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        let probs = if ctx.mode.differentiable() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
         };
         let out = probs.reshape((b, nkv, rep * s, t))?.matmul(&v)?;
         // (b, nh, s, d) → (b, s, nh * d)
@@ -446,13 +514,11 @@ fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tens
         y = y.broadcast_add(bias)?;
     }
     for (pair, coef) in ctx.stack.at(ctx.layer, m)? {
-        let xin = match ctx.mode {
-            Mode::Train { dropout, seed } if dropout > 0.0 => dropout_mask(
-                &x2,
-                dropout,
-                seed ^ ((ctx.layer as u64) << 8 | m.index() as u64),
-            )?,
-            _ => x2.clone(),
+        let xin = match ctx.mode.dropout() {
+            Some((p, seed)) => {
+                dropout_mask(&x2, p, seed ^ ((ctx.layer as u64) << 8 | m.index() as u64))?
+            }
+            None => x2.clone(),
         };
         // (b*s, in) → (b*s, r) → (b*s, out)
         let d = xin.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
@@ -488,32 +554,28 @@ fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
 
 /// x: (..., hidden). The fused kernel on inference, the differentiable form in training.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
-    match mode {
-        Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
-        Mode::Train { .. } => {
-            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-            Ok(x.broadcast_mul(w)?)
-        }
+    if !mode.differentiable() {
+        return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?);
     }
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    Ok(x.broadcast_mul(w)?)
 }
 
 /// x: (b, h, s, d); cos, sin: (b, s, d/2). HF's rotate-half layout.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
-    match mode {
-        Mode::Infer => Ok(candle_nn::rotary_emb::rope(
+    if !mode.differentiable() {
+        return Ok(candle_nn::rotary_emb::rope(
             x,
             &cos.contiguous()?,
             &sin.contiguous()?,
-        )?),
-        Mode::Train { .. } => {
-            let d = x.dims()[3];
-            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
-            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
-            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
-        }
+        )?);
     }
+    let d = x.dims()[3];
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
 }

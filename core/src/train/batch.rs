@@ -6,7 +6,8 @@
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
 use crate::model::{ForwardInput, Llama, Mode};
-use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -47,14 +48,17 @@ pub fn make_batches(
     batches
 }
 
-/// Mean cross-entropy over the target tokens of `batch`; returns the loss, the number of
-/// targets and the number of real (non-pad) tokens.
-pub fn batch_loss(
-    model: &Llama,
-    stack: &AdapterStack,
-    batch: &[&TrainSeq],
-    mode: Mode,
-) -> Result<(Tensor, usize, usize)> {
+/// A batch laid out for the model: right-padded ids, and the flattened positions whose next
+/// token is a target, with those targets.
+struct Prepared {
+    ids: Tensor,
+    input: ForwardInput,
+    labels: Tensor,
+    n_targets: usize,
+    tokens: usize,
+}
+
+fn prepare(model: &Llama, batch: &[&TrainSeq]) -> Result<Prepared> {
     let dev = model.device();
     let b = batch.len();
     let len = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
@@ -79,16 +83,137 @@ pub fn batch_loss(
         ));
     }
     let n = rows.len();
-    let input = ForwardInput {
-        rows: Some(Tensor::from_vec(rows, n, dev)?),
-        ..Default::default()
-    };
-    let ids = Tensor::from_vec(ids, (b, len), dev)?;
+    Ok(Prepared {
+        ids: Tensor::from_vec(ids, (b, len), dev)?,
+        input: ForwardInput {
+            rows: Some(Tensor::from_vec(rows, n, dev)?),
+            ..Default::default()
+        },
+        labels: Tensor::from_vec(labels, n, dev)?,
+        n_targets: n,
+        tokens,
+    })
+}
+
+/// Mean cross-entropy over the target tokens of `batch`; returns the loss, the number of
+/// targets and the number of real (non-pad) tokens. With `Mode::Train` the loss carries the
+/// whole forward graph; training itself uses [`loss_and_grads`], which does not.
+pub fn batch_loss(
+    model: &Llama,
+    stack: &AdapterStack,
+    batch: &[&TrainSeq],
+    mode: Mode,
+) -> Result<(Tensor, usize, usize)> {
+    let p = prepare(model, batch)?;
     // logits: (1, n, vocab) → (n, vocab)
-    let logits = model.forward(&ids, &input, None, stack, mode)?.squeeze(0)?;
-    let labels = Tensor::from_vec(labels, n, dev)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
-    Ok((loss, n, tokens))
+    let logits = model
+        .forward(&p.ids, &p.input, None, stack, mode)?
+        .squeeze(0)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, &p.labels)?;
+    Ok((loss, p.n_targets, p.tokens))
+}
+
+/// One batch's loss and the gradients of `scale` × loss with respect to `vars`.
+pub struct LossGrads {
+    pub loss: f64,
+    pub n_targets: usize,
+    pub tokens: usize,
+    /// In the order of `vars`; `None` for a variable the loss does not depend on.
+    pub grads: Vec<Option<Tensor>>,
+}
+
+/// The loss of `batch` and its gradients, with activation checkpointing per layer: the forward
+/// runs without a graph and keeps only each layer's input; the backward then rebuilds one
+/// layer's graph at a time from its input and pushes the incoming gradient through it. Peak
+/// memory is one layer's graph plus the residual stream of every layer, instead of the whole
+/// model's graph, for one more forward pass (on the fused kernels) per step.
+pub fn loss_and_grads(
+    model: &Llama,
+    stack: &AdapterStack,
+    batch: &[&TrainSeq],
+    mode: Mode,
+    vars: &[Var],
+    scale: f64,
+) -> Result<LossGrads> {
+    let p = prepare(model, batch)?;
+    let frame = model.frame(&p.ids, &p.input, 0)?;
+    let n_layers = model.layers.len();
+    // inputs[l]: the residual stream entering layer l; inputs[n_layers]: the head's input.
+    let mut inputs = Vec::with_capacity(n_layers + 1);
+    inputs.push(model.embed(&p.ids)?);
+    for l in 0..n_layers {
+        let x = model.layer_forward(l, &inputs[l], &frame, stack, mode.without_graph(), None)?;
+        inputs.push(x.detach());
+    }
+    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let mut collect = |g: &GradStore| -> Result<()> {
+        for (acc, v) in grads.iter_mut().zip(vars) {
+            if let Some(gi) = g.get(v.as_tensor()) {
+                *acc = Some(match acc.take() {
+                    Some(a) => (a + gi)?,
+                    None => gi.clone(),
+                });
+            }
+        }
+        Ok(())
+    };
+    // The head in chunks of rows: (rows x vocab) logits and their gradient are the largest
+    // tensors of a step, and the head has nothing to train, so each chunk's graph is dropped
+    // as soon as its gradient reaches the residual stream.
+    let top = Var::from_tensor(&inputs.pop().expect("the embeddings are pushed first"))?;
+    let rows = p.input.rows.as_ref().expect("prepare selects target rows");
+    let mut loss_value = 0f64;
+    let mut upstream: Option<Tensor> = None;
+    for start in (0..p.n_targets).step_by(HEAD_CHUNK) {
+        let len = HEAD_CHUNK.min(p.n_targets - start);
+        let input = ForwardInput {
+            rows: Some(rows.narrow(0, start, len)?),
+            ..Default::default()
+        };
+        let logits = model.head(top.as_tensor(), &input, mode)?.squeeze(0)?;
+        let labels = p.labels.narrow(0, start, len)?;
+        // The chunk's share of the mean over all targets.
+        let share = len as f64 / p.n_targets as f64;
+        let loss = (candle_nn::loss::cross_entropy(&logits, &labels)? * share)?;
+        loss_value += loss.to_scalar::<f32>()? as f64;
+        let g = (loss * scale)?.backward()?;
+        let gx = grad_of(&g, top.as_tensor())?;
+        upstream = Some(match upstream {
+            Some(u) => (u + gx)?,
+            None => gx,
+        });
+    }
+    let mut upstream = upstream.expect("prepare refuses a batch without targets");
+    for l in (0..n_layers).rev() {
+        let x = inputs.pop().expect("one input per layer");
+        // The embeddings need no gradient: layer 0's input stays a constant.
+        let x = if l > 0 {
+            Var::from_tensor(&x)?.into_inner()
+        } else {
+            x
+        };
+        let y = model.layer_forward(l, &x, &frame, stack, mode, None)?;
+        let g = (y * &upstream)?.sum_all()?.backward()?;
+        collect(&g)?;
+        if l > 0 {
+            upstream = grad_of(&g, &x)?;
+        }
+    }
+    Ok(LossGrads {
+        loss: loss_value,
+        n_targets: p.n_targets,
+        tokens: p.tokens,
+        grads,
+    })
+}
+
+/// Target rows per chunk of the head in [`loss_and_grads`]: 256 x 49,152 logits are 50 MB.
+const HEAD_CHUNK: usize = 256;
+
+fn grad_of(g: &GradStore, x: &Tensor) -> Result<Tensor> {
+    g.get(x).cloned().ok_or_else(|| {
+        CoreError::Invalid("no gradient reached a layer's input: is the stack trainable?".into())
+    })
 }
 
 /// Mean loss over every target of `seqs` (inference path, no gradients).

@@ -5,7 +5,7 @@
 //! them. The data order is a pure function of the seed and the epoch, so a resumed run
 //! replays exactly the batches the uninterrupted run would have seen.
 
-use super::batch::{batch_loss, eval_loss, make_batches, TrainSeq};
+use super::batch::{eval_loss, loss_and_grads, make_batches, TrainSeq};
 use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, Decay};
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
@@ -220,10 +220,10 @@ pub fn train_loop(
                 dropout: cfg.dropout,
                 seed: cfg.seed ^ ((step as u64) << 20) ^ ((micro as u64) << 4),
             };
-            let (loss, n, tok) = batch_loss(model, &stack, &refs, mode)?;
-            tokens_now += tok;
-            let w = n as f64 / n_targets as f64;
-            let lv = loss.to_scalar::<f32>()? as f64;
+            let w = refs.iter().map(|s| s.n_targets()).sum::<usize>() as f64 / n_targets as f64;
+            let out = loss_and_grads(model, &stack, &refs, mode, &vars, w)?;
+            tokens_now += out.tokens;
+            let lv = out.loss;
             if !lv.is_finite() {
                 return Err(CoreError::Invalid(format!(
                     "loss became {lv} at step {step}: training stopped{}; lower the learning rate and resume",
@@ -235,12 +235,11 @@ pub fn train_loop(
                 )));
             }
             loss_sum += lv * w;
-            let g = (loss * w)?.backward()?;
-            for (i, v) in vars.iter().enumerate() {
-                if let Some(gi) = g.get(v.as_tensor()) {
-                    grads[i] = Some(match grads[i].take() {
-                        Some(acc) => (acc + gi)?,
-                        None => gi.clone(),
+            for (acc, gi) in grads.iter_mut().zip(out.grads) {
+                if let Some(gi) = gi {
+                    *acc = Some(match acc.take() {
+                        Some(a) => (a + gi)?,
+                        None => gi,
                     });
                 }
             }
