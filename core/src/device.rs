@@ -1,7 +1,33 @@
 //! `--device cpu|cuda[:N]` parsing, shared by every command that loads a model.
 
 use crate::error::{CoreError, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
+
+/// The dtype a model's frozen weights and activations take on `device`: `$SOUP_DTYPE`
+/// (`f32`, `bf16` or `f16`; the command line's `--dtype` sets it) when set, otherwise f32 on
+/// the CPU and bf16 on a GPU. Adapters and CAT weights are always f32 master weights.
+pub fn compute_dtype(device: &Device) -> Result<DType> {
+    match std::env::var("SOUP_DTYPE") {
+        Ok(spec) if !spec.trim().is_empty() => parse_dtype(&spec),
+        _ => Ok(if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        }),
+    }
+}
+
+/// `f32`, `bf16` or `f16`.
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(CoreError::Invalid(format!(
+            "bad dtype {other:?}: expected f32, bf16 or f16"
+        ))),
+    }
+}
 
 /// Parses a device spec as the command line writes it: `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device> {
@@ -40,5 +66,7 @@ mod tests {
         assert!(parse_device("CPU").unwrap().is_cpu());
         assert!(parse_device("tpu").is_err());
         assert!(parse_device("cuda:x").is_err());
+        assert_eq!(parse_dtype("BF16").unwrap(), DType::BF16);
+        assert!(parse_dtype("f64").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! model loading (HF directories, GGUF, the embedded default), generation, training, CAT,
 //! merges and the job engine that the CLI and the dashboard drive.
 
+pub mod bench;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -105,6 +105,7 @@ pub fn load_model_at(name: &str, path: &Path, device: &Device) -> Result<LoadedM
             SoupTokenizer::from_hf_dir(path)?,
         )
     };
+    let model = model.to_dtype(crate::device::compute_dtype(device)?)?;
     if tokenizer.vocab_size() > model.cfg.vocab_size {
         return Err(CoreError::bad_file(
             path,

@@ -357,3 +357,42 @@ fn resumed_run_ends_with_the_same_adapter() {
     }
     let _ = AdapterStack::base();
 }
+
+/// Mixed precision as the GPU runs it: frozen weights and activations in bf16 (and f16),
+/// adapters as f32 master weights. The loss and gradients stay close to the f32 ones, and the
+/// gradients reach the master weights as f32.
+#[test]
+fn half_precision_activations_train_f32_master_weights() {
+    let model = model();
+    let (seqs, _) = fixture_batch();
+    let refs: Vec<&TrainSeq> = seqs.iter().collect();
+    let adapter = load_peft(&fixtures().join("adapter-a"), &Device::Cpu).unwrap();
+    let tr = LoraTrainable::from_adapter(adapter).unwrap();
+    let vars = tr.vars();
+    let want = loss_and_grads(&model, &tr.stack().unwrap(), &refs, TRAIN, &vars, 1.0).unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let half = model.clone().to_dtype(dtype).unwrap();
+        assert_eq!(half.dtype(), dtype);
+        let got = loss_and_grads(&half, &tr.stack().unwrap(), &refs, TRAIN, &vars, 1.0).unwrap();
+        let rel = ((got.loss - want.loss) / want.loss).abs();
+        assert!(
+            rel < 0.02,
+            "{dtype:?}: loss {} vs f32 {}",
+            got.loss,
+            want.loss
+        );
+        for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+            let (g, w) = (g.as_ref().unwrap(), w.as_ref().unwrap());
+            assert_eq!(g.dtype(), DType::F32, "var {i}: master gradients are f32");
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let dot: f32 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let cos = dot / (norm(&g) * norm(&w)).max(1e-12);
+            assert!(
+                cos > 0.99,
+                "{dtype:?} var {i}: cosine to the f32 gradient {cos}"
+            );
+        }
+    }
+}

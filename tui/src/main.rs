@@ -26,6 +26,10 @@ struct Cli {
     /// Where models run: cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
     device: String,
+    /// Dtype of the frozen weights and activations: f32, bf16 or f16 (default: f32 on cpu,
+    /// bf16 on cuda). Adapters and CAT weights always train in f32.
+    #[arg(long, global = true, value_name = "DTYPE")]
+    dtype: Option<String>,
     /// Machine-readable output: one JSON document (or one JSON object per line for records).
     #[arg(long, global = true)]
     json: bool,
@@ -61,10 +65,20 @@ enum Command {
     Import(cli::transfer::ImportArgs),
     /// Run the LoRA Soups comparison of a recipe (code-math, manual-qa, or a file).
     Recipe(cli::recipe::RecipeArgs),
+    /// Measure generation, training and merge speed (the figures of BENCHMARKS.md).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(dtype) = &cli.dtype {
+        if let Err(e) = soup_core::device::parse_dtype(dtype) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        // Read by every model load (engine jobs included); set before any thread starts.
+        std::env::set_var("SOUP_DTYPE", dtype);
+    }
     let ctx = cli::Ctx {
         data_dir: soup_store::data_dir(cli.data_dir),
         device: cli.device,
@@ -99,6 +113,7 @@ fn main() {
         Some(Command::Export(a)) => cli::transfer::export(&ctx, a),
         Some(Command::Import(a)) => cli::transfer::import(&ctx, a),
         Some(Command::Recipe(a)) => cli::recipe::run(&ctx, a),
+        Some(Command::Bench(a)) => cli::bench::run(&ctx, a),
     };
     if let Err(err) = result {
         std::process::exit(cli::report_error(&err));

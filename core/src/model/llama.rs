@@ -286,6 +286,37 @@ impl Llama {
         &self.device
     }
 
+    /// The dtype of the frozen weights and activations (adapters stay f32 master weights).
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// The same model with its frozen weights and activations in `dtype` (bf16 or f16 on a
+    /// GPU). Norms, softmax and the loss still compute in f32; logits come back as f32.
+    pub fn to_dtype(mut self, dtype: DType) -> Result<Self> {
+        let cast = |t: &mut Tensor| -> Result<()> {
+            *t = t.to_dtype(dtype)?;
+            Ok(())
+        };
+        cast(&mut self.embed)?;
+        cast(&mut self.lm_head)?;
+        cast(&mut self.norm)?;
+        cast(&mut self.cos)?;
+        cast(&mut self.sin)?;
+        for layer in &mut self.layers {
+            for m in crate::lora::ALL_MODULES {
+                let p = layer.projection_mut(m);
+                cast(&mut p.weight)?;
+                if let Some(b) = &mut p.bias {
+                    cast(b)?;
+                }
+            }
+            cast(&mut layer.input_norm)?;
+            cast(&mut layer.post_norm)?;
+        }
+        Ok(self)
+    }
+
     /// (out, in) of a projection kind, for building adapters.
     pub fn projection_shape(&self, m: Module) -> (usize, usize) {
         let p = self.layers[0].projection(m);
@@ -393,7 +424,9 @@ impl Llama {
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?;
         let (b2, s2, hd) = x.dims3()?;
         let logits = x.reshape((b2 * s2, hd))?.matmul(&self.lm_head.t()?)?;
-        Ok(logits.reshape((b2, s2, self.cfg.vocab_size))?)
+        Ok(logits
+            .to_dtype(DType::F32)?
+            .reshape((b2, s2, self.cfg.vocab_size))?)
     }
 
     /// Additive mask (b, 1, s, past + s): causal, plus padded keys masked out.
@@ -427,10 +460,21 @@ impl Llama {
             }
             None => None,
         };
-        Ok(match (causal, pad) {
+        let mask = match (causal, pad) {
             (Some(c), Some(p)) => Some(c.broadcast_add(&p)?),
             (c, p) => c.or(p),
+        };
+        // f16 cannot hold -1e30: clamp to its range before the cast.
+        let dtype = self.dtype();
+        mask.map(|m| -> Result<Tensor> {
+            let m = if dtype == DType::F16 {
+                m.maximum(-6e4)?
+            } else {
+                m
+            };
+            Ok(m.to_dtype(dtype)?)
         })
+        .transpose()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,7 +529,8 @@ impl Llama {
             None => scores,
         };
         let probs = if ctx.mode.differentiable() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            let dt = scores.dtype();
+            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dt)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
@@ -520,11 +565,15 @@ fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tens
             }
             None => x2.clone(),
         };
-        // (b*s, in) → (b*s, r) → (b*s, out)
-        let d = xin.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
+        // (b*s, in) → (b*s, r) → (b*s, out). A and B are f32 master weights: the cast to the
+        // activations' dtype is part of the graph, so their gradients come back as f32.
+        let dt = x2.dtype();
+        let d = xin
+            .matmul(&pair.a.to_dtype(dt)?.t()?)?
+            .matmul(&pair.b.to_dtype(dt)?.t()?)?;
         y = match coef {
             Coefficient::Const(c) => (y + (d * c)?)?,
-            Coefficient::Tensor(c) => (y + d.broadcast_mul(&c)?)?,
+            Coefficient::Tensor(c) => (y + d.broadcast_mul(&c.to_dtype(dt)?)?)?,
         };
     }
     Ok(y.reshape((b, s, p.out_features()))?)
@@ -548,7 +597,7 @@ fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
             }
         })
         .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
 }
 
@@ -557,9 +606,12 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     if !mode.differentiable() {
         return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?);
     }
+    // In f32 whatever the activations' dtype, as transformers does.
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-    Ok(x.broadcast_mul(w)?)
+    Ok(x.to_dtype(dt)?.broadcast_mul(w)?)
 }
 
 /// x: (b, h, s, d); cos, sin: (b, s, d/2). HF's rotate-half layout.

@@ -3,6 +3,7 @@
 //! the error report that turns any failure into one message and an exit code.
 
 pub mod adapter;
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod generate;

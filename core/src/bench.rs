@@ -1,0 +1,268 @@
+//! soup's performance figures on the same work as ../shared/bench/torch_reference.py, one JSON
+//! object per figure: greedy generation at batch 1 and 16 (64-token prompt, 128 new tokens), a
+//! LoRA training step (r=16 on q,k,v,up,down, batch 8 x 256 tokens), and merges of two r=16
+//! adapters. `soup bench` prints them; run the reference beside it and compare medians.
+
+use crate::error::Result;
+use crate::generate::{generate_ids, SamplingConfig};
+use crate::lora::{AdapterStack, LoraAdapter, Module, ALL_MODULES};
+use crate::merge::{merge, MergeMethod, MergeOptions};
+use crate::model::{Llama, Mode, ModelConfig};
+use crate::train::batch::loss_and_grads;
+use crate::train::optim::{clip_grad_norm, AdamW, AdamWParams};
+use crate::train::{LoraSpec, LoraTrainable, TrainSeq, Trainable};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Which figures to measure and how often.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub generation: bool,
+    pub training: bool,
+    pub merges: bool,
+    /// Timed repetitions per figure (after one untimed warm-up); the median is reported.
+    pub reps: usize,
+}
+
+/// Measures the selected figures on `model`, calling `emit` with each as soon as it is known.
+pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> Result<()> {
+    if opts.generation {
+        for batch in [1, 16] {
+            emit(bench_generation(model, batch, opts.reps)?);
+        }
+    }
+    if opts.training {
+        emit(bench_training(model, opts.reps.max(3))?);
+    }
+    if opts.merges {
+        for figure in bench_merges(model, opts.reps)? {
+            emit(figure);
+        }
+    }
+    Ok(())
+}
+
+/// A model of `cfg`'s shapes with random weights (uniform, std 0.02; unit norms): speed figures do
+/// not depend on the weights, and it needs no download.
+pub fn random_model(cfg: ModelConfig, device: &Device, seed: u64) -> Result<Llama> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut normal = |shape: &[usize]| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.035f32..0.035)).collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let qd = cfg.num_attention_heads * cfg.head_dim;
+    let kvd = cfg.num_key_value_heads * cfg.head_dim;
+    let mut t = HashMap::new();
+    t.insert(
+        "model.embed_tokens.weight".to_string(),
+        normal(&[cfg.vocab_size, h])?,
+    );
+    if !cfg.tie_word_embeddings {
+        t.insert("lm_head.weight".into(), normal(&[cfg.vocab_size, h])?);
+    }
+    t.insert("model.norm.weight".into(), ones(h)?);
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (name, out, inp) in [
+            ("self_attn.q_proj", qd, h),
+            ("self_attn.k_proj", kvd, h),
+            ("self_attn.v_proj", kvd, h),
+            ("self_attn.o_proj", h, qd),
+            ("mlp.gate_proj", i, h),
+            ("mlp.up_proj", i, h),
+            ("mlp.down_proj", h, i),
+        ] {
+            t.insert(format!("{p}.{name}.weight"), normal(&[out, inp])?);
+            if cfg.attention_bias
+                && matches!(
+                    name,
+                    "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj"
+                )
+            {
+                t.insert(format!("{p}.{name}.bias"), normal(&[out])?);
+            }
+        }
+        t.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
+        t.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
+    }
+    Llama::from_tensors(cfg, t, device)
+}
+
+/// The process's peak resident set (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Token ids in 100..1000 as the reference draws them (fewer on a tiny test vocabulary).
+fn random_ids(rng: &mut rand::rngs::StdRng, n: usize, vocab: usize) -> Vec<u32> {
+    let hi = vocab.min(1000) as u32;
+    (0..n).map(|_| rng.gen_range(hi / 10..hi)).collect()
+}
+
+/// Times `f` once untimed, then `reps` times; returns the median seconds.
+fn timed(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut times = Vec::new();
+    for r in 0..=reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        if r > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(times))
+}
+
+fn bench_generation(model: &Llama, batch: usize, reps: usize) -> Result<Value> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_ids(&mut rng, 64, model.cfg.vocab_size)).collect();
+    let cfg = SamplingConfig {
+        max_new_tokens: 128,
+        ..Default::default()
+    };
+    let med = timed(reps, || {
+        // No EOS: every row generates all 128 tokens, as min_new_tokens does in the reference.
+        let out = generate_ids(
+            model,
+            &AdapterStack::base(),
+            &prompts,
+            &cfg,
+            &[],
+            0,
+            &mut |_, _| false,
+        )?;
+        debug_assert!(out.iter().all(|o| o.len() == 128));
+        Ok(())
+    })?;
+    Ok(
+        json!({"figure": "generate_greedy", "batch": batch, "prompt_tokens": 64, "new_tokens": 128,
+              "dtype": format!("{:?}", model.dtype()), "seconds_median": med,
+              "new_tokens_per_s": (batch * 128) as f64 / med, "peak_rss_mb": peak_rss_mb()}),
+    )
+}
+
+/// Multiply-adds of one token through the frozen model, counted as FLOPs (2 per MAC): every
+/// projection, the lm_head and attention's two matmuls at sequence length `seq`.
+pub fn forward_flops_per_token(model: &Llama, seq: usize) -> f64 {
+    let per_layer: usize = ALL_MODULES
+        .iter()
+        .map(|&m| {
+            let (o, i) = model.projection_shape(m);
+            o * i
+        })
+        .sum();
+    let cfg = &model.cfg;
+    let attention = 2 * seq * cfg.num_attention_heads * cfg.head_dim;
+    let macs = cfg.num_hidden_layers * (per_layer + attention) + cfg.vocab_size * cfg.hidden_size;
+    2.0 * macs as f64
+}
+
+fn bench_training(model: &Llama, steps: usize) -> Result<Value> {
+    let (batch, seq) = (8, 256);
+    let spec = LoraSpec::default();
+    let tr = LoraTrainable::new(model, "bench", "bench", &spec, 0, 0.0)?;
+    let vars = tr.vars();
+    let mut opt = AdamW::new(vars.clone(), AdamWParams::default())?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let seqs: Vec<TrainSeq> = (0..batch)
+        .map(|_| TrainSeq {
+            ids: random_ids(&mut rng, seq, model.cfg.vocab_size),
+            target: vec![true; seq],
+        })
+        .collect();
+    let refs: Vec<&TrainSeq> = seqs.iter().collect();
+    let mode = Mode::Train {
+        dropout: 0.0,
+        seed: 0,
+    };
+    let mut last = 0f64;
+    let med = timed(steps, || {
+        let mut out = loss_and_grads(model, &tr.stack()?, &refs, mode, &vars, 1.0)?;
+        clip_grad_norm(&mut out.grads, 1.0)?;
+        opt.step(&out.grads, 3e-4)?;
+        last = out.loss;
+        Ok(())
+    })?;
+    let tokens_per_s = (batch * seq) as f64 / med;
+    // Forward plus the backward to the activations (the frozen weights get no gradient): twice
+    // the forward. The checkpointing's extra forward is not counted as useful work.
+    let model_flops = 2.0 * forward_flops_per_token(model, seq) * tokens_per_s;
+    Ok(
+        json!({"figure": "lora_train_step", "batch": batch, "seq": seq, "rank": spec.rank,
+              "targets": ["q_proj","k_proj","v_proj","up_proj","down_proj"],
+              "dtype": format!("{:?}", model.dtype()), "seconds_median": med,
+              "tokens_per_s": tokens_per_s, "model_tflops_per_s": model_flops / 1e12,
+              "final_loss": last, "peak_rss_mb": peak_rss_mb()}),
+    )
+}
+
+fn random_adapter(model: &Llama, name: &str, seed: u64) -> Result<LoraAdapter> {
+    let shapes = |m: Module| model.projection_shape(m);
+    let mut a = LoraAdapter::init(
+        name,
+        "bench",
+        &shapes,
+        model.layers.len(),
+        &LoraSpec::default().targets,
+        16,
+        32.0,
+        false,
+        seed,
+        model.device(),
+    )?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for p in a.pairs.values_mut() {
+        let n = p.b.elem_count();
+        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.01..0.01)).collect();
+        p.b = Tensor::from_vec(v, p.b.shape(), model.device())?;
+    }
+    Ok(a)
+}
+
+fn bench_merges(model: &Llama, reps: usize) -> Result<Vec<Value>> {
+    let ads = vec![
+        random_adapter(model, "a", 1)?,
+        random_adapter(model, "b", 2)?,
+    ];
+    let mut figures = Vec::new();
+    for (name, density) in [
+        ("cat", None),
+        ("linear", None),
+        ("ties", Some(0.5)),
+        ("dare_ties", Some(0.5)),
+        ("svd", None),
+    ] {
+        let method = MergeMethod::from_name(
+            name,
+            &MergeOptions {
+                density,
+                ..Default::default()
+            },
+        )?;
+        let med = timed(reps, || {
+            merge(&method, &ads, &[0.7, 0.3])?;
+            Ok(())
+        })?;
+        figures.push(json!({"figure": "merge", "method": name, "rank": 16, "seconds_median": med}));
+    }
+    Ok(figures)
+}

@@ -1,0 +1,68 @@
+//! `soup bench`: the performance figures of BENCHMARKS.md, one JSON line each, on the same
+//! work as ../shared/bench/torch_reference.py (run the two beside each other and compare).
+
+use super::Ctx;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use soup_core::bench::{random_model, BenchOptions};
+use soup_core::model::ModelConfig;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The model: a name from `soup model list`, `default`, an HF directory or a GGUF file.
+    #[arg(long, conflicts_with = "config")]
+    pub model: Option<String>,
+    /// Instead of a model, random weights of this config.json's shapes (speed does not depend
+    /// on the weights; nothing to download or carry).
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub config: Option<PathBuf>,
+    /// Which figures: any of gen, train, merge.
+    #[arg(long, default_value = "gen,train,merge")]
+    pub only: String,
+    /// Timed repetitions per figure (after one warm-up); medians are printed.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+    let device = ctx.device()?;
+    let model = match (&args.model, &args.config) {
+        (_, Some(cfg)) => {
+            let cfg = ModelConfig::from_file(cfg)?;
+            random_model(cfg, &device, 0)?.to_dtype(soup_core::device::compute_dtype(&device)?)?
+        }
+        (Some(spec), None) => {
+            let store = ctx.store().ok();
+            let (name, path) =
+                soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, spec)?;
+            soup_core::runtime::load_model_at(&name, &path, &device)
+                .with_context(|| format!("cannot load {}", path.display()))?
+                .model
+        }
+        (None, None) => {
+            bail!("give --model (a model) or --config (random weights of a config.json)")
+        }
+    };
+    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
+    if let Some(bad) = only
+        .iter()
+        .find(|o| !matches!(**o, "gen" | "train" | "merge"))
+    {
+        bail!("--only {bad:?}: expected gen, train or merge");
+    }
+    let opts = BenchOptions {
+        generation: only.contains(&"gen"),
+        training: only.contains(&"train"),
+        merges: only.contains(&"merge"),
+        reps: args.reps,
+    };
+    eprintln!(
+        "device {:?}, dtype {:?}, {} layers",
+        device,
+        model.dtype(),
+        model.layers.len()
+    );
+    soup_core::bench::run(&model, &opts, &mut |figure| println!("{figure}"))?;
+    Ok(())
+}
