@@ -16,8 +16,8 @@ $S --device cpu inspect logits --model $T --text "$TEXT" --out "$OUT/logits-cpu.
 $S --device cuda --dtype f32 inspect logits --model $T --text "$TEXT" --out "$OUT/logits-cuda-f32.safetensors"
 $S --device cuda --dtype bf16 inspect logits --model $T --text "$TEXT" --out "$OUT/logits-cuda-bf16.safetensors"
 python3 bench/gpu/compare_logits.py "$OUT"/logits-cpu.safetensors "$OUT"/logits-cuda-f32.safetensors "$OUT"/logits-cuda-bf16.safetensors | tee "$OUT/check.txt"
-for dt in bf16 f32; do
-  timeout 150 $S --device cuda --dtype $dt bench --config "$W/smollm2-config.json" --reps 5 --only gen,train,merge \
+for dt in ${SOUP_GPU_DTYPES:-bf16 f32}; do
+  timeout 150 $S --device cuda --dtype $dt bench --config "$W/smollm2-config.json" --reps 5 --only ${SOUP_GPU_ONLY:-gen,train,merge} \
     > "$OUT/bench-cuda-$dt.jsonl" 2> "$OUT/bench-cuda-$dt.log"
   echo "bench $dt: rc $?"; cat "$OUT/bench-cuda-$dt.jsonl"
 done

@@ -1,5 +1,5 @@
 """Prints a `[budgets.gpu]` table for the code-math recipe: the largest of a ladder of sizes
-whose estimated time, from the measured training and generation speeds of the first device
+(or the size given as a third argument) whose estimated time, from the measured training and generation speeds of the first device
 call, fits in the given seconds. Estimates: training tokens = (2 skills + DATA-MIX on both) x
 examples x epochs x ~160 tokens (+5% for CAT); generation = 11 configurations x (target +
 skill questions) x new tokens at the batch-16 rate."""
@@ -17,6 +17,8 @@ ladder = [  # examples, epochs, target questions, skill questions, new tokens
     (250, 1, 60, 30, 160),
     (120, 1, 40, 20, 128),
 ]
+if len(sys.argv) > 3:  # an explicit size: "examples epochs target skill new_tokens"
+    ladder = [tuple(int(v) for v in sys.argv[3].split())]
 for n, epochs, target, skill, new in ladder:
     train = 4 * n * epochs * 160 * 1.05 / train_tps
     gen = 11 * (target + skill) * new / gen_tps

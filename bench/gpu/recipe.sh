@@ -10,7 +10,7 @@ cat "$W/model.gguf.part1" .gpu2/model.gguf.part2 > "$W/model.gguf"
 echo "$(cat .gpu2/model.gguf.sha256)  $W/model.gguf" | sha256sum -c - || exit 4
 S="$W/soup --data-dir $W/data --device cuda"
 $S recipe code-math --show > "$W/code-math.toml"
-python3 bench/gpu/pick_budget.py "$W"/bench-cuda-bf16.jsonl "${SOUP_GPU_SECONDS:-300}" >> "$W/code-math.toml"
+python3 bench/gpu/pick_budget.py "$W"/bench-cuda-bf16.jsonl "${SOUP_GPU_SECONDS:-300}" ${SOUP_GPU_SIZE:+"$SOUP_GPU_SIZE"} >> "$W/code-math.toml"
 sed -i "s|^model = .*|model = \"$W/model.gguf\"|" "$W/code-math.toml"
 cp "$W/code-math.toml" "$OUT/"
 tail -12 "$OUT/code-math.toml"
@@ -18,9 +18,11 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >
 SMI=$!
 start=$(date +%s)
 timeout "${SOUP_GPU_LIMIT:-420}" $S recipe "$W/code-math.toml" --budget gpu > "$OUT/recipe.md" 2> "$OUT/recipe.log"
-echo "recipe rc $? after $(( $(date +%s) - start )) s"
+rc=$?
+echo "recipe rc $rc after $(( $(date +%s) - start )) s"
 kill $SMI 2>/dev/null
-$S recipe "$W/code-math.toml" --budget gpu --csv > "$OUT/recipe.csv" 2>/dev/null || true
+# Only a finished recipe is printed again (as CSV): a re-run would go on computing.
+[ $rc -eq 0 ] && $S recipe "$W/code-math.toml" --budget gpu --csv > "$OUT/recipe.csv" 2>/dev/null
 $S --json runs list > "$OUT/runs.json" 2>&1 || true
 $S adapter list > "$OUT/adapters.txt" 2>&1 || true
 cat "$OUT/recipe.md"; tail -5 "$OUT/recipe.log"

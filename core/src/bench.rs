@@ -35,7 +35,10 @@ pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> R
         }
     }
     if opts.training {
-        emit(bench_training(model, opts.reps.max(3))?);
+        // The reference's work (no dropout), then soup's default LoRA dropout of 0.05.
+        for dropout in [0.0, 0.05] {
+            emit(bench_training(model, opts.reps.max(3), dropout)?);
+        }
     }
     if opts.merges {
         for figure in bench_merges(model, opts.reps)? {
@@ -134,7 +137,9 @@ fn timed(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 fn bench_generation(model: &Llama, batch: usize, reps: usize) -> Result<Value> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_ids(&mut rng, 64, model.cfg.vocab_size)).collect();
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|_| random_ids(&mut rng, 64, model.cfg.vocab_size))
+        .collect();
     let cfg = SamplingConfig {
         max_new_tokens: 128,
         ..Default::default()
@@ -176,7 +181,7 @@ pub fn forward_flops_per_token(model: &Llama, seq: usize) -> f64 {
     2.0 * macs as f64
 }
 
-fn bench_training(model: &Llama, steps: usize) -> Result<Value> {
+fn bench_training(model: &Llama, steps: usize, dropout: f32) -> Result<Value> {
     let (batch, seq) = (8, 256);
     let spec = LoraSpec::default();
     let tr = LoraTrainable::new(model, "bench", "bench", &spec, 0, 0.0)?;
@@ -190,10 +195,7 @@ fn bench_training(model: &Llama, steps: usize) -> Result<Value> {
         })
         .collect();
     let refs: Vec<&TrainSeq> = seqs.iter().collect();
-    let mode = Mode::Train {
-        dropout: 0.0,
-        seed: 0,
-    };
+    let mode = Mode::Train { dropout, seed: 0 };
     let mut last = 0f64;
     let med = timed(steps, || {
         let mut out = loss_and_grads(model, &tr.stack()?, &refs, mode, &vars, 1.0)?;
@@ -207,7 +209,7 @@ fn bench_training(model: &Llama, steps: usize) -> Result<Value> {
     // the forward. The checkpointing's extra forward is not counted as useful work.
     let model_flops = 2.0 * forward_flops_per_token(model, seq) * tokens_per_s;
     Ok(
-        json!({"figure": "lora_train_step", "batch": batch, "seq": seq, "rank": spec.rank,
+        json!({"figure": "lora_train_step", "batch": batch, "seq": seq, "rank": spec.rank, "dropout": dropout,
               "targets": ["q_proj","k_proj","v_proj","up_proj","down_proj"],
               "dtype": format!("{:?}", model.dtype()), "seconds_median": med,
               "tokens_per_s": tokens_per_s, "model_tflops_per_s": model_flops / 1e12,

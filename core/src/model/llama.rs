@@ -2,14 +2,16 @@
 //! layer carry a stack of LoRA adapters.
 //!
 //! Two numeric paths share the weights: `Mode::Infer` uses candle's fused kernels (rms_norm,
-//! softmax_last_dim, rope), which have no backward; `Mode::Train` uses differentiable forms of
-//! the same operations so gradients reach the adapters' A, B and the CAT weights.
+//! softmax_last_dim, rope), which have no backward; `Mode::Train` runs the same kernels joined
+//! to the graph with hand-written backwards (`ops`), so gradients reach the adapters' A, B and
+//! the CAT weights, and frozen weights get no gradient computed.
 
 use super::config::ModelConfig;
+use super::ops;
 use crate::error::{CoreError, Result};
 use crate::lora::stack::Coefficient;
 use crate::lora::{AdapterStack, Module};
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use std::collections::HashMap;
 
 /// Which numeric path the forward takes.
@@ -423,7 +425,12 @@ impl Llama {
         };
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?;
         let (b2, s2, hd) = x.dims3()?;
-        let logits = x.reshape((b2 * s2, hd))?.matmul(&self.lm_head.t()?)?;
+        let x = x.reshape((b2 * s2, hd))?;
+        let logits = if mode.differentiable() {
+            ops::frozen_linear(&x, &self.lm_head)?
+        } else {
+            x.matmul(&self.lm_head.t()?)?
+        };
         Ok(logits
             .to_dtype(DType::F32)?
             .reshape((b2, s2, self.cfg.vocab_size))?)
@@ -521,17 +528,18 @@ impl Llama {
         // Grouped-query attention without copying keys: the rep query heads of one kv head
         // are stacked along the sequence axis. q5: (b, nkv, rep * s, d)
         let q5 = q.reshape((b, nkv, rep * s, d))?;
-        let scores = (q5.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        // scores: (b, nkv, rep, s, t)
-        let scores = scores.reshape((b, nkv, rep, s, t))?;
-        let scores = match &frame.mask {
-            Some(m) => scores.broadcast_add(&m.unsqueeze(1)?)?,
-            None => scores,
-        };
+        let scale = 1.0 / (d as f64).sqrt();
+        // scores: (b, nkv, rep, s, t); mask: (b, 1, 1, s, t)
+        let scores = q5.matmul(&k.t()?)?.reshape((b, nkv, rep, s, t))?;
+        let mask = frame.mask.as_ref().map(|m| m.unsqueeze(1)).transpose()?;
         let probs = if ctx.mode.differentiable() {
-            let dt = scores.dtype();
-            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dt)?
+            ops::masked_softmax(&scores, mask.as_ref(), scale)?
         } else {
+            let scores = (scores * scale)?;
+            let scores = match &mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let out = probs.reshape((b, nkv, rep * s, t))?.matmul(&v)?;
@@ -554,7 +562,11 @@ struct LayerCtx<'a> {
 fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tensor> {
     let (b, s, n_in) = x.dims3()?;
     let x2 = x.reshape((b * s, n_in))?;
-    let mut y = x2.matmul(&p.weight.t()?)?;
+    let mut y = if ctx.mode.differentiable() {
+        ops::frozen_linear(&x2, &p.weight)?
+    } else {
+        x2.matmul(&p.weight.t()?)?
+    };
     if let Some(bias) = &p.bias {
         y = y.broadcast_add(bias)?;
     }
@@ -579,55 +591,49 @@ fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tens
     Ok(y.reshape((b, s, p.out_features()))?)
 }
 
-/// Inverted dropout with a counter-based mask (splitmix64 of seed and element index).
+/// Inverted dropout with a counter-based mask (splitmix64 of seed and element index), so the
+/// checkpointed recompute and a resumed run draw the same masks on any device. The mask is
+/// drawn on all cores and moved to the device as bytes: drawn one element at a time it cost
+/// more than the GPU's whole step.
 fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let n = x.elem_count();
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E3779B97F4A7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
-            if u < p {
-                0.0
-            } else {
-                keep
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let mut kept = vec![0u8; x.elem_count()];
+    kept.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (j, k) in chunk.iter_mut().enumerate() {
+                let i = (c * CHUNK + j) as u64;
+                let mut z = seed.wrapping_add(i.wrapping_mul(0x9E3779B97F4A7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+                z ^= z >> 31;
+                let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+                *k = u8::from(u >= p);
             }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        });
+    let mask = Tensor::from_vec(kept, x.shape(), x.device())?
+        .to_dtype(x.dtype())?
+        .affine(1.0 / (1.0 - p as f64), 0.0)?;
     Ok((x * mask)?)
 }
 
-/// x: (..., hidden). The fused kernel on inference, the differentiable form in training.
+/// x: (..., hidden). The fused kernel, with a hand-written backward when training.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
-    if !mode.differentiable() {
-        return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?);
+    if mode.differentiable() {
+        return ops::rms_norm(x, w, eps);
     }
-    // In f32 whatever the activations' dtype, as transformers does.
-    let dt = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-    Ok(x.to_dtype(dt)?.broadcast_mul(w)?)
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
 }
 
 /// x: (b, h, s, d); cos, sin: (b, s, d/2). HF's rotate-half layout.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
-    if !mode.differentiable() {
-        return Ok(candle_nn::rotary_emb::rope(
-            x,
-            &cos.contiguous()?,
-            &sin.contiguous()?,
-        )?);
+    if mode.differentiable() {
+        return ops::rope(x, cos, sin);
     }
-    let d = x.dims()[3];
-    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
-    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+    Ok(candle_nn::rotary_emb::rope(
+        x,
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+    )?)
 }

@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod llama;
 pub mod load;
+mod ops;
 pub mod tokenizer;
 
 pub use config::ModelConfig;
