@@ -8,7 +8,7 @@ use soup_core::lora::peft::load_peft;
 use soup_core::lora::{AdapterStack, LoraAdapter, Module};
 use soup_core::model::load::load_hf_weights;
 use soup_core::model::{Llama, Mode};
-use soup_core::train::batch::{batch_loss, loss_and_grads};
+use soup_core::train::batch::{batch_loss, loss_and_grads, loss_and_grads_keeping};
 use soup_core::train::{
     train_loop, CatParam, CatTrainable, JobControl, LoopConfig, LoraSpec, LoraTrainable,
     TrainEvent, TrainSeq, Trainable,
@@ -82,13 +82,21 @@ fn loss_and_gradients_match_pytorch_peft() {
     let grads = loss.backward().unwrap();
     // vars come in (A, B) pairs in the adapter's (layer, module) order.
     let vars = tr.vars();
-    // Training's path: activation checkpointing, one layer's graph at a time.
-    let ck = loss_and_grads(&model, &tr.stack().unwrap(), &refs_b, TRAIN, &vars, 1.0).unwrap();
-    assert!(
-        (ck.loss as f32 - l).abs() < 1e-5,
-        "checkpointed loss {}",
-        ck.loss
-    );
+    // Training's path: activation checkpointing, with every layer recomputed (keep 0), the top
+    // one kept from the forward (1), or both kept (2, plain backpropagation in pieces).
+    let ck: Vec<_> = (0..=2)
+        .map(|keep| {
+            let stack = tr.stack().unwrap();
+            let out =
+                loss_and_grads_keeping(&model, &stack, &refs_b, TRAIN, &vars, 1.0, keep).unwrap();
+            assert!(
+                (out.loss as f32 - l).abs() < 1e-5,
+                "keep {keep}: loss {}",
+                out.loss
+            );
+            out
+        })
+        .collect();
     let mut checked = 0;
     for (i, (&(layer, m), _)) in adapter.pairs.iter().enumerate() {
         for (j, ab) in ["lora_A", "lora_B"].iter().enumerate() {
@@ -101,10 +109,14 @@ fn loss_and_gradients_match_pytorch_peft() {
             let full = grads
                 .get(vars[2 * i + j].as_tensor())
                 .expect("no gradient reached the adapter");
-            let checkpointed = ck.grads[2 * i + j]
-                .as_ref()
-                .expect("no checkpointed gradient reached the adapter");
-            for (path, got) in [("full graph", full), ("checkpointed", checkpointed)] {
+            let mut paths = vec![("full graph".to_string(), full)];
+            for (keep, out) in ck.iter().enumerate() {
+                let got = out.grads[2 * i + j]
+                    .as_ref()
+                    .expect("no checkpointed gradient reached the adapter");
+                paths.push((format!("checkpointed, keep {keep}"), got));
+            }
+            for (path, got) in paths {
                 let d = max_abs(&(got - want).unwrap());
                 let scale = max_abs(want).max(1e-6);
                 assert!(
@@ -150,9 +162,9 @@ fn check_fd(tr: &dyn Trainable, model: &Llama, seqs: &[TrainSeq], which: &[usize
             .to_scalar::<f32>()
             .unwrap()
     };
-    // The analytic side is training's own path: checkpointed, accumulated over layers.
+    // The analytic side is training's own path, every layer recomputed and accumulated.
     let vars = tr.vars();
-    let grads = loss_and_grads(model, &tr.stack().unwrap(), &refs, TRAIN, &vars, 1.0)
+    let grads = loss_and_grads_keeping(model, &tr.stack().unwrap(), &refs, TRAIN, &vars, 1.0, 0)
         .unwrap()
         .grads;
     for &vi in which {

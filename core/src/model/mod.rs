@@ -5,7 +5,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod llama;
 pub mod load;
-mod ops;
+pub(crate) mod ops;
 pub mod tokenizer;
 
 pub use config::ModelConfig;

@@ -132,6 +132,28 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// Per-row cross-entropy of logits (n, vocab) against labels (n) u32, as (n). Backward:
+/// (softmax − one-hot) scaled by each row's incoming gradient: two passes over the logits
+/// instead of the composite log-softmax's many.
+pub fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let x = logits.detach();
+    let max = x.max_keepdim(D::Minus1)?;
+    let lse = (x
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let labels = labels.unsqueeze(1)?;
+    let nll = (lse - x.gather(&labels, 1)?)?.squeeze(1)?;
+    WithBackward::apply(logits, nll, "cross-entropy", move |x, g| {
+        let p = candle_nn::ops::softmax_last_dim(&x.contiguous()?)?;
+        let minus_one = Tensor::full(-1f32, labels.dims(), x.device())?.to_dtype(p.dtype())?;
+        p.scatter_add_set(&labels, &minus_one, 1)?;
+        p.broadcast_mul(&g.unsqueeze(1)?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +199,19 @@ mod tests {
             diff(&g1, &g2) < 1e-4,
             "gradients differ by {}",
             diff(&g1, &g2)
+        );
+    }
+
+    #[test]
+    fn cross_entropy_matches_log_softmax() {
+        let labels = Tensor::from_vec(vec![0u32, 4, 2], 3, &Device::Cpu).unwrap();
+        check(
+            &(randn(&[3, 5], 10) * 8.0).unwrap(),
+            |x| cross_entropy_rows(x, &labels),
+            |x| {
+                let lsm = candle_nn::ops::log_softmax(x, D::Minus1)?;
+                lsm.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
+            },
         );
     }
 

@@ -126,7 +126,8 @@ pub struct LossGrads {
 /// runs without a graph and keeps only each layer's input; the backward then rebuilds one
 /// layer's graph at a time from its input and pushes the incoming gradient through it. Peak
 /// memory is one layer's graph plus the residual stream of every layer, instead of the whole
-/// model's graph, for one more forward pass (on the fused kernels) per step.
+/// model's graph, for one more forward pass (on the fused kernels) per step. The top layers
+/// whose graphs fit a memory budget keep them from the forward instead.
 pub fn loss_and_grads(
     model: &Llama,
     stack: &AdapterStack,
@@ -135,15 +136,45 @@ pub fn loss_and_grads(
     vars: &[Var],
     scale: f64,
 ) -> Result<LossGrads> {
+    let len = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+    let keep = kept_layers(model, batch.len(), len);
+    loss_and_grads_keeping(model, stack, batch, mode, vars, scale, keep)
+}
+
+/// [`loss_and_grads`] with the number of top layers whose graph is kept from the forward
+/// (the others are recomputed one at a time): all of them is plain backpropagation.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads_keeping(
+    model: &Llama,
+    stack: &AdapterStack,
+    batch: &[&TrainSeq],
+    mode: Mode,
+    vars: &[Var],
+    scale: f64,
+    keep: usize,
+) -> Result<LossGrads> {
     let p = prepare(model, batch)?;
     let frame = model.frame(&p.ids, &p.input, 0)?;
     let n_layers = model.layers.len();
-    // inputs[l]: the residual stream entering layer l; inputs[n_layers]: the head's input.
-    let mut inputs = Vec::with_capacity(n_layers + 1);
+    let keep = keep.min(n_layers);
+    let split = n_layers - keep;
+    // inputs[l]: the residual stream entering layer l < split.
+    let mut inputs = Vec::with_capacity(split + 1);
     inputs.push(model.embed(&p.ids)?);
-    for l in 0..n_layers {
+    for l in 0..split {
         let x = model.layer_forward(l, &inputs[l], &frame, stack, mode.without_graph(), None)?;
         inputs.push(x.detach());
+    }
+    let kept_in = inputs.pop().expect("the embeddings are pushed first");
+    // The embeddings need no gradient: below every layer, the input stays a constant.
+    let kept_in = if split > 0 {
+        Var::from_tensor(&kept_in)?.into_inner()
+    } else {
+        kept_in
+    };
+    let mut kept_out = kept_in.clone();
+    for l in split..n_layers {
+        kept_out = model.layer_forward(l, &kept_out, &frame, stack, mode, None)?;
     }
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
     let mut collect = |g: &GradStore| -> Result<()> {
@@ -160,7 +191,7 @@ pub fn loss_and_grads(
     // The head in chunks of rows: (rows x vocab) logits and their gradient are the largest
     // tensors of a step, and the head has nothing to train, so each chunk's graph is dropped
     // as soon as its gradient reaches the residual stream.
-    let top = Var::from_tensor(&inputs.pop().expect("the embeddings are pushed first"))?;
+    let top = Var::from_tensor(&kept_out.detach())?;
     let rows = p.input.rows.as_ref().expect("prepare selects target rows");
     let mut loss_value = 0f64;
     let mut upstream: Option<Tensor> = None;
@@ -173,8 +204,8 @@ pub fn loss_and_grads(
         let logits = model.head(top.as_tensor(), &input, mode)?.squeeze(0)?;
         let labels = p.labels.narrow(0, start, len)?;
         // The chunk's share of the mean over all targets.
-        let share = len as f64 / p.n_targets as f64;
-        let loss = (candle_nn::loss::cross_entropy(&logits, &labels)? * share)?;
+        let nll = crate::model::ops::cross_entropy_rows(&logits, &labels)?;
+        let loss = (nll.sum_all()? / p.n_targets as f64)?;
         loss_value += loss.to_scalar::<f32>()? as f64;
         let g = (loss * scale)?.backward()?;
         let gx = grad_of(&g, top.as_tensor())?;
@@ -184,9 +215,15 @@ pub fn loss_and_grads(
         });
     }
     let mut upstream = upstream.expect("prepare refuses a batch without targets");
-    for l in (0..n_layers).rev() {
-        let x = inputs.pop().expect("one input per layer");
-        // The embeddings need no gradient: layer 0's input stays a constant.
+    if keep > 0 {
+        let g = (kept_out * &upstream)?.sum_all()?.backward()?;
+        collect(&g)?;
+        if split > 0 {
+            upstream = grad_of(&g, &kept_in)?;
+        }
+    }
+    for l in (0..split).rev() {
+        let x = inputs.pop().expect("one input per recomputed layer");
         let x = if l > 0 {
             Var::from_tensor(&x)?.into_inner()
         } else {
@@ -205,6 +242,21 @@ pub fn loss_and_grads(
         tokens: p.tokens,
         grads,
     })
+}
+
+/// Memory that the graphs of the top layers may take during a step: recomputing a layer costs
+/// its forward again, keeping it costs its graph. 2 GiB keeps 7 of SmolLM2's 30 layers at
+/// batch 8 x 256 (peak about 3.5 GB).
+const KEPT_GRAPH_BYTES: usize = 2 << 30;
+
+/// How many top layers fit [`KEPT_GRAPH_BYTES`]. A layer's graph per token is about 14 hidden,
+/// 9 intermediate and 5 x heads x length values (measured on SmolLM2: 280 MB a layer at
+/// batch 8 x 256 in f32).
+fn kept_layers(model: &Llama, batch: usize, len: usize) -> usize {
+    let c = &model.cfg;
+    let per_token = 14 * c.hidden_size + 9 * c.intermediate_size + 5 * c.num_attention_heads * len;
+    let per_layer = (batch * len * per_token * model.dtype().size_in_bytes()).max(1);
+    KEPT_GRAPH_BYTES / per_layer
 }
 
 /// Target rows per chunk of the head in [`loss_and_grads`]: 256 x 49,152 logits are 50 MB.
