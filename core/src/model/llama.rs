@@ -28,7 +28,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Whether the forward uses the differentiable forms (and so keeps a graph).
+    /// Whether the forward keeps a graph (the fused kernels joined to it by `ops`).
     pub fn differentiable(self) -> bool {
         matches!(self, Mode::Train { .. })
     }
@@ -294,7 +294,7 @@ impl Llama {
     }
 
     /// The same model with its frozen weights and activations in `dtype` (bf16 or f16 on a
-    /// GPU). Norms, softmax and the loss still compute in f32; logits come back as f32.
+    /// GPU). Logits come back as f32, so the loss computes in f32; rms_norm's backward does too.
     pub fn to_dtype(mut self, dtype: DType) -> Result<Self> {
         let cast = |t: &mut Tensor| -> Result<()> {
             *t = t.to_dtype(dtype)?;
