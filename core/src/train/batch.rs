@@ -180,10 +180,7 @@ pub fn loss_and_grads_keeping(
     let mut collect = |g: &GradStore| -> Result<()> {
         for (acc, v) in grads.iter_mut().zip(vars) {
             if let Some(gi) = g.get(v.as_tensor()) {
-                *acc = Some(match acc.take() {
-                    Some(a) => (a + gi)?,
-                    None => gi.clone(),
-                });
+                add_grad(acc, gi.clone())?;
             }
         }
         Ok(())
@@ -265,6 +262,16 @@ fn kept_layers(model: &Llama, batch: usize, len: usize, mode: Mode) -> usize {
 
 /// Target rows per chunk of the head in [`loss_and_grads`]: 256 x 49,152 logits are 50 MB.
 const HEAD_CHUNK: usize = 256;
+
+/// Adds `g` to the gradient accumulated in `acc` (layers of one step, micro-batches of one
+/// optimizer step).
+pub(crate) fn add_grad(acc: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + g)?,
+        None => g,
+    });
+    Ok(())
+}
 
 fn grad_of(g: &GradStore, x: &Tensor) -> Result<Tensor> {
     g.get(x).cloned().ok_or_else(|| {

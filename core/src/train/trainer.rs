@@ -5,7 +5,7 @@
 //! them. The data order is a pure function of the seed and the epoch, so a resumed run
 //! replays exactly the batches the uninterrupted run would have seen.
 
-use super::batch::{eval_loss, loss_and_grads, make_batches, TrainSeq};
+use super::batch::{add_grad, eval_loss, loss_and_grads, make_batches, TrainSeq};
 use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, Decay};
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
@@ -237,10 +237,7 @@ pub fn train_loop(
             loss_sum += lv * w;
             for (acc, gi) in grads.iter_mut().zip(out.grads) {
                 if let Some(gi) = gi {
-                    *acc = Some(match acc.take() {
-                        Some(a) => (a + gi)?,
-                        None => gi,
-                    });
+                    add_grad(acc, gi)?;
                 }
             }
         }

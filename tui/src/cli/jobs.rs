@@ -3,6 +3,7 @@
 //! cleanly (it keeps its checkpoint or finished questions) instead of killing the process.
 //! A second Ctrl-C exits at once.
 
+use crate::dashboard::format::duration_s;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use soup_core::engine::{Engine, JobSpec, JobUpdate, RunOutcome};
 use soup_core::CoreError;
@@ -209,10 +210,10 @@ fn show(bar: &ProgressBar, view: &JobView, u: &JobUpdate) {
                 msg.push(format!("{t:.0} tok/s"));
             }
             match (eta_s, total) {
-                (Some(e), Some(_)) if loss.is_some() => msg.push(format!("ETA {}", eta(*e))),
+                (Some(e), Some(_)) if loss.is_some() => msg.push(format!("ETA {}", duration_s(*e))),
                 // Evaluations report seconds per question.
                 (Some(per), Some(t)) if *done <= t => {
-                    msg.push(format!("ETA {}", eta(per * (t - done) as f64)))
+                    msg.push(format!("ETA {}", duration_s(per * (t - done) as f64)))
                 }
                 _ => {}
             }
@@ -220,19 +221,5 @@ fn show(bar: &ProgressBar, view: &JobView, u: &JobUpdate) {
         }
         JobUpdate::Failed(m) => bar.println(format!("{}: failed: {m}", view.label)),
         _ => {}
-    }
-}
-
-fn eta(seconds: f64) -> String {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return "?".into();
-    }
-    let s = seconds.round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
     }
 }
