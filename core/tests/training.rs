@@ -408,3 +408,56 @@ fn half_precision_activations_train_f32_master_weights() {
         }
     }
 }
+
+/// The hand-written backward of training's path (`loss_and_grads`) against candle's autodiff
+/// of the whole `Mode::Train` graph, with LoRA dropout on, for a LoRA's factors and for CAT's
+/// coefficients, with every layer taped, none, or one.
+#[test]
+fn hand_written_backward_matches_autodiff() {
+    let model = model();
+    let (seqs, _) = fixture_batch();
+    let refs: Vec<&TrainSeq> = seqs.iter().collect();
+    let a = load_peft(&fixtures().join("adapter-a"), &Device::Cpu).unwrap();
+    let b = load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap();
+    let mode = Mode::Train {
+        dropout: 0.1,
+        seed: 7,
+    };
+    let lora = LoraTrainable::from_adapter(a.clone()).unwrap();
+    let cat = |param| CatTrainable::new(vec![a.clone(), b.clone()], 2, param, 1, &Device::Cpu);
+    let softmax = cat(CatParam::Softmax).unwrap();
+    let free = cat(CatParam::Free).unwrap();
+    let trainables = [
+        ("lora", &lora as &dyn Trainable),
+        ("cat softmax", &softmax),
+        ("cat free", &free),
+    ];
+    for (what, tr) in trainables {
+        let vars = tr.vars();
+        let (loss, _, _) = batch_loss(&model, &tr.stack().unwrap(), &refs, mode).unwrap();
+        let want = loss.backward().unwrap();
+        for keep in 0..=2 {
+            let got =
+                loss_and_grads_keeping(&model, &tr.stack().unwrap(), &refs, mode, &vars, 1.0, keep)
+                    .unwrap();
+            let l = loss.to_scalar::<f32>().unwrap() as f64;
+            assert!(
+                (got.loss - l).abs() < 1e-5,
+                "{what} keep {keep}: loss {} vs {l}",
+                got.loss
+            );
+            for (i, v) in vars.iter().enumerate() {
+                let w = want.get(v.as_tensor()).expect("autodiff reached the var");
+                let g = got.grads[i]
+                    .as_ref()
+                    .expect("the hand-written backward reached the var");
+                let d = max_abs(&(g - w).unwrap());
+                let scale = max_abs(w).max(1e-6);
+                assert!(
+                    d < 1e-5 + 1e-3 * scale,
+                    "{what} keep {keep} var {i}: max abs diff {d} (grad scale {scale})"
+                );
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! to the graph with hand-written backwards (`ops`), so gradients reach the adapters' A, B and
 //! the CAT weights, and frozen weights get no gradient computed.
 
+use super::backward::LayerTape;
 use super::config::ModelConfig;
 use super::ops;
 use crate::error::{CoreError, Result};
@@ -41,6 +42,13 @@ impl Mode {
         }
     }
 
+    /// LoRA dropout on the input of the adapters of `layer`'s module `m`: the probability and
+    /// the seed of its mask.
+    pub(super) fn lora_dropout(self, layer: usize, m: Module) -> Option<(f32, u64)> {
+        self.dropout()
+            .map(|(p, seed)| (p, seed ^ ((layer as u64) << 8 | m.index() as u64)))
+    }
+
     fn dropout(self) -> Option<(f32, u64)> {
         match self {
             Mode::Train { dropout, seed } | Mode::NoGrad { dropout, seed } if dropout > 0.0 => {
@@ -56,10 +64,10 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// (b, s, head_dim / 2)
-    cos: Tensor,
-    sin: Tensor,
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
     /// (b, 1, s, past + s), additive
-    mask: Option<Tensor>,
+    pub(super) mask: Option<Tensor>,
 }
 
 /// A frozen projection `y = x Wᵀ (+ b)`.
@@ -395,6 +403,43 @@ impl Llama {
         mode: Mode,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
+        self.layer(l, x, frame, stack, mode, cache, None)
+    }
+
+    /// Training's forward of one layer without a graph, recording in the tape what
+    /// [`Llama::layer_backward`] needs (with the same dropout masks as `mode`).
+    pub fn layer_forward_taped(
+        &self,
+        l: usize,
+        x: &Tensor,
+        frame: &Frame,
+        stack: &AdapterStack,
+        mode: Mode,
+    ) -> Result<(Tensor, LayerTape)> {
+        let mut tape = LayerTape::default();
+        let y = self.layer(
+            l,
+            x,
+            frame,
+            stack,
+            mode.without_graph(),
+            None,
+            Some(&mut tape),
+        )?;
+        Ok((y, tape))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        frame: &Frame,
+        stack: &AdapterStack,
+        mode: Mode,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mut tape: Option<&mut LayerTape>,
+    ) -> Result<Tensor> {
         let layer = &self.layers[l];
         let ctx = LayerCtx {
             layer: l,
@@ -403,13 +448,38 @@ impl Llama {
         };
         let eps = self.cfg.rms_norm_eps;
         let h = rms_norm(x, &layer.input_norm, eps, mode)?;
-        let h = self.attention(&h, layer, &ctx, frame, cache)?;
-        let x = (x + h)?;
-        let h = rms_norm(&x, &layer.post_norm, eps, mode)?;
-        let gate = project(&h, &layer.gate, Module::Gate, &ctx)?;
-        let up = project(&h, &layer.up, Module::Up, &ctx)?;
-        let h = project(&(gate.silu()? * up)?, &layer.down, Module::Down, &ctx)?;
-        Ok((x + h)?)
+        let h = self.attention(&h, layer, &ctx, frame, cache, tape.as_deref_mut())?;
+        let x2 = (x + h)?;
+        let h = rms_norm(&x2, &layer.post_norm, eps, mode)?;
+        let gate = project(
+            &h,
+            &layer.gate,
+            Module::Gate,
+            &ctx,
+            lora_slot(&mut tape, Module::Gate),
+        )?;
+        let up = project(
+            &h,
+            &layer.up,
+            Module::Up,
+            &ctx,
+            lora_slot(&mut tape, Module::Up),
+        )?;
+        let act = (gate.silu()? * &up)?;
+        let h = project(
+            &act,
+            &layer.down,
+            Module::Down,
+            &ctx,
+            lora_slot(&mut tape, Module::Down),
+        )?;
+        if let Some(t) = tape {
+            t.x = Some(x.clone());
+            t.x2 = Some(x2.clone());
+            t.gate = Some(gate);
+            t.up = Some(up);
+        }
+        Ok((x2 + h)?)
     }
 
     /// The final norm and the lm_head on the positions `input` asks for (rows, last or all).
@@ -492,6 +562,7 @@ impl Llama {
         ctx: &LayerCtx,
         frame: &Frame,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mut tape: Option<&mut LayerTape>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let nh = self.cfg.num_attention_heads;
@@ -499,15 +570,15 @@ impl Llama {
         let d = self.cfg.head_dim;
         let rep = nh / nkv;
         // q: (b, nh, s, d); k, v: (b, nkv, s, d)
-        let q = project(x, &layer.q, Module::Q, ctx)?
+        let q = project(x, &layer.q, Module::Q, ctx, lora_slot(&mut tape, Module::Q))?
             .reshape((b, s, nh, d))?
             .transpose(1, 2)?
             .contiguous()?;
-        let k = project(x, &layer.k, Module::K, ctx)?
+        let k = project(x, &layer.k, Module::K, ctx, lora_slot(&mut tape, Module::K))?
             .reshape((b, s, nkv, d))?
             .transpose(1, 2)?
             .contiguous()?;
-        let v = project(x, &layer.v, Module::V, ctx)?
+        let v = project(x, &layer.v, Module::V, ctx, lora_slot(&mut tape, Module::V))?
             .reshape((b, s, nkv, d))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -548,7 +619,21 @@ impl Llama {
             .reshape((b, nh, s, d))?
             .transpose(1, 2)?
             .reshape((b, s, nh * d))?;
-        project(&out, &layer.o, Module::O, ctx)
+        let y = project(
+            &out,
+            &layer.o,
+            Module::O,
+            ctx,
+            lora_slot(&mut tape, Module::O),
+        )?;
+        if let Some(t) = tape {
+            t.q = Some(q);
+            t.k = Some(k);
+            t.v = Some(v);
+            t.probs = Some(probs);
+            t.attn = Some(out);
+        }
+        Ok(y)
     }
 }
 
@@ -558,8 +643,15 @@ struct LayerCtx<'a> {
     mode: Mode,
 }
 
-/// x: (b, s, in) → (b, s, out): the frozen projection plus every adapter of the stack.
-fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tensor> {
+/// x: (b, s, in) → (b, s, out): the frozen projection plus every adapter of the stack. With a
+/// tape, each adapter's x Aᵀ (b·s, r) is recorded for the backward.
+fn project(
+    x: &Tensor,
+    p: &Projection,
+    m: Module,
+    ctx: &LayerCtx,
+    mut tape: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
     let (b, s, n_in) = x.dims3()?;
     let x2 = x.reshape((b * s, n_in))?;
     let mut y = if ctx.mode.differentiable() {
@@ -571,31 +663,50 @@ fn project(x: &Tensor, p: &Projection, m: Module, ctx: &LayerCtx) -> Result<Tens
         y = y.broadcast_add(bias)?;
     }
     for (pair, coef) in ctx.stack.at(ctx.layer, m)? {
-        let xin = match ctx.mode.dropout() {
-            Some((p, seed)) => {
-                dropout_mask(&x2, p, seed ^ ((ctx.layer as u64) << 8 | m.index() as u64))?
-            }
+        let xin = match ctx.mode.lora_dropout(ctx.layer, m) {
+            Some((p, seed)) => dropout_mask(&x2, p, seed)?,
             None => x2.clone(),
         };
         // (b*s, in) → (b*s, r) → (b*s, out). A and B are f32 master weights: the cast to the
-        // activations' dtype is part of the graph, so their gradients come back as f32.
+        // activations' dtype is part of the graph, so their gradients come back as f32. The
+        // factors and learned CAT weights join the graph only where one is kept: a forward
+        // without one must not hold every activation alive through them.
         let dt = x2.dtype();
-        let d = xin
-            .matmul(&pair.a.to_dtype(dt)?.t()?)?
-            .matmul(&pair.b.to_dtype(dt)?.t()?)?;
+        let (a, b) = if ctx.mode.differentiable() {
+            (pair.a.clone(), pair.b.clone())
+        } else {
+            (pair.a.detach(), pair.b.detach())
+        };
+        let u = xin.matmul(&a.to_dtype(dt)?.t()?)?;
+        let d = u.matmul(&b.to_dtype(dt)?.t()?)?;
+        if let Some(t) = tape.as_deref_mut() {
+            t.push(u);
+        }
         y = match coef {
             Coefficient::Const(c) => (y + (d * c)?)?,
-            Coefficient::Tensor(c) => (y + d.broadcast_mul(&c.to_dtype(dt)?)?)?,
+            Coefficient::Tensor(c) => {
+                let c = if ctx.mode.differentiable() {
+                    c
+                } else {
+                    c.detach()
+                };
+                (y + d.broadcast_mul(&c.to_dtype(dt)?)?)?
+            }
         };
     }
     Ok(y.reshape((b, s, p.out_features()))?)
+}
+
+/// Where a taped forward records the adapters' inputs of module `m`.
+fn lora_slot<'a>(tape: &'a mut Option<&mut LayerTape>, m: Module) -> Option<&'a mut Vec<Tensor>> {
+    tape.as_deref_mut().map(|t| &mut t.lora[m.index()])
 }
 
 /// Inverted dropout with a counter-based mask (splitmix64 of seed and element index), so the
 /// checkpointed recompute and a resumed run draw the same masks on any device. The mask is
 /// drawn on all cores and moved to the device as bytes: drawn one element at a time it cost
 /// more than the GPU's whole step.
-fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+pub(super) fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
     let mut kept = vec![0u8; x.elem_count()];

@@ -1,5 +1,6 @@
 //! The model: config parsing, the decoder, weight loading, tokenizer and the embedded default.
 
+pub mod backward;
 pub mod config;
 pub mod fetch;
 pub mod gguf;
@@ -8,5 +9,6 @@ pub mod load;
 pub(crate) mod ops;
 pub mod tokenizer;
 
+pub use backward::{LayerTape, StackGrads};
 pub use config::ModelConfig;
 pub use llama::{ForwardInput, KvCache, Llama, Mode};

@@ -97,10 +97,16 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res
     let p = candle_nn::ops::softmax_last_dim(&z)?;
     let saved = p.clone();
     WithBackward::apply(scores, p, "masked-softmax", move |_, g| {
-        let gp = (g * &saved)?;
-        let dot = gp.sum_keepdim(D::Minus1)?;
-        (gp - saved.broadcast_mul(&dot)?)? * scale
+        softmax_backward(&saved, g, scale)
     })
+}
+
+/// The gradient of the scores of [`masked_softmax`] from its result p and the result's
+/// gradient g: scale · p ⊙ (g − Σ g ⊙ p).
+pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let gp = (g * p)?;
+    let dot = gp.sum_keepdim(D::Minus1)?;
+    (gp - p.broadcast_mul(&dot)?)? * scale
 }
 
 /// rms_norm(x) · w over the last axis, w frozen. Backward, with r = 1/√(mean x² + eps) and
@@ -109,16 +115,26 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let y = candle_nn::ops::rms_norm(&x.detach().contiguous()?, w, eps as f32)?;
     let w = w.clone();
     WithBackward::apply(x, y, "rms-norm", move |x, g| {
-        let dt = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let u = g
-            .to_dtype(DType::F32)?
-            .broadcast_mul(&w.to_dtype(DType::F32)?)?;
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-        let m = (&u * &x)?.mean_keepdim(D::Minus1)?;
-        let dx = (u - x.broadcast_mul(&(m * r.sqr()?)?)?)?.broadcast_mul(&r)?;
-        dx.to_dtype(dt)
+        rms_norm_backward(x, &w, eps, g)
     })
+}
+
+/// The gradient of x in [`rms_norm`] given the result's gradient g.
+pub fn rms_norm_backward(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    g: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let u = g
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&w.to_dtype(DType::F32)?)?;
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    let m = (&u * &x)?.mean_keepdim(D::Minus1)?;
+    let dx = (u - x.broadcast_mul(&(m * r.sqr()?)?)?)?.broadcast_mul(&r)?;
+    dx.to_dtype(dt)
 }
 
 /// HF's rotate-half rotary embedding of x: (b, h, s, d) with cos, sin: (b, s, d/2). A rotation
@@ -132,26 +148,18 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Per-row cross-entropy of logits (n, vocab) against labels (n) u32, as (n). Backward:
-/// (softmax − one-hot) scaled by each row's incoming gradient: two passes over the logits
-/// instead of the composite log-softmax's many.
-pub fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let x = logits.detach();
-    let max = x.max_keepdim(D::Minus1)?;
-    let lse = (x
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?;
+/// Each row's cross-entropy of logits x (n, vocab) against labels (n) u32, and its gradient
+/// with respect to the logits, softmax(x) − one-hot: (n), (n, vocab), in a few passes.
+pub fn cross_entropy_with_grad(x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
     let labels = labels.unsqueeze(1)?;
-    let nll = (lse - x.gather(&labels, 1)?)?.squeeze(1)?;
-    WithBackward::apply(logits, nll, "cross-entropy", move |x, g| {
-        let p = candle_nn::ops::softmax_last_dim(&x.contiguous()?)?;
-        let minus_one = Tensor::full(-1f32, labels.dims(), x.device())?.to_dtype(p.dtype())?;
-        p.scatter_add_set(&labels, &minus_one, 1)?;
-        p.broadcast_mul(&g.unsqueeze(1)?)
-    })
+    let max = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    let nll = ((sum.log()? + max)? - x.gather(&labels, 1)?)?.squeeze(1)?;
+    let p = e.broadcast_div(&sum)?;
+    let minus_one = Tensor::full(-1f32, labels.dims(), x.device())?.to_dtype(p.dtype())?;
+    p.scatter_add_set(&labels, &minus_one, 1)?;
+    Ok((nll, p))
 }
 
 #[cfg(test)]
@@ -200,6 +208,14 @@ mod tests {
             "gradients differ by {}",
             diff(&g1, &g2)
         );
+    }
+
+    /// [`cross_entropy_with_grad`] joined to a graph, for `check`.
+    fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let (nll, grad) = cross_entropy_with_grad(&logits.detach(), labels)?;
+        WithBackward::apply(logits, nll, "cross-entropy", move |_, g| {
+            grad.broadcast_mul(&g.unsqueeze(1)?)
+        })
     }
 
     #[test]

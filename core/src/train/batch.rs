@@ -5,8 +5,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
-use crate::model::{ForwardInput, Llama, Mode};
-use candle_core::backprop::GradStore;
+use crate::model::{ForwardInput, Llama, Mode, StackGrads};
 use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -122,12 +121,11 @@ pub struct LossGrads {
     pub grads: Vec<Option<Tensor>>,
 }
 
-/// The loss of `batch` and its gradients, with activation checkpointing per layer: the forward
-/// runs without a graph and keeps only each layer's input; the backward then rebuilds one
-/// layer's graph at a time from its input and pushes the incoming gradient through it. Peak
-/// memory is one layer's graph plus the residual stream of every layer, instead of the whole
-/// model's graph, for one more forward pass (on the fused kernels) per step. The top layers
-/// whose graphs fit a memory budget keep them from the forward instead.
+/// The loss of `batch` and its gradients, by the hand-written backward
+/// ([`Llama::layer_backward`]): the forward runs the fused kernels without a graph, and each
+/// layer records what its backward needs (a tape) as long as the tapes fit a memory budget;
+/// the layers below keep only their input and are run again, taped, when the backward reaches
+/// them (activation checkpointing, for one more forward of those layers).
 pub fn loss_and_grads(
     model: &Llama,
     stack: &AdapterStack,
@@ -137,12 +135,12 @@ pub fn loss_and_grads(
     scale: f64,
 ) -> Result<LossGrads> {
     let len = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
-    let keep = kept_layers(model, batch.len(), len, mode);
+    let keep = taped_layers(model, batch.len(), len);
     loss_and_grads_keeping(model, stack, batch, mode, vars, scale, keep)
 }
 
-/// [`loss_and_grads`] with the number of top layers whose graph is kept from the forward
-/// (the others are recomputed one at a time): all of them is plain backpropagation.
+/// [`loss_and_grads`] with the number of top layers taped in the forward (the others are run
+/// again in the backward): all of them is plain backpropagation.
 #[allow(clippy::too_many_arguments)]
 pub fn loss_and_grads_keeping(
     model: &Llama,
@@ -156,112 +154,63 @@ pub fn loss_and_grads_keeping(
     let p = prepare(model, batch)?;
     let frame = model.frame(&p.ids, &p.input, 0)?;
     let n_layers = model.layers.len();
-    let keep = keep.min(n_layers);
-    let split = n_layers - keep;
-    // inputs[l]: the residual stream entering layer l < split.
-    let mut inputs = Vec::with_capacity(split + 1);
-    inputs.push(model.embed(&p.ids)?);
-    for l in 0..split {
-        let x = model.layer_forward(l, &inputs[l], &frame, stack, mode.without_graph(), None)?;
-        inputs.push(x.detach());
-    }
-    let kept_in = inputs.pop().expect("the embeddings are pushed first");
-    // The embeddings need no gradient: below every layer, the input stays a constant.
-    let kept_in = if split > 0 {
-        Var::from_tensor(&kept_in)?.into_inner()
-    } else {
-        kept_in
-    };
-    let mut kept_out = kept_in.clone();
-    for l in split..n_layers {
-        kept_out = model.layer_forward(l, &kept_out, &frame, stack, mode, None)?;
-    }
-    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let mut collect = |g: &GradStore| -> Result<()> {
-        for (acc, v) in grads.iter_mut().zip(vars) {
-            if let Some(gi) = g.get(v.as_tensor()) {
-                add_grad(acc, gi.clone())?;
-            }
-        }
-        Ok(())
-    };
-    // The head in chunks of rows: (rows x vocab) logits and their gradient are the largest
-    // tensors of a step, and the head has nothing to train, so each chunk's graph is dropped
-    // as soon as its gradient reaches the residual stream.
-    let top = Var::from_tensor(&kept_out.detach())?;
-    let rows = p.input.rows.as_ref().expect("prepare selects target rows");
-    let mut loss_value = 0f64;
-    let mut upstream: Option<Tensor> = None;
-    for start in (0..p.n_targets).step_by(HEAD_CHUNK) {
-        let len = HEAD_CHUNK.min(p.n_targets - start);
-        let input = ForwardInput {
-            rows: Some(rows.narrow(0, start, len)?),
-            ..Default::default()
-        };
-        let logits = model.head(top.as_tensor(), &input, mode)?.squeeze(0)?;
-        let labels = p.labels.narrow(0, start, len)?;
-        // The chunk's share of the mean over all targets.
-        let nll = crate::model::ops::cross_entropy_rows(&logits, &labels)?;
-        let loss = (nll.sum_all()? / p.n_targets as f64)?;
-        loss_value += loss.to_scalar::<f32>()? as f64;
-        let g = (loss * scale)?.backward()?;
-        let gx = grad_of(&g, top.as_tensor())?;
-        upstream = Some(match upstream {
-            Some(u) => (u + gx)?,
-            None => gx,
-        });
-    }
-    let mut upstream = upstream.expect("prepare refuses a batch without targets");
-    if keep > 0 {
-        let g = (kept_out * &upstream)?.sum_all()?.backward()?;
-        collect(&g)?;
-        if split > 0 {
-            upstream = grad_of(&g, &kept_in)?;
-        }
-    }
-    for l in (0..split).rev() {
-        let x = inputs.pop().expect("one input per recomputed layer");
-        let x = if l > 0 {
-            Var::from_tensor(&x)?.into_inner()
+    let split = n_layers - keep.min(n_layers);
+    // inputs[l]: the residual stream entering layer l < split; tapes: layers split.. in order.
+    let mut inputs = Vec::with_capacity(split);
+    let mut tapes = Vec::with_capacity(n_layers - split);
+    let mut x = model.embed(&p.ids)?;
+    for l in 0..n_layers {
+        if l < split {
+            let y = model.layer_forward(l, &x, &frame, stack, mode.without_graph(), None)?;
+            inputs.push(std::mem::replace(&mut x, y));
         } else {
-            x
+            let (y, tape) = model.layer_forward_taped(l, &x, &frame, stack, mode)?;
+            tapes.push(tape);
+            x = y;
+        }
+    }
+    let rows = p.input.rows.as_ref().expect("prepare selects target rows");
+    let (loss, mut g) = model.head_loss_backward(&x, rows, &p.labels, scale)?;
+    drop(x);
+    let mut grads = StackGrads::default();
+    for l in (0..n_layers).rev() {
+        let tape = match tapes.pop() {
+            Some(t) => t,
+            None => {
+                let x = inputs.pop().expect("one input per layer without a tape");
+                model.layer_forward_taped(l, &x, &frame, stack, mode)?.1
+            }
         };
-        let y = model.layer_forward(l, &x, &frame, stack, mode, None)?;
-        let g = (y * &upstream)?.sum_all()?.backward()?;
-        collect(&g)?;
-        if l > 0 {
-            upstream = grad_of(&g, &x)?;
+        // The embeddings are constants: the bottom layer's input needs no gradient.
+        match model.layer_backward(l, tape, &frame, stack, mode, &g, &mut grads, l > 0)? {
+            Some(gx) => g = gx,
+            None => break,
         }
     }
     Ok(LossGrads {
-        loss: loss_value,
+        loss,
         n_targets: p.n_targets,
         tokens: p.tokens,
-        grads,
+        grads: grads.for_vars(vars)?,
     })
 }
 
-/// Memory that the graphs of the top layers may take during a step: recomputing a layer costs
-/// its forward again, keeping it costs its graph. 2 GiB keeps 7 of SmolLM2's 30 layers at
-/// batch 8 x 256 (peak about 3.5 GB).
-const KEPT_GRAPH_BYTES: usize = 2 << 30;
+/// Memory that the layers' tapes may take during a step: a layer without one costs its
+/// forward again in the backward.
+const TAPE_BYTES: usize = 2 << 30;
 
-/// How many top layers fit [`KEPT_GRAPH_BYTES`]. A layer's graph per token is about 14 hidden,
-/// 9 intermediate and 5 x heads x length values (measured on SmolLM2: 280 MB a layer at
-/// batch 8 x 256 in f32), and LoRA dropout's masks and masked inputs make it about 1.6 times
-/// that (a peak of 4.1 GB instead of 3.0 when it was not counted).
-fn kept_layers(model: &Llama, batch: usize, len: usize, mode: Mode) -> usize {
+/// How many top layers' tapes fit [`TAPE_BYTES`]. A tape holds per token 4 hidden-sized and 2
+/// kv-sized vectors, 2 intermediate-sized ones and a row of attention probabilities per head
+/// (SmolLM2 at batch 8 x 256 in f32: 66 MB a layer, so all 30 fit). Dropout's masks are drawn
+/// again in the backward, not kept.
+fn taped_layers(model: &Llama, batch: usize, len: usize) -> usize {
     let c = &model.cfg;
-    let per_token = 14 * c.hidden_size + 9 * c.intermediate_size + 5 * c.num_attention_heads * len;
-    let mut per_layer = batch * len * per_token * model.dtype().size_in_bytes();
-    if matches!(mode, Mode::Train { dropout, .. } if dropout > 0.0) {
-        per_layer = per_layer * 8 / 5;
-    }
-    KEPT_GRAPH_BYTES / per_layer.max(1)
+    let kv = c.num_key_value_heads * c.head_dim;
+    let per_token =
+        4 * c.hidden_size + 2 * kv + 2 * c.intermediate_size + c.num_attention_heads * len;
+    let per_layer = batch * len * per_token * model.dtype().size_in_bytes();
+    TAPE_BYTES / per_layer.max(1)
 }
-
-/// Target rows per chunk of the head in [`loss_and_grads`]: 256 x 49,152 logits are 50 MB.
-const HEAD_CHUNK: usize = 256;
 
 /// Adds `g` to the gradient accumulated in `acc` (layers of one step, micro-batches of one
 /// optimizer step).
@@ -271,12 +220,6 @@ pub(crate) fn add_grad(acc: &mut Option<Tensor>, g: Tensor) -> Result<()> {
         None => g,
     });
     Ok(())
-}
-
-fn grad_of(g: &GradStore, x: &Tensor) -> Result<Tensor> {
-    g.get(x).cloned().ok_or_else(|| {
-        CoreError::Invalid("no gradient reached a layer's input: is the stack trainable?".into())
-    })
 }
 
 /// Mean loss over every target of `seqs` (inference path, no gradients).

@@ -1,0 +1,318 @@
+//! Training's backward pass written out by hand: one decoder layer at a time from what its
+//! forward recorded (a [`LayerTape`]), and the head with its cross-entropy.
+//!
+//! candle's autodiff allocates, zero-fills and accumulates a gradient for every node of the
+//! graph, copies through every reshape and transpose, and computes both sides of every matmul.
+//! Here the forward runs the fused kernels without a graph, and each gradient is one matmul or
+//! a few passes: the frozen weights get none, the adapters' factors get theirs only when they
+//! are variables (LoRA training), the stack's coefficients theirs only when they are learned
+//! (CAT). `Mode::Train`'s graph stays as the reference this is tested against.
+
+use super::llama::{dropout_mask, Frame, Llama, Mode, Projection};
+use super::ops;
+use crate::error::{CoreError, Result};
+use crate::lora::stack::Coefficient;
+use crate::lora::{AdapterStack, Module, ALL_MODULES};
+use candle_core::{DType, Tensor, TensorId, Var};
+use std::collections::HashMap;
+
+/// What one layer's forward keeps for its backward, in the model's dtype. The normed inputs of
+/// the projections are not kept: rms_norm is cheap to redo.
+#[derive(Debug, Default)]
+pub struct LayerTape {
+    /// The layer's input: (b, s, hidden).
+    pub(super) x: Option<Tensor>,
+    /// Queries and keys after rope, and values: (b, heads, s, head_dim).
+    pub(super) q: Option<Tensor>,
+    pub(super) k: Option<Tensor>,
+    pub(super) v: Option<Tensor>,
+    /// Attention probabilities: (b, kv_heads, rep, s, t).
+    pub(super) probs: Option<Tensor>,
+    /// The attention's output entering o_proj: (b, s, heads * head_dim).
+    pub(super) attn: Option<Tensor>,
+    /// The residual stream after attention: (b, s, hidden).
+    pub(super) x2: Option<Tensor>,
+    /// (b, s, intermediate)
+    pub(super) gate: Option<Tensor>,
+    pub(super) up: Option<Tensor>,
+    /// Per module (in `ALL_MODULES` order), per adapter of the stack: x Aᵀ, (b·s, r).
+    pub(super) lora: [Vec<Tensor>; ALL_MODULES.len()],
+}
+
+fn taped(t: Option<Tensor>, what: &str) -> Result<Tensor> {
+    t.ok_or_else(|| CoreError::Invalid(format!("the layer's tape has no {what}")))
+}
+
+/// The gradients a step gives the trainable tensors of a stack, gathered over its layers.
+#[derive(Debug, Default)]
+pub struct StackGrads {
+    /// Gradients of the adapters' A and B factors that are variables, by tensor.
+    factors: HashMap<TensorId, Tensor>,
+    /// Learned coefficients (functions of the CAT logits) and the gradient of each.
+    coefs: Vec<(Tensor, Tensor)>,
+}
+
+impl StackGrads {
+    fn add_factor(&mut self, factor: &Tensor, g: Tensor) -> Result<()> {
+        let g = g.to_dtype(factor.dtype())?;
+        let acc = match self.factors.remove(&factor.id()) {
+            Some(a) => (a + g)?,
+            None => g,
+        };
+        self.factors.insert(factor.id(), acc);
+        Ok(())
+    }
+
+    /// The gradients of `vars`, in their order (`None` for one nothing reached). Coefficients
+    /// pass theirs on through whatever made them (the CAT softmax) by candle's autodiff of
+    /// Σ c · ∂L/∂c, a graph of a few hundred scalars.
+    pub fn for_vars(mut self, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let mut out: Vec<Option<Tensor>> = vars
+            .iter()
+            .map(|v| self.factors.remove(&v.as_tensor().id()))
+            .collect();
+        let mut total: Option<Tensor> = None;
+        for (c, g) in &self.coefs {
+            let t = (c.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?;
+            crate::train::batch::add_grad(&mut total, t)?;
+        }
+        if let Some(total) = total {
+            let grads = total.backward()?;
+            for (o, v) in out.iter_mut().zip(vars) {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    crate::train::batch::add_grad(o, g.clone())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Target rows per chunk of the head: 256 x 49,152 logits are 50 MB.
+const HEAD_CHUNK: usize = 256;
+
+impl Llama {
+    /// The backward of one layer: gy (b, s, hidden) is the gradient of its output, `tape` what
+    /// its forward recorded with the same `mode` and `stack`. Adds the adapters' gradients to
+    /// `grads` and returns the gradient of the layer's input (`None` with `input_grad` false,
+    /// for the bottom layer, whose input is a constant).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_backward(
+        &self,
+        l: usize,
+        tape: LayerTape,
+        frame: &Frame,
+        stack: &AdapterStack,
+        mode: Mode,
+        gy: &Tensor,
+        grads: &mut StackGrads,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>> {
+        let layer = &self.layers[l];
+        let (b, s, hidden) = gy.dims3()?;
+        let n = b * s;
+        let nh = self.cfg.num_attention_heads;
+        let nkv = self.cfg.num_key_value_heads;
+        let d = self.cfg.head_dim;
+        let rep = nh / nkv;
+        let eps = self.cfg.rms_norm_eps;
+        let lora = tape.lora;
+        let back = |g: &Tensor, m: Module, x: &Tensor, grads: &mut StackGrads, input_grad| {
+            let site = Site {
+                layer: l,
+                module: m,
+                stack,
+                mode,
+            };
+            site.backward(
+                layer.projection(m),
+                x,
+                g,
+                &lora[m.index()],
+                grads,
+                input_grad,
+            )
+        };
+        let flat = |t: &Tensor| -> Result<Tensor> {
+            let last = t.dims().last().copied().unwrap_or(1);
+            Ok(t.reshape((n, last))?)
+        };
+
+        // MLP: y = x2 + down(silu(gate) ⊙ up), gate and up of h2 = rms_norm(x2).
+        let gy = flat(gy)?;
+        let x2 = flat(&taped(tape.x2, "residual")?)?;
+        let gate = flat(&taped(tape.gate, "gate")?)?;
+        let up = flat(&taped(tape.up, "up")?)?;
+        let sig = candle_nn::ops::sigmoid(&gate)?;
+        let silu = (&gate * &sig)?;
+        let act = (&silu * &up)?;
+        let g_act = back(&gy, Module::Down, &act, grads, true)?.expect("asked for");
+        drop(act);
+        let g_up = (&g_act * &silu)?;
+        // silu'(x) = σ(x) (1 + x (1 − σ(x)))
+        let dsilu = ((&gate * sig.affine(-1.0, 1.0)?)? + 1.0)?.mul(&sig)?;
+        let g_gate = ((g_act * up)? * dsilu)?;
+        let h2 = candle_nn::ops::rms_norm(&x2, &layer.post_norm, eps as f32)?;
+        let g_h2 = (back(&g_gate, Module::Gate, &h2, grads, true)?.expect("asked for")
+            + back(&g_up, Module::Up, &h2, grads, true)?.expect("asked for"))?;
+        let g_x2 = (gy + ops::rms_norm_backward(&x2, &layer.post_norm, eps, &g_h2)?)?;
+
+        // Attention, in the forward's grouped layout: the rep query heads of a kv head are
+        // stacked along the sequence axis. q5, g_o: (b, nkv, rep * s, d); probs: (.., t).
+        let attn = flat(&taped(tape.attn, "attention output")?)?;
+        let g_attn = back(&g_x2, Module::O, &attn, grads, true)?.expect("asked for");
+        let g_o = g_attn
+            .reshape((b, s, nh, d))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, nkv, rep * s, d))?;
+        let q = taped(tape.q, "queries")?;
+        let k = taped(tape.k, "keys")?;
+        let v = taped(tape.v, "values")?;
+        let t = k.dims()[2];
+        let probs = taped(tape.probs, "attention probabilities")?.reshape((b, nkv, rep * s, t))?;
+        let g_probs = g_o.matmul(&v.t()?)?;
+        let g_v = probs.t()?.matmul(&g_o)?;
+        let g_scores = ops::softmax_backward(&probs, &g_probs, 1.0 / (d as f64).sqrt())?;
+        drop((probs, g_probs));
+        let q5 = q.reshape((b, nkv, rep * s, d))?;
+        let g_q = g_scores.matmul(&k)?.reshape((b, nh, s, d))?;
+        let g_k = g_scores.t()?.matmul(&q5)?;
+        // rope is a rotation: its backward rotates back.
+        let neg_sin = frame.sin.neg()?;
+        let unrope = |g: &Tensor| candle_nn::rotary_emb::rope(g, &frame.cos, &neg_sin);
+        let heads_last = |g: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(g.transpose(1, 2)?.contiguous()?.reshape((n, heads * d))?)
+        };
+        let g_q = heads_last(unrope(&g_q)?, nh)?;
+        let g_k = heads_last(unrope(&g_k.contiguous()?)?, nkv)?;
+        let g_v = heads_last(g_v, nkv)?;
+        let x = flat(&taped(tape.x, "input")?)?;
+        let h1 = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps as f32)?;
+        let gq = back(&g_q, Module::Q, &h1, grads, input_grad)?;
+        let gk = back(&g_k, Module::K, &h1, grads, input_grad)?;
+        let gv = back(&g_v, Module::V, &h1, grads, input_grad)?;
+        let (Some(gq), Some(gk), Some(gv)) = (gq, gk, gv) else {
+            return Ok(None);
+        };
+        let g_h1 = ((gq + gk)? + gv)?;
+        let gx = (g_x2 + ops::rms_norm_backward(&x, &layer.input_norm, eps, &g_h1)?)?;
+        Ok(Some(gx.reshape((b, s, hidden))?))
+    }
+
+    /// The mean cross-entropy of the targets `labels` (n) predicted at the flattened positions
+    /// `rows` (n) of the last layer's output x (b, s, hidden), and the gradient of `scale` ×
+    /// that loss with respect to x. The final norm and the lm_head run on the target rows alone,
+    /// in chunks, each chunk's logits dropped once its gradient reached x.
+    pub fn head_loss_backward(
+        &self,
+        x: &Tensor,
+        rows: &Tensor,
+        labels: &Tensor,
+        scale: f64,
+    ) -> Result<(f64, Tensor)> {
+        let (b, s, hidden) = x.dims3()?;
+        let n = rows.dims1()?;
+        let eps = self.cfg.rms_norm_eps;
+        let x = x.reshape((b * s, hidden))?;
+        let mut gx = x.zeros_like()?;
+        let mut loss = 0f64;
+        for start in (0..n).step_by(HEAD_CHUNK) {
+            let len = HEAD_CHUNK.min(n - start);
+            let rows = rows.narrow(0, start, len)?;
+            // xs, hn: (len, hidden); logits: (len, vocab)
+            let xs = x.index_select(&rows, 0)?;
+            let hn = candle_nn::ops::rms_norm(&xs, &self.norm, eps as f32)?;
+            let logits = hn.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
+            let (nll, g) = ops::cross_entropy_with_grad(&logits, &labels.narrow(0, start, len)?)?;
+            loss += nll.sum_all()?.to_scalar::<f32>()? as f64;
+            let g = (g * (scale / n as f64))?.to_dtype(x.dtype())?;
+            let g_hn = g.matmul(&self.lm_head)?;
+            let g_xs = ops::rms_norm_backward(&xs, &self.norm, eps, &g_hn)?;
+            gx = gx.index_add(&rows, &g_xs, 0)?;
+        }
+        Ok((loss / n as f64, gx.reshape((b, s, hidden))?))
+    }
+}
+
+/// One projection of one layer, with the stack's adapters on it.
+struct Site<'a> {
+    layer: usize,
+    module: Module,
+    stack: &'a AdapterStack,
+    mode: Mode,
+}
+
+impl Site<'_> {
+    /// The backward of the projection y = x Wᵀ + Σ cᵢ · drop(x) Aᵢᵀ Bᵢᵀ: g (n, out) is the
+    /// gradient of y, x (n, in) its input, `us` each adapter's drop(x) Aᵢᵀ (n, r). Adds the
+    /// adapters' gradients to `grads`; returns x's (when `input_grad`).
+    fn backward(
+        &self,
+        p: &Projection,
+        x: &Tensor,
+        g: &Tensor,
+        us: &[Tensor],
+        grads: &mut StackGrads,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>> {
+        let dt = g.dtype();
+        let dropout = self.mode.lora_dropout(self.layer, self.module);
+        let mut gx = if input_grad {
+            Some(g.matmul(&p.weight)?)
+        } else {
+            None
+        };
+        let pairs = self.stack.at(self.layer, self.module)?;
+        if pairs.len() != us.len() {
+            return Err(CoreError::Invalid(format!(
+                "layer {} {}: the tape holds {} adapter inputs for {} adapters",
+                self.layer,
+                self.module.hf_name(),
+                us.len(),
+                pairs.len()
+            )));
+        }
+        for ((pair, coef), u) in pairs.into_iter().zip(us) {
+            // Detached: a computation on the variables themselves would build a graph that
+            // keeps every layer's gradients alive.
+            let (a, b) = (pair.a.detach().to_dtype(dt)?, pair.b.detach().to_dtype(dt)?);
+            let times_coef = |t: Tensor| -> Result<Tensor> {
+                Ok(match &coef {
+                    Coefficient::Const(c) => (t * *c)?,
+                    // Detached: the chain rule through the coefficient is for_vars's.
+                    Coefficient::Tensor(c) => t.broadcast_mul(&c.detach().to_dtype(dt)?)?,
+                })
+            };
+            // The gradient of u = drop(x) Aᵀ, before the coefficient: (n, r).
+            let gu = g.matmul(&b)?;
+            if pair.b.is_variable() {
+                // (out, n) (n, r)
+                grads.add_factor(&pair.b, times_coef(g.t()?.matmul(u)?)?)?;
+            }
+            if let Coefficient::Tensor(c) = &coef {
+                grads
+                    .coefs
+                    .push((c.clone(), (&gu * u)?.sum_all()?.detach()));
+            }
+            let gu = times_coef(gu)?;
+            if pair.a.is_variable() {
+                let xd = match dropout {
+                    Some((p, seed)) => dropout_mask(x, p, seed)?,
+                    None => x.clone(),
+                };
+                // (r, n) (n, in)
+                grads.add_factor(&pair.a, gu.t()?.matmul(&xd)?)?;
+            }
+            if let Some(acc) = gx.as_mut() {
+                let gi = gu.matmul(&a)?;
+                let gi = match dropout {
+                    Some((p, seed)) => dropout_mask(&gi, p, seed)?,
+                    None => gi,
+                };
+                *acc = (&*acc + gi)?;
+            }
+        }
+        Ok(gx)
+    }
+}
