@@ -26,9 +26,7 @@ fn main() {
     let tr = LoraTrainable::new(&model, "p", "p", &LoraSpec::default(), 0, 0.0).unwrap();
     let stack = tr.stack().unwrap();
     let (b, s) = (8, 256);
-    let ids: Vec<u32> = (0..b * s)
-        .map(|i| 100 + (i * 7919 % 900) as u32)
-        .collect();
+    let ids: Vec<u32> = (0..b * s).map(|i| 100 + (i * 7919 % 900) as u32).collect();
     let labels = Tensor::from_vec(ids[1..].to_vec(), b * s - 1, &Device::Cpu).unwrap();
     let rows = Tensor::arange(0u32, (b * s - 1) as u32, &Device::Cpu).unwrap();
     let ids = Tensor::from_vec(ids, (b, s), &Device::Cpu).unwrap();

@@ -1,8 +1,9 @@
-//! A recipe end to end on the tiny model with a micro budget: every method yields a row, and a
-//! second run reuses every adapter and evaluation instead of recomputing.
+//! A recipe end to end on the tiny model with a micro budget: every method yields a row, a
+//! second run reuses every adapter and evaluation instead of recomputing, and a stored-only
+//! run tabulates what the store holds without running anything.
 
 use candle_core::Device;
-use soup_core::engine::recipe::{run_recipe, Recipe};
+use soup_core::engine::recipe::{run_recipe, Recipe, Reuse};
 use soup_core::engine::{Engine, JobUpdate};
 use soup_store::Store;
 use std::path::PathBuf;
@@ -57,7 +58,19 @@ fn recipe_runs_every_method_then_reuses_everything() {
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let engine = Engine::new(store, dir.path(), Device::Cpu).unwrap();
     let recipe = Recipe::parse(&recipe_text(), "test").unwrap();
-    let table = run_recipe(&engine, &recipe, "micro", false, &mut |_, _| {}).unwrap();
+    let runs = |e: &Engine| {
+        e.store()
+            .list_runs(&Default::default())
+            .unwrap()
+            .items
+            .len()
+    };
+    // Before anything ran: every row, no scores, and nothing was started.
+    let empty = run_recipe(&engine, &recipe, "micro", Reuse::StoredOnly, &mut |_, _| {}).unwrap();
+    assert_eq!(empty.rows.len(), 11);
+    assert!(empty.rows.iter().all(|r| r.scores.is_empty()));
+    assert_eq!(runs(&engine), 0, "a stored-only run starts no job");
+    let table = run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |_, _| {}).unwrap();
     let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         methods,
@@ -84,14 +97,9 @@ fn recipe_runs_every_method_then_reuses_everything() {
         assert_eq!(cell.n, 2);
         assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
     }
-    let runs_before = engine
-        .store()
-        .list_runs(&Default::default())
-        .unwrap()
-        .items
-        .len();
+    let runs_before = runs(&engine);
     let mut reused = 0;
-    let again = run_recipe(&engine, &recipe, "micro", false, &mut |_, u| {
+    let again = run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |_, u| {
         if let JobUpdate::Progress { message, .. } = u {
             if message == "reused" {
                 reused += 1;
@@ -99,19 +107,12 @@ fn recipe_runs_every_method_then_reuses_everything() {
         }
     })
     .unwrap();
-    assert_eq!(
-        engine
-            .store()
-            .list_runs(&Default::default())
-            .unwrap()
-            .items
-            .len(),
-        runs_before,
-        "nothing recomputed"
-    );
+    assert_eq!(runs(&engine), runs_before, "nothing recomputed");
     // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 2 evaluation sets.
     assert_eq!(reused, 10 + 22);
     assert_eq!(again.markdown(), table.markdown());
+    let stored = run_recipe(&engine, &recipe, "micro", Reuse::StoredOnly, &mut |_, _| {}).unwrap();
+    assert_eq!(stored.markdown(), table.markdown());
     assert!(Recipe::parse(&recipe_text(), "t").is_ok());
     assert!(Recipe::parse("name = 1", "bad.toml")
         .unwrap_err()

@@ -5,7 +5,8 @@
 //! test set), and returns the comparison table with 95 % bootstrap intervals.
 //!
 //! Every artifact is named after the recipe and budget, and a re-run reuses any adapter or
-//! evaluation whose spec is unchanged (`fresh` forces recomputation).
+//! evaluation whose spec is unchanged ([`Reuse`] says otherwise: recompute everything, or run
+//! nothing and tabulate what the store holds).
 
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
 use super::{store_err, Engine, JobUpdate};
@@ -15,6 +16,19 @@ use crate::train::LoraSpec;
 use serde::{Deserialize, Serialize};
 use soup_store::{RunKind, RunQuery, RunStatus};
 use std::collections::BTreeMap;
+
+/// What a recipe run does with the adapters and evaluations already in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// Reuse every finished artifact whose spec is unchanged and run the rest.
+    #[default]
+    Finished,
+    /// Recompute everything.
+    Fresh,
+    /// Run nothing: the table of what the store already holds, for a run that was interrupted
+    /// or ran out of time (cells without a finished evaluation stay empty).
+    StoredOnly,
+}
 
 pub const BUILTIN_RECIPES: [(&str, &str); 2] = [
     ("code-math", include_str!("../../recipes/code-math.toml")),
@@ -157,11 +171,11 @@ fn headline(task: EvalTask) -> &'static str {
 fn ensure(
     engine: &Engine,
     spec: JobSpec,
-    fresh: bool,
+    reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
-    if !fresh {
+    if reuse != Reuse::Fresh {
         let produced = match &spec {
             JobSpec::Train(j) => Some(&j.name),
             JobSpec::Cat(j) => Some(&j.name),
@@ -172,26 +186,30 @@ fn ensure(
             if let Some(a) = engine.store().get_adapter(name).map_err(store_err)? {
                 // Runners store the job they ran under "job": the spec without its enum tag.
                 if a.hyperparams.get("job") == Some(&strip_tag(&value)) {
-                    report_reused(on, &spec.label());
+                    report(on, &spec.label(), "reused");
                     return Ok(None);
                 }
             }
         } else if let Some(id) = finished_eval(engine, &value)? {
-            report_reused(on, &spec.label());
+            report(on, &spec.label(), "reused");
             return Ok(Some(id));
         }
     }
     let label = spec.label();
+    if reuse == Reuse::StoredOnly {
+        report(on, &label, "not in the store");
+        return Ok(None);
+    }
     let (id, _) = engine.run_now(spec, &mut |u| on(&label, u))?;
     Ok(Some(id))
 }
 
-/// Tells the caller a job was skipped because its result is already stored.
-fn report_reused(on: &mut dyn FnMut(&str, &JobUpdate), label: &str) {
+/// Tells the caller why a job was skipped ("reused": its result is already stored).
+fn report(on: &mut dyn FnMut(&str, &JobUpdate), label: &str, why: &str) {
     let update = JobUpdate::Progress {
         done: 1,
         total: 1,
-        message: "reused".into(),
+        message: why.into(),
         loss: None,
         tokens_per_s: None,
         eta_s: None,
@@ -228,7 +246,7 @@ pub fn run_recipe(
     engine: &Engine,
     r: &Recipe,
     budget_name: &str,
-    fresh: bool,
+    reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Comparison> {
     let b = r.budgets.get(budget_name).ok_or_else(|| {
@@ -274,7 +292,7 @@ pub fn run_recipe(
             .unwrap_or(b.epochs);
         let mut j = train_job(name, vec![DataSource::parse(&s.data)], epochs);
         j.skill = Some(s.name.clone());
-        ensure(engine, JobSpec::Train(j), fresh, on)?;
+        ensure(engine, JobSpec::Train(j), reuse, on)?;
     }
     // 2. Compositions: label → adapter name (None: base).
     let mut configs: Vec<(String, Option<String>)> = Vec::new();
@@ -295,7 +313,7 @@ pub fn run_recipe(
             .collect();
         let mut j = train_job(&name, data, b.epochs);
         j.skill = Some("data-mix".into());
-        ensure(engine, JobSpec::Train(j), fresh, on)?;
+        ensure(engine, JobSpec::Train(j), reuse, on)?;
         configs.push(("DATA-MIX".into(), Some(name)));
     }
     if has("cat") {
@@ -310,7 +328,7 @@ pub fn run_recipe(
         j.max_len = b.max_len;
         j.train.batch_size = b.batch_size;
         j.train.seed = r.seed;
-        ensure(engine, JobSpec::Cat(j), fresh, on)?;
+        ensure(engine, JobSpec::Cat(j), reuse, on)?;
         configs.push(("CAT".into(), Some(name)));
     }
     for method in [
@@ -348,7 +366,7 @@ pub fn run_recipe(
             },
             budget: lorahub.then_some(r.merge.lorahub_budget),
         };
-        ensure(engine, JobSpec::Merge(j), fresh, on)?;
+        ensure(engine, JobSpec::Merge(j), reuse, on)?;
         configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
     }
     // 3. Evaluations: every configuration on the target, and on each skill's own test.
@@ -383,7 +401,7 @@ pub fn run_recipe(
             j.max_new_tokens = b.max_new_tokens;
             j.shots = b.shots;
             j.seed = r.seed;
-            let Some(id) = ensure(engine, JobSpec::Eval(j), fresh, on)? else {
+            let Some(id) = ensure(engine, JobSpec::Eval(j), reuse, on)? else {
                 continue;
             };
             let metric = headline(task);

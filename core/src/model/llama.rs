@@ -3,8 +3,10 @@
 //!
 //! Two numeric paths share the weights: `Mode::Infer` uses candle's fused kernels (rms_norm,
 //! softmax_last_dim, rope), which have no backward; `Mode::Train` runs the same kernels joined
-//! to the graph with hand-written backwards (`ops`), so gradients reach the adapters' A, B and
-//! the CAT weights, and frozen weights get no gradient computed.
+//! to candle's graph with hand-written backwards (`ops`), so gradients reach the adapters' A, B
+//! and the CAT weights, and frozen weights get no gradient computed. Training itself runs the
+//! fused forward with a tape ([`Llama::layer_forward_taped`]) and the backward of `backward.rs`;
+//! the graph is its reference and what a whole-batch loss with gradients uses.
 
 use super::backward::LayerTape;
 use super::config::ModelConfig;
@@ -67,7 +69,7 @@ pub struct Frame {
     pub(super) cos: Tensor,
     pub(super) sin: Tensor,
     /// (b, 1, s, past + s), additive
-    pub(super) mask: Option<Tensor>,
+    mask: Option<Tensor>,
 }
 
 /// A frozen projection `y = x Wᵀ (+ b)`.

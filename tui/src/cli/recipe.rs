@@ -4,7 +4,7 @@
 use super::Ctx;
 use anyhow::{Context, Result};
 use clap::Args;
-use soup_core::engine::recipe::{run_recipe, Recipe};
+use soup_core::engine::recipe::{run_recipe, Recipe, Reuse};
 use soup_core::engine::JobUpdate;
 use std::time::Instant;
 
@@ -18,6 +18,10 @@ pub struct RecipeArgs {
     /// Recompute every adapter and evaluation instead of reusing finished ones.
     #[arg(long)]
     pub fresh: bool,
+    /// Run nothing: print the table of what the store already holds for this recipe and budget
+    /// (after an interrupted or time-limited run; missing cells print as -).
+    #[arg(long, conflicts_with = "fresh")]
+    pub stored: bool,
     /// Print the table as CSV.
     #[arg(long, conflicts_with = "markdown")]
     pub csv: bool,
@@ -44,53 +48,57 @@ pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
     super::check_model(&engine, &recipe.model)?;
     let t0 = Instant::now();
     let mut last = String::new();
-    let table = run_recipe(
-        &engine,
-        &recipe,
-        &args.budget,
-        args.fresh,
-        &mut |label, u| {
-            // Ctrl-C stops the running job at its next step; finished artifacts are kept and
-            // a re-run of the recipe picks up from them.
-            if super::jobs::interrupted() {
-                let q = soup_store::RunQuery {
-                    status: Some(soup_store::RunStatus::Running),
-                    limit: 1,
-                    ..Default::default()
-                };
-                let running = engine.store().list_runs(&q).ok();
-                if let Some(run) = running.and_then(|l| l.items.first().map(|r| r.id)) {
-                    if let Some(ctl) = engine.control(run) {
-                        ctl.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            }
-            let line = match u {
-                JobUpdate::Progress {
-                    done,
-                    total,
-                    message,
-                    ..
-                } if *total > 0 => {
-                    format!("{label}: {done}/{total} {message}")
-                }
-                JobUpdate::Progress { message, .. } => format!("{label}: {message}"),
-                JobUpdate::Finished(_) => format!("{label}: done"),
-                JobUpdate::Failed(e) => format!("{label}: failed: {e}"),
-                _ => return,
+    let reuse = if args.fresh {
+        Reuse::Fresh
+    } else if args.stored {
+        Reuse::StoredOnly
+    } else {
+        Reuse::Finished
+    };
+    let table = run_recipe(&engine, &recipe, &args.budget, reuse, &mut |label, u| {
+        // Ctrl-C stops the running job at its next step; finished artifacts are kept and
+        // a re-run of the recipe picks up from them.
+        if super::jobs::interrupted() {
+            let q = soup_store::RunQuery {
+                status: Some(soup_store::RunStatus::Running),
+                limit: 1,
+                ..Default::default()
             };
-            if line != last {
-                eprintln!("[{:>5.0}s] {line}", t0.elapsed().as_secs_f64());
-                last = line;
+            let running = engine.store().list_runs(&q).ok();
+            if let Some(run) = running.and_then(|l| l.items.first().map(|r| r.id)) {
+                if let Some(ctl) = engine.control(run) {
+                    ctl.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             }
-        },
-    )?;
+        }
+        let line = match u {
+            JobUpdate::Progress {
+                done,
+                total,
+                message,
+                ..
+            } if *total > 0 => {
+                format!("{label}: {done}/{total} {message}")
+            }
+            JobUpdate::Progress { message, .. } => format!("{label}: {message}"),
+            JobUpdate::Finished(_) => format!("{label}: done"),
+            JobUpdate::Failed(e) => format!("{label}: failed: {e}"),
+            _ => return,
+        };
+        if line != last {
+            eprintln!("[{:>5.0}s] {line}", t0.elapsed().as_secs_f64());
+            last = line;
+        }
+    })?;
     if ctx.json {
         super::print_json(&table)?;
     } else if args.csv {
         print!("{}", table.csv());
     } else {
         println!("{}", table.markdown());
+    }
+    if args.stored {
+        return Ok(());
     }
     eprintln!(
         "recipe {} ({}) finished in {:.0} s",
