@@ -410,15 +410,15 @@ fn half_precision_activations_train_f32_master_weights() {
 }
 
 /// The hand-written backward of training's path (`loss_and_grads`) against candle's autodiff
-/// of the whole `Mode::Train` graph, with LoRA dropout on, for a LoRA's factors and for CAT's
-/// coefficients, with every layer taped, none, or one.
+/// of the whole `Mode::Train` graph, with LoRA dropout on: a LoRA's factors and CAT's
+/// coefficients on the tiny Llama, and a LoRA on all seven projections of the tiny Qwen2
+/// (biased q, k, v; untied head), with every layer taped, none, or one.
 #[test]
 fn hand_written_backward_matches_autodiff() {
-    let model = model();
     let (seqs, _) = fixture_batch();
     let refs: Vec<&TrainSeq> = seqs.iter().collect();
-    let a = load_peft(&fixtures().join("adapter-a"), &Device::Cpu).unwrap();
-    let b = load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap();
+    let peft = |name: &str| load_peft(&fixtures().join(name), &Device::Cpu).unwrap();
+    let (a, b) = (peft("adapter-a"), peft("adapter-b"));
     let mode = Mode::Train {
         dropout: 0.1,
         seed: 7,
@@ -427,18 +427,22 @@ fn hand_written_backward_matches_autodiff() {
     let cat = |param| CatTrainable::new(vec![a.clone(), b.clone()], 2, param, 1, &Device::Cpu);
     let softmax = cat(CatParam::Softmax).unwrap();
     let free = cat(CatParam::Free).unwrap();
-    let trainables = [
-        ("lora", &lora as &dyn Trainable),
-        ("cat softmax", &softmax),
-        ("cat free", &free),
+    let qwen_lora = LoraTrainable::from_adapter(peft("adapter-qwen")).unwrap();
+    let llama = model();
+    let qwen = load_hf_weights(&fixtures().join("tiny-qwen2"), &Device::Cpu).unwrap();
+    let cases = [
+        ("lora", &llama, &lora as &dyn Trainable),
+        ("cat softmax", &llama, &softmax),
+        ("cat free", &llama, &free),
+        ("qwen2 lora", &qwen, &qwen_lora),
     ];
-    for (what, tr) in trainables {
+    for (what, model, tr) in cases {
         let vars = tr.vars();
-        let (loss, _, _) = batch_loss(&model, &tr.stack().unwrap(), &refs, mode).unwrap();
+        let (loss, _, _) = batch_loss(model, &tr.stack().unwrap(), &refs, mode).unwrap();
         let want = loss.backward().unwrap();
         for keep in 0..=2 {
             let got =
-                loss_and_grads_keeping(&model, &tr.stack().unwrap(), &refs, mode, &vars, 1.0, keep)
+                loss_and_grads_keeping(model, &tr.stack().unwrap(), &refs, mode, &vars, 1.0, keep)
                     .unwrap();
             let l = loss.to_scalar::<f32>().unwrap() as f64;
             assert!(
