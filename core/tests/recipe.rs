@@ -28,6 +28,7 @@ test = {{ task = "math-cot", data = "builtin:math-test" }}
 [[skills]]
 name = "code"
 data = "builtin:code-train"
+test = {{ task = "code", data = "builtin:code-test" }}
 [lora]
 rank = 4
 alpha = 8.0
@@ -88,14 +89,16 @@ fn recipe_runs_every_method_then_reuses_everything() {
             "LORAHUB"
         ]
     );
-    assert_eq!(table.columns.len(), 2);
+    assert_eq!(table.columns.len(), 3);
     for row in &table.rows {
-        let cell = row
-            .scores
-            .get("target code-math")
-            .expect("every row has a target score");
-        assert_eq!(cell.n, 2);
-        assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
+        for column in &table.columns {
+            let cell = row
+                .scores
+                .get(column)
+                .unwrap_or_else(|| panic!("{}: no score for {column}", row.method));
+            assert_eq!(cell.n, 2);
+            assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
+        }
     }
     let runs_before = runs(&engine);
     let mut reused = 0;
@@ -108,8 +111,8 @@ fn recipe_runs_every_method_then_reuses_everything() {
     })
     .unwrap();
     assert_eq!(runs(&engine), runs_before, "nothing recomputed");
-    // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 2 evaluation sets.
-    assert_eq!(reused, 10 + 22);
+    // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 3 evaluation sets.
+    assert_eq!(reused, 10 + 33);
     assert_eq!(again.markdown(), table.markdown());
     let stored = run_recipe(&engine, &recipe, "micro", Reuse::StoredOnly, &mut |_, _| {}).unwrap();
     assert_eq!(stored.markdown(), table.markdown());

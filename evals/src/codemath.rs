@@ -185,11 +185,55 @@ pub fn grade_many(
     sandbox: &Sandbox,
     items: &[(String, f64)],
 ) -> Result<Vec<CodeMathGrade>, SandboxError> {
-    let programs: Vec<Option<String>> = items.iter().map(|(o, _)| extract_program(o)).collect();
-    let to_run: Vec<String> = programs.iter().flatten().cloned().collect();
+    let outputs: Vec<&str> = items.iter().map(|(o, _)| o.as_str()).collect();
+    grade_programs(
+        sandbox,
+        &outputs,
+        |_, program| program.to_string(),
+        |i, run| verdict_for(run, items[i].1),
+    )
+}
+
+/// Grade programs by their tests, as the code skill's test set is graded: each extracted
+/// program runs with its item's tests (Python asserts) appended, and is correct when it runs
+/// to the end. A failed assert is `wrong`; a program without a `solution()` whose tests pass
+/// is still correct. `items` pairs each raw model output with its tests.
+pub fn grade_tests(
+    sandbox: &Sandbox,
+    items: &[(String, String)],
+) -> Result<Vec<CodeMathGrade>, SandboxError> {
+    let outputs: Vec<&str> = items.iter().map(|(o, _)| o.as_str()).collect();
+    grade_programs(
+        sandbox,
+        &outputs,
+        |i, program| format!("{program}\n\n{}\n", items[i].1),
+        |_, run| match run.status {
+            RunStatus::Ok | RunStatus::NoEntry => (Verdict::Correct, None),
+            RunStatus::RuntimeError if run.message.starts_with("AssertionError") => {
+                (Verdict::Wrong, None)
+            }
+            _ => verdict_for(run, f64::NAN),
+        },
+    )
+}
+
+/// Extracts each output's program, runs `code(i, program)` for those that have one on the
+/// sandbox's pool, and judges each run with `judge(i, run)`.
+fn grade_programs(
+    sandbox: &Sandbox,
+    outputs: &[&str],
+    code: impl Fn(usize, &str) -> String,
+    judge: impl Fn(usize, &RunOutcome) -> (Verdict, Option<f64>),
+) -> Result<Vec<CodeMathGrade>, SandboxError> {
+    let programs: Vec<Option<String>> = outputs.iter().map(|o| extract_program(o)).collect();
+    let to_run: Vec<String> = programs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.as_deref().map(|p| code(i, p)))
+        .collect();
     let mut runs = sandbox.run_many(&to_run)?.into_iter();
-    let mut grades = Vec::with_capacity(items.len());
-    for ((_, gold), program) in items.iter().zip(programs) {
+    let mut grades = Vec::with_capacity(outputs.len());
+    for (i, program) in programs.into_iter().enumerate() {
         let Some(program) = program else {
             grades.push(CodeMathGrade {
                 verdict: Verdict::NoProgram,
@@ -203,7 +247,7 @@ pub fn grade_many(
         let run = runs
             .next()
             .ok_or_else(|| SandboxError::Internal("sandbox returned too few results".into()))?;
-        let (verdict, pred) = verdict_for(&run, *gold);
+        let (verdict, pred) = judge(i, &run);
         grades.push(CodeMathGrade {
             verdict,
             pred,

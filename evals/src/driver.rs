@@ -9,7 +9,7 @@
 //! be traced to the answers behind it.
 
 use crate::codemath::{self, Verdict};
-use crate::datasets::{MathItem, QaItem};
+use crate::datasets::{CodeExercise, MathItem, QaItem};
 use crate::generate::{Completion, GenSettings, Generate, GenerateError};
 use crate::manualqa;
 use crate::mathcot;
@@ -30,13 +30,16 @@ pub enum TaskKind {
     MathCot,
     /// Short-answer QA; headline: token F1.
     Qa,
+    /// Programs that must pass their tests, run in the sandbox (the code skill's own test);
+    /// headline: accuracy.
+    Code,
 }
 
 impl TaskKind {
     /// The score key reported as the run's main number.
     pub fn headline(self) -> &'static str {
         match self {
-            TaskKind::CodeMath => "accuracy",
+            TaskKind::CodeMath | TaskKind::Code => "accuracy",
             TaskKind::MathCot => "strict_match",
             TaskKind::Qa => "f1",
         }
@@ -264,29 +267,13 @@ pub fn run_code_math(
             .map(|(i, c)| (c.text.clone(), i.gold))
             .collect();
         let grades = codemath::grade_many(sandbox, &pairs)?;
-        Ok(pending
-            .iter()
-            .zip(&completions)
-            .zip(grades)
-            .map(|((p, c), g)| {
-                let mut r = base_record(TaskKind::CodeMath, p, c, latency);
-                r.extracted = g.program;
-                r.pred = g.pred.map(|x| x.to_string());
-                r.verdict = Some(g.verdict);
-                r.correct = g.correct;
-                r.scores
-                    .insert("accuracy".into(), f64::from(u8::from(g.correct)));
-                if let Some(run) = g.run {
-                    r.stdout = Some(run.stdout);
-                    r.stderr = Some(run.stderr);
-                    r.exit_code = run.exit_code;
-                    r.signal = run.signal;
-                    r.sandbox_message = Some(run.message).filter(|m| !m.is_empty());
-                    r.sandbox_seconds = Some(run.seconds);
-                }
-                r
-            })
-            .collect())
+        Ok(program_records(
+            TaskKind::CodeMath,
+            pending,
+            &completions,
+            grades,
+            latency,
+        ))
     };
     drive(
         TaskKind::CodeMath,
@@ -300,6 +287,83 @@ pub fn run_code_math(
         sink,
         &mut grade,
     )
+}
+
+/// The code skill's own test: each answer's program must pass its exercise's tests in the
+/// sandbox ([`codemath::grade_tests`]).
+pub fn run_code_tests(
+    items: &[CodeExercise],
+    prompt: &dyn Fn(&CodeExercise) -> String,
+    generator: &mut dyn Generate,
+    sandbox: &Sandbox,
+    opts: &EvalOptions,
+    previous: &[QuestionRecord],
+    sink: &mut Sink<'_>,
+) -> Result<EvalSummary, EvalError> {
+    let mut grade = |chunk: &[&CodeExercise],
+                     pending: &[Pending],
+                     completions: Vec<Completion>,
+                     latency: f64|
+     -> Result<Vec<QuestionRecord>, EvalError> {
+        let pairs: Vec<(String, String)> = chunk
+            .iter()
+            .zip(&completions)
+            .map(|(i, c)| (c.text.clone(), i.test.clone()))
+            .collect();
+        let grades = codemath::grade_tests(sandbox, &pairs)?;
+        Ok(program_records(
+            TaskKind::Code,
+            pending,
+            &completions,
+            grades,
+            latency,
+        ))
+    };
+    drive(
+        TaskKind::Code,
+        items,
+        &|i: &CodeExercise| i.id.as_str(),
+        prompt,
+        &|i: &CodeExercise| i.test.clone(),
+        generator,
+        opts,
+        previous,
+        sink,
+        &mut grade,
+    )
+}
+
+/// The records of answers graded by running their programs.
+fn program_records(
+    task: TaskKind,
+    pending: &[Pending],
+    completions: &[Completion],
+    grades: Vec<codemath::CodeMathGrade>,
+    latency: f64,
+) -> Vec<QuestionRecord> {
+    pending
+        .iter()
+        .zip(completions)
+        .zip(grades)
+        .map(|((p, c), g)| {
+            let mut r = base_record(task, p, c, latency);
+            r.extracted = g.program;
+            r.pred = g.pred.map(|x| x.to_string());
+            r.verdict = Some(g.verdict);
+            r.correct = g.correct;
+            r.scores
+                .insert("accuracy".into(), f64::from(u8::from(g.correct)));
+            if let Some(run) = g.run {
+                r.stdout = Some(run.stdout);
+                r.stderr = Some(run.stderr);
+                r.exit_code = run.exit_code;
+                r.signal = run.signal;
+                r.sandbox_message = Some(run.message).filter(|m| !m.is_empty());
+                r.sandbox_seconds = Some(run.seconds);
+            }
+            r
+        })
+        .collect()
 }
 
 /// Math skill (chain of thought): lm-eval-harness gsm8k strict-match and flexible-extract.

@@ -147,6 +147,21 @@ pub fn qa_prompt(question: &str, context: Option<&str>) -> Prompt {
     }
 }
 
+/// The code skill's own test: the exercise as the skill was trained on it (the instruction,
+/// then its input), zero-shot; the answer is a fenced program.
+pub fn code_prompt(instruction: &str, input: &str) -> Prompt {
+    let user = if input.trim().is_empty() {
+        instruction.to_string()
+    } else {
+        format!("{instruction}\n\n{input}")
+    };
+    Prompt {
+        text: alpaca_prompt(instruction, input),
+        messages: vec![ChatMessage::new("user", user)],
+        stop: alpaca_stop(),
+    }
+}
+
 /// The Alpaca template used for skill training, so training and evaluation agree on it.
 /// The response (the training target) follows the returned text.
 pub fn alpaca_prompt(instruction: &str, input: &str) -> String {

@@ -16,7 +16,9 @@ use crate::train::{
     TrainSummary,
 };
 use serde_json::json;
-use soup_evals::datasets::{detect_format, parse_instructions, parse_math, parse_qa, Format};
+use soup_evals::datasets::{
+    detect_format, parse_code, parse_instructions, parse_math, parse_qa, Format,
+};
 use soup_evals::driver::{self, EvalOptions, QuestionRecord as EvalRecord};
 use soup_evals::prompts::{self, ChatMessage as EvalChat, Prompt};
 use soup_evals::sandbox::{Sandbox, SandboxConfig};
@@ -742,11 +744,7 @@ fn run_eval(
         EvalTask::CodeMath => driver::TaskKind::CodeMath,
         EvalTask::MathCot => driver::TaskKind::MathCot,
         EvalTask::ManualQa | EvalTask::Qa => driver::TaskKind::Qa,
-        EvalTask::Code => {
-            return Err(CoreError::Invalid(
-                "the code skill's own test set is graded through code-math-style programs; evaluate with --task code-math on a math set instead".into(),
-            ))
-        }
+        EvalTask::Code => driver::TaskKind::Code,
     };
     let previous: Vec<EvalRecord> = previous_records(store, id)?
         .iter()
@@ -756,11 +754,15 @@ fn run_eval(
     // How many questions the run covers, for progress and ETA.
     // The dataset is parsed once: math items or QA items, by task.
     let data_err = |e: soup_evals::datasets::DatasetError| CoreError::Invalid(e.to_string());
-    let (math_items, qa_items) = match task_kind {
-        driver::TaskKind::Qa => (Vec::new(), parse_qa(&path, &text).map_err(data_err)?),
-        _ => (parse_math(&path, &text).map_err(data_err)?, Vec::new()),
-    };
-    let n_items = math_items.len() + qa_items.len();
+    let (mut math_items, mut qa_items, mut code_items) = (Vec::new(), Vec::new(), Vec::new());
+    match task_kind {
+        driver::TaskKind::Qa => qa_items = parse_qa(&path, &text).map_err(data_err)?,
+        driver::TaskKind::Code => code_items = parse_code(&path, &text).map_err(data_err)?,
+        driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
+            math_items = parse_math(&path, &text).map_err(data_err)?
+        }
+    }
+    let n_items = math_items.len() + qa_items.len() + code_items.len();
     let total = job.limit.map_or(n_items, |l| l.min(n_items)) as u64;
     let t0 = std::time::Instant::now();
     let mut done_now = 0u64;
@@ -809,16 +811,39 @@ fn run_eval(
         hits: 0,
     };
     let eval_err = |e: driver::EvalError| CoreError::Invalid(e.to_string());
+    let sandbox = || {
+        Sandbox::new(SandboxConfig {
+            allow_weaker_isolation: true,
+            ..Default::default()
+        })
+        .map_err(|e| CoreError::Invalid(e.to_string()))
+    };
     let summary = match task_kind {
+        driver::TaskKind::Code => {
+            // Zero-shot, as the skill was trained: the exercise, answered with a program.
+            let prompt = |i: &soup_evals::datasets::CodeExercise| {
+                render(
+                    &model,
+                    &prompts::code_prompt(&i.instruction, &i.input),
+                    chat,
+                )
+            };
+            let stop = plain_only(prompts::alpaca_stop());
+            driver::run_code_tests(
+                &code_items,
+                &prompt,
+                &mut generator,
+                &sandbox()?,
+                &opts(stop),
+                &previous,
+                &mut sink,
+            )
+            .map_err(eval_err)?
+        }
         driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
             let items = &math_items;
             let shots = job.shots;
             if task_kind == driver::TaskKind::CodeMath {
-                let sandbox = Sandbox::new(SandboxConfig {
-                    allow_weaker_isolation: true,
-                    ..Default::default()
-                })
-                .map_err(|e| CoreError::Invalid(e.to_string()))?;
                 let prompt = |i: &soup_evals::datasets::MathItem| {
                     render(&model, &prompts::pot_prompt(&i.question, shots), chat)
                 };
@@ -827,7 +852,7 @@ fn run_eval(
                     items,
                     &prompt,
                     &mut generator,
-                    &sandbox,
+                    &sandbox()?,
                     &opts(stop),
                     &previous,
                     &mut sink,

@@ -54,6 +54,21 @@ pub struct Instruction {
     pub output: String,
 }
 
+/// A programming exercise with the Python tests its answer must pass (Alpaca JSON with a
+/// `test` field: the code skill's test set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodeExercise {
+    pub id: String,
+    pub instruction: String,
+    #[serde(default)]
+    pub input: String,
+    /// Python run after the answer's program, e.g. `assert solution() == 42`.
+    pub test: String,
+    /// The reference program, when the file has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solution: Option<String>,
+}
+
 /// The file formats the loaders understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -392,6 +407,26 @@ pub fn parse_qa(path: &Path, text: &str) -> Result<Vec<QaItem>, DatasetError> {
             path: path.to_path_buf(),
             found: other.name(),
             wanted: "a QA dataset (lora-soups qa or reading comprehension)",
+        }),
+    }
+}
+
+/// Load programming exercises with their tests: Alpaca JSON whose rows carry `test`.
+pub fn load_code(path: &Path) -> Result<Vec<CodeExercise>, DatasetError> {
+    let text = read_text(path)?;
+    parse_code(path, &text)
+}
+
+/// [`load_code`] on text already in memory.
+pub fn parse_code(path: &Path, text: &str) -> Result<Vec<CodeExercise>, DatasetError> {
+    let format = detect(path, text)?;
+    let rows = parse_rows(path, text)?;
+    match format {
+        Format::Alpaca => rows.iter().map(alpaca::code_exercise).collect(),
+        other => Err(DatasetError::WrongKind {
+            path: path.to_path_buf(),
+            found: other.name(),
+            wanted: "programming exercises (alpaca json with a `test` field per row)",
         }),
     }
 }

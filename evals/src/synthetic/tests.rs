@@ -1,4 +1,5 @@
 use super::*;
+use crate::codemath::Verdict;
 use crate::datasets;
 use crate::sandbox::{RunStatus, Sandbox, SandboxConfig};
 
@@ -88,6 +89,45 @@ fn code_answers_pass_their_tests() {
     for (o, p) in sb.run_many(&checks).unwrap().iter().zip(&checks) {
         assert_eq!(o.status, RunStatus::Ok, "{p}\n{o:?}");
     }
+}
+
+/// The code skill's test set loads as exercises with tests, its reference programs pass them,
+/// and answers that return the wrong value, do not parse or hold no program are told apart.
+#[test]
+fn code_test_set_grades_by_its_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_sized(SyntheticKind::CodeMath, 5, dir.path(), &small()).unwrap();
+    let items = datasets::load_code(&dir.path().join("code_skill_test.json")).unwrap();
+    assert_eq!(items.len(), 60);
+    let sb = Sandbox::new(SandboxConfig {
+        workers: 2,
+        allow_weaker_isolation: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let graded = |output: &dyn Fn(&datasets::CodeExercise) -> String| {
+        let pairs: Vec<(String, String)> =
+            items.iter().map(|i| (output(i), i.test.clone())).collect();
+        crate::codemath::grade_tests(&sb, &pairs).unwrap()
+    };
+    let reference = graded(&|i| i.solution.clone().unwrap_or_default());
+    assert!(reference.iter().all(|g| g.correct), "{reference:?}");
+    let wrong = graded(&|_| "```python\ndef solution():\n    return -12345\n```".into());
+    assert!(
+        wrong.iter().all(|g| g.verdict == Verdict::Wrong),
+        "{wrong:?}"
+    );
+    let broken = graded(&|_| "```python\ndef solution(:\n```".into());
+    assert!(broken.iter().all(|g| g.verdict == Verdict::SyntaxError));
+    let prose = graded(&|_| "I would loop over the list.".into());
+    assert!(prose
+        .iter()
+        .all(|g| g.verdict == Verdict::NoProgram && !g.correct));
+    // A row without tests is named.
+    let path = dir.path().join("no-tests.json");
+    std::fs::write(&path, r#"[{"instruction": "a", "output": "b", "test": "assert True"}, {"instruction": "c", "output": "d"}]"#).unwrap();
+    let err = datasets::load_code(&path).unwrap_err().to_string();
+    assert!(err.contains("test") && err.contains('2'), "{err}");
 }
 
 #[test]
