@@ -21,8 +21,9 @@ timeout "${SOUP_GPU_LIMIT:-420}" $S recipe "$W/code-math.toml" --budget gpu > "$
 rc=$?
 echo "recipe rc $rc after $(( $(date +%s) - start )) s"
 kill $SMI 2>/dev/null
-# Only a finished recipe is printed again (as CSV): a re-run would go on computing.
-[ $rc -eq 0 ] && $S recipe "$W/code-math.toml" --budget gpu --csv > "$OUT/recipe.csv" 2>/dev/null
+# The table of whatever finished, also when the time limit cut the run (--stored runs nothing).
+$S recipe "$W/code-math.toml" --budget gpu --stored > "$OUT/recipe-stored.md" 2>/dev/null
+$S recipe "$W/code-math.toml" --budget gpu --stored --csv > "$OUT/recipe.csv" 2>/dev/null
 $S --json runs list > "$OUT/runs.json" 2>&1 || true
 $S adapter list > "$OUT/adapters.txt" 2>&1 || true
-cat "$OUT/recipe.md"; tail -5 "$OUT/recipe.log"
+cat "$OUT/recipe-stored.md"; tail -5 "$OUT/recipe.log"
