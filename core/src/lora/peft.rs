@@ -350,15 +350,10 @@ mod tests {
         assert_eq!(back.pairs.len(), 4);
         assert_eq!(back.get(1, Module::Q).unwrap().scale, 0.5);
         assert_eq!(back.get(0, Module::Q).unwrap().scale, 2.0);
-        let d = (back.get(0, Module::Down).unwrap().a.clone()
-            - ad.get(0, Module::Down).unwrap().a.clone())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+        let d = crate::test_support::max_abs_diff(
+            &back.get(0, Module::Down).unwrap().a,
+            &ad.get(0, Module::Down).unwrap().a,
+        );
         assert_eq!(d, 0.0);
     }
 }

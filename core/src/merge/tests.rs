@@ -6,6 +6,7 @@
 use super::*;
 use crate::lora::adapter::ALL_MODULES;
 use crate::lora::peft::{load_peft, save_peft};
+use crate::test_support::max_abs_diff;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,20 +35,6 @@ fn key(layer: usize, m: Module, side: &str) -> String {
         m.block(),
         m.hf_name()
     )
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn method(name: &str, meta: &serde_json::Value) -> MergeMethod {
@@ -109,8 +96,8 @@ fn assert_factors_match(name: &str) -> f32 {
     let (ours, t, _) = run(name);
     let mut worst = 0f32;
     for (&(l, m), p) in &ours.pairs {
-        worst = worst.max(max_abs(&p.a, &t[&key(l, m, "A")]));
-        worst = worst.max(max_abs(&p.b, &t[&key(l, m, "B")]));
+        worst = worst.max(max_abs_diff(&p.a, &t[&key(l, m, "A")]));
+        worst = worst.max(max_abs_diff(&p.b, &t[&key(l, m, "B")]));
     }
     eprintln!("{name}: worst |ours - PEFT| = {worst:e}");
     assert!(worst < 1e-5, "{name}: worst {worst}");
@@ -160,13 +147,13 @@ fn merge_svd_matches_peft() {
         // B A is the unique rank-8 truncation (signs of singular pairs may differ).
         let ours_delta = p.b.matmul(&p.a).unwrap();
         let peft_delta = b.matmul(a).unwrap();
-        worst = worst.max(max_abs(&ours_delta, &peft_delta));
+        worst = worst.max(max_abs_diff(&ours_delta, &peft_delta));
         // column norms of B = singular values; rows of A orthonormal
         let norms = |x: &Tensor| x.sqr().unwrap().sum(0).unwrap().sqrt().unwrap();
-        worst = worst.max(max_abs(&norms(&p.b), &norms(b)));
+        worst = worst.max(max_abs_diff(&norms(&p.b), &norms(b)));
         let gram = p.a.matmul(&p.a.t().unwrap()).unwrap();
         let eye = Tensor::eye(8, candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(max_abs(&gram, &eye) < 1e-5);
+        assert!(max_abs_diff(&gram, &eye) < 1e-5);
     }
     eprintln!("svd: worst |B A - PEFT's B A|, |singular values| = {worst:e}");
     assert!(worst < 1e-5, "svd: worst {worst}");
@@ -288,7 +275,7 @@ fn delta_diff(x: &LoraAdapter, y: &BTreeMap<(usize, Module), Tensor>) -> f32 {
     let mut worst = 0f32;
     for (k, d) in y {
         let p = x.pairs.get(k).unwrap();
-        worst = worst.max(max_abs(&p.delta().unwrap(), d));
+        worst = worst.max(max_abs_diff(&p.delta().unwrap(), d));
     }
     worst
 }
@@ -356,7 +343,7 @@ fn merge_ties_at_density_one_with_equal_signs_is_the_mean() {
     .unwrap();
     for (k, p) in &t.pairs {
         let q = &l.pairs[k];
-        assert!(max_abs(&p.a, &q.a) < 1e-6 && max_abs(&p.b, &q.b) < 1e-6);
+        assert!(max_abs_diff(&p.a, &q.a) < 1e-6 && max_abs_diff(&p.b, &q.b) < 1e-6);
     }
     // ... and, with weight 1 on each, the original delta.
     let t = merge(&ties, &ads, &[1.0, 1.0]).unwrap();
@@ -560,8 +547,8 @@ fn merge_fold_cat_equals_the_stack() {
             });
         }
         let want = want.unwrap();
-        assert!(max_abs(d, &want) < 1e-5);
-        assert!(max_abs(&folded.get(l, m).unwrap().delta().unwrap(), &want) < 1e-5);
+        assert!(max_abs_diff(d, &want) < 1e-5);
+        assert!(max_abs_diff(&folded.get(l, m).unwrap().delta().unwrap(), &want) < 1e-5);
         assert_eq!(folded.get(l, m).unwrap().rank(), 12);
     }
     // The export is a valid PEFT adapter: save, load, same deltas.

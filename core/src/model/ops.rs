@@ -192,16 +192,7 @@ mod tests {
         let (y1, g1) =
             grad_and_value(&|t| op(t).map_err(|e| candle_core::Error::Msg(e.to_string())));
         let (y2, g2) = grad_and_value(&composite);
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = crate::test_support::max_abs_diff;
         assert!(diff(&y1, &y2) < 1e-5, "values differ by {}", diff(&y1, &y2));
         assert!(
             diff(&g1, &g2) < 1e-4,
