@@ -47,20 +47,15 @@ fn taped(t: Option<Tensor>, what: &str) -> Result<Tensor> {
 #[derive(Debug, Default)]
 pub struct StackGrads {
     /// Gradients of the adapters' A and B factors that are variables, by tensor.
-    factors: HashMap<TensorId, Tensor>,
+    factors: HashMap<TensorId, Option<Tensor>>,
     /// Learned coefficients (functions of the CAT logits) and the gradient of each.
     coefs: Vec<(Tensor, Tensor)>,
 }
 
 impl StackGrads {
     fn add_factor(&mut self, factor: &Tensor, g: Tensor) -> Result<()> {
-        let g = g.to_dtype(factor.dtype())?;
-        let acc = match self.factors.remove(&factor.id()) {
-            Some(a) => (a + g)?,
-            None => g,
-        };
-        self.factors.insert(factor.id(), acc);
-        Ok(())
+        let acc = self.factors.entry(factor.id()).or_default();
+        add_grad(acc, g.to_dtype(factor.dtype())?)
     }
 
     /// The gradients of `vars`, in their order (`None` for one nothing reached). Coefficients
@@ -69,23 +64,33 @@ impl StackGrads {
     pub fn for_vars(mut self, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
         let mut out: Vec<Option<Tensor>> = vars
             .iter()
-            .map(|v| self.factors.remove(&v.as_tensor().id()))
+            .map(|v| self.factors.remove(&v.as_tensor().id()).flatten())
             .collect();
         let mut total: Option<Tensor> = None;
         for (c, g) in &self.coefs {
             let t = (c.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?;
-            crate::train::batch::add_grad(&mut total, t)?;
+            add_grad(&mut total, t)?;
         }
         if let Some(total) = total {
             let grads = total.backward()?;
             for (o, v) in out.iter_mut().zip(vars) {
                 if let Some(g) = grads.get(v.as_tensor()) {
-                    crate::train::batch::add_grad(o, g.clone())?;
+                    add_grad(o, g.clone())?;
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// Adds `g` to the gradient accumulated in `acc` (the sites and layers of one step, the
+/// micro-batches of one optimizer step).
+pub(crate) fn add_grad(acc: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + g)?,
+        None => g,
+    });
+    Ok(())
 }
 
 /// Target rows per chunk of the head: 256 x 49,152 logits are 50 MB.

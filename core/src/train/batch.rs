@@ -212,16 +212,6 @@ fn taped_layers(model: &Llama, batch: usize, len: usize) -> usize {
     TAPE_BYTES / per_layer.max(1)
 }
 
-/// Adds `g` to the gradient accumulated in `acc` (layers of one step, micro-batches of one
-/// optimizer step).
-pub(crate) fn add_grad(acc: &mut Option<Tensor>, g: Tensor) -> Result<()> {
-    *acc = Some(match acc.take() {
-        Some(a) => (a + g)?,
-        None => g,
-    });
-    Ok(())
-}
-
 /// Mean loss over every target of `seqs` (inference path, no gradients).
 pub fn eval_loss(
     model: &Llama,

@@ -5,10 +5,11 @@
 //! them. The data order is a pure function of the seed and the epoch, so a resumed run
 //! replays exactly the batches the uninterrupted run would have seen.
 
-use super::batch::{add_grad, eval_loss, loss_and_grads, make_batches, TrainSeq};
+use super::batch::{eval_loss, loss_and_grads, make_batches, TrainSeq};
 use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, Decay};
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
+use crate::model::backward::add_grad;
 use crate::model::{Llama, Mode};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
