@@ -3,26 +3,56 @@
 use crate::error::{CoreError, Result};
 use candle_core::{DType, Device};
 
-/// The dtype a model's frozen weights and activations take on `device`: `$SOUP_DTYPE`
-/// (`f32`, `bf16` or `f16`; the command line's `--dtype` sets it) when set, otherwise f32 on
-/// the CPU and bf16 on a GPU. Adapters and CAT weights are always f32 master weights.
-pub fn compute_dtype(device: &Device) -> Result<DType> {
-    match std::env::var("SOUP_DTYPE") {
-        Ok(spec) if !spec.trim().is_empty() => parse_dtype(&spec),
-        _ => Ok(if device.is_cpu() {
-            DType::F32
+/// The precision of a model's frozen weights and activations, as job specs record it.
+/// Adapters and CAT weights are always f32 master weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// f32 on the CPU, bf16 on a GPU.
+    pub fn default_for(device: &Device) -> Precision {
+        if device.is_cpu() {
+            Precision::F32
         } else {
-            DType::BF16
-        }),
+            Precision::Bf16
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
     }
 }
 
-/// `f32`, `bf16` or `f16`.
-pub fn parse_dtype(spec: &str) -> Result<DType> {
+impl std::str::FromStr for Precision {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Precision> {
+        parse_dtype(s)
+    }
+}
+
+/// `f32`, `bf16` or `f16` (the command line's `--dtype`).
+pub fn parse_dtype(spec: &str) -> Result<Precision> {
     match spec.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
+        "f32" | "float32" => Ok(Precision::F32),
+        "bf16" | "bfloat16" => Ok(Precision::Bf16),
+        "f16" | "float16" => Ok(Precision::F16),
         other => Err(CoreError::Invalid(format!(
             "bad dtype {other:?}: expected f32, bf16 or f16"
         ))),
@@ -66,7 +96,11 @@ mod tests {
         assert!(parse_device("CPU").unwrap().is_cpu());
         assert!(parse_device("tpu").is_err());
         assert!(parse_device("cuda:x").is_err());
-        assert_eq!(parse_dtype("BF16").unwrap(), DType::BF16);
+        assert_eq!(parse_dtype("BF16").unwrap(), Precision::Bf16);
+        assert_eq!(Precision::Bf16.dtype(), DType::BF16);
+        assert_eq!(Precision::default_for(&Device::Cpu), Precision::F32);
+        let json = serde_json::to_string(&Precision::F16).unwrap();
+        assert_eq!(json, "\"f16\"");
         assert!(parse_dtype("f64").is_err());
     }
 }

@@ -26,9 +26,22 @@ pub struct LoadedModel {
     pub source: PathBuf,
     pub model: Llama,
     pub tokenizer: SoupTokenizer,
+    /// The precision its frozen weights were loaded in.
+    pub precision: crate::device::Precision,
+    fingerprint: std::sync::OnceLock<String>,
 }
 
 impl LoadedModel {
+    /// A content hash of the files the model was loaded from, computed once (see
+    /// [`model_fingerprint`]).
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let f = model_fingerprint(&self.source)?;
+        Ok(self.fingerprint.get_or_init(|| f))
+    }
+
     /// Whether prompts go through the chat template (instruct models have one).
     pub fn is_chat(&self) -> bool {
         self.tokenizer.has_chat_template()
@@ -85,8 +98,13 @@ pub fn locate_model(
     )))
 }
 
-/// Loads an HF directory or a GGUF file.
-pub fn load_model_at(name: &str, path: &Path, device: &Device) -> Result<LoadedModel> {
+/// Loads an HF directory or a GGUF file with its frozen weights in `precision`.
+pub fn load_model_at(
+    name: &str,
+    path: &Path,
+    device: &Device,
+    precision: crate::device::Precision,
+) -> Result<LoadedModel> {
     let (model, tokenizer) = if path.is_file() {
         if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
             return Err(CoreError::bad_file(
@@ -105,7 +123,7 @@ pub fn load_model_at(name: &str, path: &Path, device: &Device) -> Result<LoadedM
             SoupTokenizer::from_hf_dir(path)?,
         )
     };
-    let model = model.to_dtype(crate::device::compute_dtype(device)?)?;
+    let model = model.to_dtype(precision.dtype())?;
     if tokenizer.vocab_size() > model.cfg.vocab_size {
         return Err(CoreError::bad_file(
             path,
@@ -121,7 +139,41 @@ pub fn load_model_at(name: &str, path: &Path, device: &Device) -> Result<LoadedM
         source: path.to_path_buf(),
         model,
         tokenizer,
+        precision,
+        fingerprint: std::sync::OnceLock::new(),
     })
+}
+
+/// A sha256 over a model's content: the GGUF file, or an HF directory's files (config,
+/// tokenizer, weights; in name order, each name hashed with its bytes). The generation cache
+/// keys answers by it, so a model replaced at the same path never serves stale answers.
+pub fn model_fingerprint(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let files: Vec<PathBuf> = if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| CoreError::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e, "json" | "safetensors" | "model" | "jinja"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let mut hasher = Sha256::new();
+    for f in &files {
+        if let Some(n) = f.file_name() {
+            hasher.update(n.to_string_lossy().as_bytes());
+        }
+        let mut file = std::fs::File::open(f).map_err(|e| CoreError::io(f, e))?;
+        std::io::copy(&mut file, &mut hasher).map_err(|e| CoreError::io(f, e))?;
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Finds an adapter: a PEFT directory on disk, else a stored adapter by name.
@@ -210,6 +262,7 @@ impl TextGenerator<'_> {
                 text: truncate_at_stop(&text, stops).to_string(),
                 prompt_tokens: prompt.len(),
                 output_tokens: ids.len(),
+                cached: false,
             });
         }
         if let Some(cb) = self.on_batch.as_mut() {

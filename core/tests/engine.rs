@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 use soup_core::engine::{
-    CatJob, DataSource, Engine, EvalJob, EvalTarget, EvalTask, JobSpec, JobUpdate, MergeJob,
+    tasks, CatJob, DataSource, Engine, EvalJob, EvalTarget, JobSpec, JobUpdate, MergeJob,
     TrainJob,
 };
 use soup_store::{RecordQuery, RunStatus, Store};
@@ -21,7 +21,7 @@ fn model() -> String {
 
 fn engine(dir: &std::path::Path) -> Engine {
     let store = Arc::new(Store::open(dir).unwrap());
-    Engine::new(store, dir, Device::Cpu).unwrap()
+    Engine::new(store, dir, Device::Cpu, None).unwrap()
 }
 
 #[test]
@@ -91,6 +91,7 @@ fn train_cat_merge_eval_pipeline() {
         model: None,
         data: vec![],
         budget: None,
+        dtype: None,
     };
     e.run_now(JobSpec::Merge(merge), &mut |_| {}).unwrap();
     assert!(dir
@@ -100,16 +101,16 @@ fn train_cat_merge_eval_pipeline() {
 
     for (task, data, target) in [
         (
-            EvalTask::CodeMath,
+            tasks::CODE_MATH,
             "builtin:codemath-test",
             EvalTarget::Adapter("soup".into()),
         ),
         (
-            EvalTask::ManualQa,
+            tasks::MANUAL_QA,
             "builtin:manualqa-test",
             EvalTarget::Adapter("ties".into()),
         ),
-        (EvalTask::MathCot, "builtin:math-test", EvalTarget::Base),
+        (tasks::MATH_COT, "builtin:math-test", EvalTarget::Base),
     ] {
         let mut ev = EvalJob::new(&model(), target, task, DataSource::parse(data));
         ev.limit = Some(3);
@@ -125,9 +126,16 @@ fn train_cat_merge_eval_pipeline() {
             .unwrap();
         assert_eq!(page.items.len(), 3);
         for r in &page.items {
-            assert!(!r.prompt.is_empty() && !r.verdict.is_empty());
+            // The grader's record comes back whole.
+            let q: soup_evals::driver::QuestionRecord =
+                serde_json::from_value(r.detail.clone()).unwrap();
+            assert!(!q.prompt.is_empty() && !r.verdict.is_empty());
+            assert_eq!(q.verdict_label(), r.verdict);
+            assert_eq!(q.task, task.name());
+            assert_eq!(q.dtype.as_deref(), Some("f32"));
+            assert!(q.prompt_style.is_some());
             // Only new tokens are recorded, never the prompt.
-            assert!(!r.output.starts_with(&r.prompt));
+            assert!(!q.raw_output.starts_with(&q.prompt));
         }
         assert!(!e.store().scores(run).unwrap().items.is_empty());
     }
@@ -140,7 +148,7 @@ fn cancelled_eval_resumes_without_redoing_questions() {
     let mut ev = EvalJob::new(
         &model(),
         EvalTarget::Base,
-        EvalTask::ManualQa,
+        tasks::MANUAL_QA,
         DataSource::parse("builtin:manualqa-test"),
     );
     ev.limit = Some(6);
@@ -192,4 +200,46 @@ fn cancelled_eval_resumes_without_redoing_questions() {
     // A second identical evaluation is answered from the generation cache.
     let (_, again) = e.run_now(JobSpec::Eval(ev), &mut |_| {}).unwrap();
     assert_eq!(again.summary["cache_hits"], 6);
+}
+
+/// The generation cache answers a repeated evaluation, records that it did, and never serves
+/// an answer generated in another precision.
+#[test]
+fn generation_cache_is_keyed_by_precision_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let job = |dtype| {
+        let mut ev = EvalJob::new(
+            &model(),
+            EvalTarget::Base,
+            tasks::QA,
+            DataSource::parse("builtin:qa-test"),
+        );
+        ev.limit = Some(2);
+        ev.max_new_tokens = 6;
+        ev.dtype = dtype;
+        JobSpec::Eval(ev)
+    };
+    let cached = |run| -> Vec<bool> {
+        e.store()
+            .records_page(run, &RecordQuery::default())
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.detail["cached"].as_bool().unwrap())
+            .collect()
+    };
+    let (first, out) = e.run_now(job(None), &mut |_| {}).unwrap();
+    assert_eq!(out.summary["dtype"], "f32");
+    assert_eq!(cached(first), vec![false, false]);
+    let (again, out) = e.run_now(job(None), &mut |_| {}).unwrap();
+    assert_eq!(out.summary["cache_hits"], 2);
+    assert_eq!(cached(again), vec![true, true]);
+    let bf16 = Some(soup_core::device::Precision::Bf16);
+    let (half, out) = e.run_now(job(bf16), &mut |_| {}).unwrap();
+    assert_eq!(out.summary["cache_hits"], 0, "an f32 answer served to a bf16 run");
+    assert_eq!(cached(half), vec![false, false]);
+    // The recorded spec says what ran.
+    let spec = e.store().get_run(first).unwrap().unwrap().spec;
+    assert_eq!(spec["dtype"], "f32");
 }

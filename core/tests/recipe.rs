@@ -57,7 +57,7 @@ shots = 0
 fn recipe_runs_every_method_then_reuses_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let engine = Engine::new(store, dir.path(), Device::Cpu).unwrap();
+    let engine = Engine::new(store, dir.path(), Device::Cpu, None).unwrap();
     let recipe = Recipe::parse(&recipe_text(), "test").unwrap();
     let runs = |e: &Engine| {
         e.store()

@@ -1,56 +1,33 @@
-//! The evaluation driver, independent of the model: items in, prompts built, completions asked
-//! of a [`Generate`] in batches, each answer graded, one [`QuestionRecord`] handed to a sink as
-//! soon as its question is finished, and scores aggregated.
+//! The evaluation driver, independent of the model: a task's items in, prompts built and
+//! rendered, completions asked of a [`Generate`] in batches, each answer graded by the task,
+//! one [`QuestionRecord`] handed to a sink as soon as its question is finished, and scores
+//! aggregated.
 //!
 //! The sink is where `soup-core` writes records to the store, so a killed run keeps what it
 //! finished; on resume the core passes those records back as `previous`, and the driver skips
 //! their ids and still counts them in the summary. Every record carries the prompt, raw output
 //! and extraction behind its score (lm-evaluation-harness style), so any number in a report can
-//! be traced to the answers behind it.
+//! be traced to the answers behind it. The record is the one per-question type from grading to
+//! the store and back: the store keeps it whole.
 
-use crate::codemath::{self, Verdict};
-use crate::datasets::{CodeExercise, MathItem, QaItem};
-use crate::generate::{Completion, GenSettings, Generate, GenerateError};
-use crate::manualqa;
-use crate::mathcot;
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::codemath::Verdict;
+use crate::generate::{GenSettings, Generate, GenerateError};
+use crate::prompts::{Prompt, PromptStyle};
+use crate::sandbox::{IsolationLayers, Sandbox, SandboxError};
 use crate::stats::{bootstrap_ci95, ConfidenceInterval};
+use crate::task::{PromptOptions, Task, TaskInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Which grader a run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// Program of thought, run in the sandbox; headline score: accuracy.
-    CodeMath,
-    /// Chain of thought with `#### N`; headline: strict-match accuracy.
-    MathCot,
-    /// Short-answer QA; headline: token F1.
-    Qa,
-    /// Programs that must pass their tests, run in the sandbox (the code skill's own test);
-    /// headline: accuracy.
-    Code,
-}
-
-impl TaskKind {
-    /// The score key reported as the run's main number.
-    pub fn headline(self) -> &'static str {
-        match self {
-            TaskKind::CodeMath | TaskKind::Code => "accuracy",
-            TaskKind::MathCot => "strict_match",
-            TaskKind::Qa => "f1",
-        }
-    }
-}
-
 /// Everything about one finished question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionRecord {
     pub id: String,
-    pub task: TaskKind,
+    /// The task's name (`code-math`, `manual-qa`, ...).
+    #[serde(default)]
+    pub task: String,
     /// The exact prompt string the generator received.
     pub prompt: String,
     /// The newly generated text only.
@@ -71,15 +48,40 @@ pub struct QuestionRecord {
     pub signal: Option<i32>,
     pub sandbox_message: Option<String>,
     pub sandbox_seconds: Option<f64>,
+    /// The isolation the program ran under (sandbox tasks, when a program ran).
+    #[serde(default)]
+    pub isolation: Option<IsolationLayers>,
     pub prompt_tokens: usize,
     pub output_tokens: usize,
     /// Generation time of the batch divided by its size.
     pub latency_s: f64,
+    /// The answer came from the generation cache, not from the model.
+    #[serde(default)]
+    pub cached: bool,
+    /// The prompt form the model actually saw (None: recorded before it was kept).
+    #[serde(default)]
+    pub prompt_style: Option<PromptStyle>,
+    /// The dtype the model ran in (`f32`, `bf16`, `f16`; None: not recorded).
+    #[serde(default)]
+    pub dtype: Option<String>,
+}
+
+impl QuestionRecord {
+    /// The verdict as the store indexes it: the sandbox's verdict, else correct/wrong.
+    pub fn verdict_label(&self) -> String {
+        match self.verdict {
+            Some(v) => v.as_str().to_string(),
+            None if self.correct => "correct".into(),
+            None => "wrong".into(),
+        }
+    }
 }
 
 /// Driver settings.
 #[derive(Debug, Clone, Default)]
 pub struct EvalOptions {
+    /// Generation settings; their stop strings are replaced per batch by the task's own
+    /// (plain form) or none (chat form).
     pub settings: GenSettings,
     /// Prompts per `generate` call; 0 means 8.
     pub batch_size: usize,
@@ -93,7 +95,8 @@ pub struct EvalOptions {
 /// Aggregate of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSummary {
-    pub task: TaskKind,
+    /// The task's name.
+    pub task: String,
     pub n: usize,
     /// Mean of each score over all records.
     pub scores: BTreeMap<String, f64>,
@@ -132,49 +135,72 @@ pub enum EvalError {
 pub type Sink<'a> =
     dyn FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
 
-/// Pending work for one batch, independent of the item type.
-struct Pending {
-    id: String,
-    prompt: String,
-    gold_text: String,
+/// How one evaluation runs: the model side, the prompt form, what each record notes of the
+/// run, and where records go.
+pub struct EvalRun<'a, 's> {
+    pub generator: &'a mut dyn Generate,
+    /// Given to tasks whose info says they need one.
+    pub sandbox: Option<&'a Sandbox>,
+    /// The prompt form the model sees; stop strings apply to the plain form (chat answers end
+    /// at the model's end-of-turn token).
+    pub style: PromptStyle,
+    /// Turns a prompt's chat turns into the model's chat-template text (used in chat style);
+    /// a template that fails ends the run with its error rather than silently switching form.
+    pub render_chat: &'a dyn Fn(&Prompt) -> Result<String, GenerateError>,
+    pub prompt: PromptOptions,
+    /// Recorded with every question.
+    pub dtype: Option<String>,
+    pub opts: EvalOptions,
+    /// Records already stored (resume): their questions are skipped.
+    pub previous: &'a [QuestionRecord],
+    pub sink: &'a mut Sink<'s>,
 }
 
-/// Grades one batch: (items, their pending prompts, completions, per-question latency).
-type GradeBatch<'a, T> = dyn FnMut(&[&T], &[Pending], Vec<Completion>, f64) -> Result<Vec<QuestionRecord>, EvalError>
-    + 'a;
+impl EvalRun<'_, '_> {
+    /// The string the model receives for `p`, and the stop strings that go with it.
+    fn render(&self, p: Prompt) -> Result<(String, Vec<String>), GenerateError> {
+        Ok(match self.style {
+            PromptStyle::Plain => (p.text, p.stop),
+            PromptStyle::Chat => ((self.render_chat)(&p)?, Vec::new()),
+        })
+    }
+}
 
-/// Shared batching loop: picks unfinished items, generates, hands (item index, completion,
-/// latency) to `grade`, which returns the records of the batch.
-#[allow(clippy::too_many_arguments)]
-fn drive<T>(
-    task: TaskKind,
-    items: &[T],
-    id_of: &dyn Fn(&T) -> &str,
-    prompt_of: &dyn Fn(&T) -> String,
-    gold_of: &dyn Fn(&T) -> String,
-    generator: &mut dyn Generate,
-    opts: &EvalOptions,
-    previous: &[QuestionRecord],
-    sink: &mut Sink<'_>,
-    grade: &mut GradeBatch<'_, T>,
+/// Evaluates `items` of `task`: picks the unfinished ones, generates in batches, grades each
+/// batch with the task and hands every record to the sink as soon as it is graded.
+pub fn evaluate<T: Task>(
+    task: &T,
+    items: &[T::Item],
+    run: &mut EvalRun<'_, '_>,
 ) -> Result<EvalSummary, EvalError> {
-    let done: HashSet<&str> = previous.iter().map(|r| r.id.as_str()).collect();
-    let scope = &items[..opts.limit.unwrap_or(items.len()).min(items.len())];
-    let todo: Vec<&T> = scope.iter().filter(|i| !done.contains(id_of(i))).collect();
+    let info = task.info();
+    let done: HashSet<&str> = run.previous.iter().map(|r| r.id.as_str()).collect();
+    let scope = &items[..run.opts.limit.unwrap_or(items.len()).min(items.len())];
+    let in_scope: HashSet<&str> = scope.iter().map(|i| task.id(i)).collect();
+    let todo: Vec<&T::Item> = scope
+        .iter()
+        .filter(|i| !done.contains(task.id(i)))
+        .collect();
     let resumed = scope.len() - todo.len();
-    let batch = if opts.batch_size == 0 {
+    let batch = if run.opts.batch_size == 0 {
         8
     } else {
-        opts.batch_size
+        run.opts.batch_size
     };
-    let mut records: Vec<QuestionRecord> = previous
+    let mut records: Vec<QuestionRecord> = run
+        .previous
         .iter()
-        .filter(|r| scope.iter().any(|i| id_of(i) == r.id))
+        .filter(|r| in_scope.contains(r.id.as_str()))
         .cloned()
         .collect();
+    let isolation = match (info.needs_sandbox, run.sandbox) {
+        (true, Some(s)) => Some(s.layers().clone()),
+        _ => None,
+    };
     let mut cancelled = false;
     for chunk in todo.chunks(batch) {
-        if opts
+        if run
+            .opts
             .cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
@@ -182,17 +208,23 @@ fn drive<T>(
             cancelled = true;
             break;
         }
-        let pending: Vec<Pending> = chunk
-            .iter()
-            .map(|i| Pending {
-                id: id_of(i).to_string(),
-                prompt: prompt_of(i),
-                gold_text: gold_of(i),
-            })
-            .collect();
-        let prompts: Vec<String> = pending.iter().map(|p| p.prompt.clone()).collect();
+        let mut prompts = Vec::with_capacity(chunk.len());
+        let mut stop: Vec<String> = Vec::new();
+        for item in chunk {
+            let (text, item_stop) = run.render(task.prompt(item, &run.prompt))?;
+            for s in item_stop {
+                if !stop.contains(&s) {
+                    stop.push(s);
+                }
+            }
+            prompts.push(text);
+        }
+        let settings = GenSettings {
+            stop,
+            ..run.opts.settings.clone()
+        };
         let t0 = Instant::now();
-        let completions = generator.generate(&prompts, &opts.settings)?;
+        let completions = run.generator.generate(&prompts, &settings)?;
         let latency = t0.elapsed().as_secs_f64() / chunk.len() as f64;
         if completions.len() != prompts.len() {
             return Err(EvalError::CountMismatch {
@@ -200,267 +232,70 @@ fn drive<T>(
                 want: prompts.len(),
             });
         }
-        for (p, c) in pending.iter().zip(&completions) {
-            if p.prompt.len() >= 16 && c.text.starts_with(&p.prompt) {
-                return Err(EvalError::PromptEchoed { id: p.id.clone() });
+        for ((item, p), c) in chunk.iter().zip(&prompts).zip(&completions) {
+            if p.len() >= 16 && c.text.starts_with(p.as_str()) {
+                return Err(EvalError::PromptEchoed {
+                    id: task.id(item).to_string(),
+                });
             }
         }
-        for rec in grade(chunk, &pending, completions, latency)? {
-            sink(&rec).map_err(|source| EvalError::Sink {
+        let outputs: Vec<&str> = completions.iter().map(|c| c.text.as_str()).collect();
+        let sandbox = if info.needs_sandbox { run.sandbox } else { None };
+        let grades = task.grade(chunk, &outputs, sandbox)?;
+        if grades.len() != chunk.len() {
+            return Err(EvalError::Sandbox(SandboxError::Internal(format!(
+                "task {} graded {} of {} answers",
+                info.name,
+                grades.len(),
+                chunk.len()
+            ))));
+        }
+        for (((item, prompt), c), g) in chunk.iter().zip(prompts).zip(&completions).zip(grades) {
+            let program_ran = g.run.is_some();
+            let outcome = g.run;
+            let rec = QuestionRecord {
+                id: task.id(item).to_string(),
+                task: info.name.to_string(),
+                prompt,
+                raw_output: c.text.clone(),
+                extracted: g.extracted,
+                gold: task.gold(item),
+                pred: g.pred,
+                verdict: g.verdict,
+                correct: g.correct,
+                scores: g.scores,
+                stdout: outcome.as_ref().map(|o| o.stdout.clone()),
+                stderr: outcome.as_ref().map(|o| o.stderr.clone()),
+                exit_code: outcome.as_ref().and_then(|o| o.exit_code),
+                signal: outcome.as_ref().and_then(|o| o.signal),
+                sandbox_message: outcome
+                    .as_ref()
+                    .map(|o| o.message.clone())
+                    .filter(|m| !m.is_empty()),
+                sandbox_seconds: outcome.as_ref().map(|o| o.seconds),
+                isolation: isolation.clone().filter(|_| program_ran),
+                prompt_tokens: c.prompt_tokens,
+                output_tokens: c.output_tokens,
+                latency_s: latency,
+                cached: c.cached,
+                prompt_style: Some(run.style),
+                dtype: run.dtype.clone(),
+            };
+            (run.sink)(&rec).map_err(|source| EvalError::Sink {
                 id: rec.id.clone(),
                 source,
             })?;
             records.push(rec);
         }
     }
-    let mut s = summarize(task, &records);
+    let mut s = summarize(info, &records);
     s.resumed = resumed;
     s.cancelled = cancelled;
     Ok(s)
 }
 
-fn base_record(task: TaskKind, p: &Pending, c: &Completion, latency: f64) -> QuestionRecord {
-    QuestionRecord {
-        id: p.id.clone(),
-        task,
-        prompt: p.prompt.clone(),
-        raw_output: c.text.clone(),
-        extracted: None,
-        gold: p.gold_text.clone(),
-        pred: None,
-        verdict: None,
-        correct: false,
-        scores: BTreeMap::new(),
-        stdout: None,
-        stderr: None,
-        exit_code: None,
-        signal: None,
-        sandbox_message: None,
-        sandbox_seconds: None,
-        prompt_tokens: c.prompt_tokens,
-        output_tokens: c.output_tokens,
-        latency_s: latency,
-    }
-}
-
-/// Code-math: programs extracted and run in `sandbox` (a batch in parallel), accuracy by PAL's
-/// tolerance. `prompt` builds the string for an item (e.g. `prompts::pot_prompt` rendered plain
-/// or through the model's chat template).
-#[allow(clippy::too_many_arguments)]
-pub fn run_code_math(
-    items: &[MathItem],
-    prompt: &dyn Fn(&MathItem) -> String,
-    generator: &mut dyn Generate,
-    sandbox: &Sandbox,
-    opts: &EvalOptions,
-    previous: &[QuestionRecord],
-    sink: &mut Sink<'_>,
-) -> Result<EvalSummary, EvalError> {
-    let mut grade = |chunk: &[&MathItem],
-                     pending: &[Pending],
-                     completions: Vec<Completion>,
-                     latency: f64|
-     -> Result<Vec<QuestionRecord>, EvalError> {
-        let pairs: Vec<(String, f64)> = chunk
-            .iter()
-            .zip(&completions)
-            .map(|(i, c)| (c.text.clone(), i.gold))
-            .collect();
-        let grades = codemath::grade_many(sandbox, &pairs)?;
-        Ok(program_records(
-            TaskKind::CodeMath,
-            pending,
-            &completions,
-            grades,
-            latency,
-        ))
-    };
-    drive(
-        TaskKind::CodeMath,
-        items,
-        &|i: &MathItem| i.id.as_str(),
-        prompt,
-        &|i: &MathItem| mathcot::format_gold(i.gold),
-        generator,
-        opts,
-        previous,
-        sink,
-        &mut grade,
-    )
-}
-
-/// The code skill's own test: each answer's program must pass its exercise's tests in the
-/// sandbox ([`codemath::grade_tests`]).
-pub fn run_code_tests(
-    items: &[CodeExercise],
-    prompt: &dyn Fn(&CodeExercise) -> String,
-    generator: &mut dyn Generate,
-    sandbox: &Sandbox,
-    opts: &EvalOptions,
-    previous: &[QuestionRecord],
-    sink: &mut Sink<'_>,
-) -> Result<EvalSummary, EvalError> {
-    let mut grade = |chunk: &[&CodeExercise],
-                     pending: &[Pending],
-                     completions: Vec<Completion>,
-                     latency: f64|
-     -> Result<Vec<QuestionRecord>, EvalError> {
-        let pairs: Vec<(String, String)> = chunk
-            .iter()
-            .zip(&completions)
-            .map(|(i, c)| (c.text.clone(), i.test.clone()))
-            .collect();
-        let grades = codemath::grade_tests(sandbox, &pairs)?;
-        Ok(program_records(
-            TaskKind::Code,
-            pending,
-            &completions,
-            grades,
-            latency,
-        ))
-    };
-    drive(
-        TaskKind::Code,
-        items,
-        &|i: &CodeExercise| i.id.as_str(),
-        prompt,
-        &|i: &CodeExercise| i.test.clone(),
-        generator,
-        opts,
-        previous,
-        sink,
-        &mut grade,
-    )
-}
-
-/// The records of answers graded by running their programs.
-fn program_records(
-    task: TaskKind,
-    pending: &[Pending],
-    completions: &[Completion],
-    grades: Vec<codemath::CodeMathGrade>,
-    latency: f64,
-) -> Vec<QuestionRecord> {
-    pending
-        .iter()
-        .zip(completions)
-        .zip(grades)
-        .map(|((p, c), g)| {
-            let mut r = base_record(task, p, c, latency);
-            r.extracted = g.program;
-            r.pred = g.pred.map(|x| x.to_string());
-            r.verdict = Some(g.verdict);
-            r.correct = g.correct;
-            r.scores
-                .insert("accuracy".into(), f64::from(u8::from(g.correct)));
-            if let Some(run) = g.run {
-                r.stdout = Some(run.stdout);
-                r.stderr = Some(run.stderr);
-                r.exit_code = run.exit_code;
-                r.signal = run.signal;
-                r.sandbox_message = Some(run.message).filter(|m| !m.is_empty());
-                r.sandbox_seconds = Some(run.seconds);
-            }
-            r
-        })
-        .collect()
-}
-
-/// Math skill (chain of thought): lm-eval-harness gsm8k strict-match and flexible-extract.
-pub fn run_math_cot(
-    items: &[MathItem],
-    prompt: &dyn Fn(&MathItem) -> String,
-    generator: &mut dyn Generate,
-    opts: &EvalOptions,
-    previous: &[QuestionRecord],
-    sink: &mut Sink<'_>,
-) -> Result<EvalSummary, EvalError> {
-    let mut grade = |chunk: &[&MathItem],
-                     pending: &[Pending],
-                     completions: Vec<Completion>,
-                     latency: f64|
-     -> Result<Vec<QuestionRecord>, EvalError> {
-        Ok(chunk
-            .iter()
-            .zip(pending)
-            .zip(&completions)
-            .map(|((item, p), c)| {
-                let g = mathcot::grade_cot(&c.text, item.gold);
-                let mut r = base_record(TaskKind::MathCot, p, c, latency);
-                r.extracted = g.strict_pred.clone().or(g.flexible_pred.clone());
-                r.pred = r.extracted.clone();
-                r.correct = g.strict_match;
-                r.scores
-                    .insert("strict_match".into(), f64::from(u8::from(g.strict_match)));
-                r.scores.insert(
-                    "flexible_match".into(),
-                    f64::from(u8::from(g.flexible_match)),
-                );
-                r
-            })
-            .collect())
-    };
-    drive(
-        TaskKind::MathCot,
-        items,
-        &|i: &MathItem| i.id.as_str(),
-        prompt,
-        &|i: &MathItem| mathcot::format_gold(i.gold),
-        generator,
-        opts,
-        previous,
-        sink,
-        &mut grade,
-    )
-}
-
-/// Manual-QA / reading comprehension: EM, token F1 (headline) and contains.
-pub fn run_qa(
-    items: &[QaItem],
-    prompt: &dyn Fn(&QaItem) -> String,
-    generator: &mut dyn Generate,
-    opts: &EvalOptions,
-    previous: &[QuestionRecord],
-    sink: &mut Sink<'_>,
-) -> Result<EvalSummary, EvalError> {
-    let mut grade = |chunk: &[&QaItem],
-                     pending: &[Pending],
-                     completions: Vec<Completion>,
-                     latency: f64|
-     -> Result<Vec<QuestionRecord>, EvalError> {
-        Ok(chunk
-            .iter()
-            .zip(pending)
-            .zip(&completions)
-            .map(|((item, p), c)| {
-                let g = manualqa::grade_qa(&c.text, &item.answers, item.unanswerable);
-                let mut r = base_record(TaskKind::Qa, p, c, latency);
-                r.extracted = Some(g.pred.clone());
-                r.pred = Some(g.pred.clone());
-                r.correct = g.scores.em == 1.0;
-                r.scores.insert("em".into(), g.scores.em);
-                r.scores.insert("f1".into(), g.scores.f1);
-                r.scores.insert("contains".into(), g.scores.contains);
-                r
-            })
-            .collect())
-    };
-    drive(
-        TaskKind::Qa,
-        items,
-        &|i: &QaItem| i.id.as_str(),
-        prompt,
-        &|i: &QaItem| i.answers.join(" | "),
-        generator,
-        opts,
-        previous,
-        sink,
-        &mut grade,
-    )
-}
-
 /// Aggregate records (e.g. a finished run's records read back from the store).
-pub fn summarize(task: TaskKind, records: &[QuestionRecord]) -> EvalSummary {
+pub fn summarize(task: &TaskInfo, records: &[QuestionRecord]) -> EvalSummary {
     let n = records.len();
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
@@ -476,13 +311,13 @@ pub fn summarize(task: TaskKind, records: &[QuestionRecord]) -> EvalSummary {
         .into_iter()
         .map(|(k, v)| (k, v / n.max(1) as f64))
         .collect();
-    let headline = task.headline().to_string();
+    let headline = task.headline.to_string();
     let per_q: Vec<f64> = records
         .iter()
         .map(|r| r.scores.get(&headline).copied().unwrap_or(0.0))
         .collect();
     EvalSummary {
-        task,
+        task: task.name.to_string(),
         n,
         scores,
         headline_ci: (n > 0).then(|| bootstrap_ci95(&per_q, 0)),

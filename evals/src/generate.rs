@@ -45,6 +45,9 @@ pub struct Completion {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub output_tokens: usize,
+    /// Served from a cache of earlier generations rather than by the model.
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Why a generator could not produce completions. Wraps the implementor's own error so the

@@ -12,10 +12,14 @@
 //! and resume; [`grade`] grades prediction files for the `soup grade` subcommands; [`stats`]
 //! holds the bootstrap confidence interval.
 //!
+//! Tasks: [`task`] defines what a task is (dataset, prompt with stops, grading, metrics,
+//! headline, default dataset) and [`tasks`] registers them, one file each; the engine, the
+//! recipes and the dashboard all reach tasks through the [`task::EvalTask`] handle.
+//!
 //! How `soup-core` runs a code-math evaluation (the model side is its `Generate` impl):
 //!
 //! ```no_run
-//! use soup_evals::{datasets, driver, prompts, sandbox};
+//! use soup_evals::{driver, prompts, sandbox, tasks};
 //! use soup_evals::{Completion, GenSettings, Generate, GenerateError};
 //!
 //! struct Model; // soup-core's generator
@@ -27,23 +31,22 @@
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let items = datasets::load_math(std::path::Path::new("code_math_test.json"))?;
+//! let path = std::path::Path::new("code_math_test.json");
+//! let data = tasks::CODE_MATH.load(path, &std::fs::read_to_string(path)?)?;
 //! let sandbox = sandbox::Sandbox::new(sandbox::SandboxConfig::default())?;
-//! let opts = driver::EvalOptions {
-//!     settings: GenSettings { stop: prompts::pot_stop(), ..GenSettings::default() },
-//!     batch_size: 16,
-//!     ..Default::default()
+//! let mut sink = |record: &driver::QuestionRecord| { /* write to the store */ let _ = record; Ok(()) };
+//! let mut run = driver::EvalRun {
+//!     generator: &mut Model,
+//!     sandbox: Some(&sandbox),
+//!     style: prompts::PromptStyle::Plain,
+//!     render_chat: &|p| Ok(p.text.clone()), // core renders p.messages with the chat template
+//!     prompt: soup_evals::task::PromptOptions { shots: 3 },
+//!     dtype: None,
+//!     opts: driver::EvalOptions { batch_size: 16, ..Default::default() },
+//!     previous: &[], // records already in the store when resuming
+//!     sink: &mut sink,
 //! };
-//! let previous = vec![]; // records already in the store when resuming
-//! let summary = driver::run_code_math(
-//!     &items,
-//!     &|item| prompts::pot_prompt(&item.question, 3).text, // or chat-template .messages
-//!     &mut Model,
-//!     &sandbox,
-//!     &opts,
-//!     &previous,
-//!     &mut |record| { /* write to the store */ let _ = record; Ok(()) },
-//! )?;
+//! let summary = data.evaluate(&mut run)?;
 //! println!("{} {:?} layers {:?}", summary.headline, summary.scores, sandbox.layers());
 //! # Ok(())
 //! # }
@@ -60,5 +63,7 @@ pub mod prompts;
 pub mod sandbox;
 pub mod stats;
 pub mod synthetic;
+pub mod task;
+pub mod tasks;
 
 pub use generate::{Completion, GenSettings, Generate, GenerateError};

@@ -278,59 +278,43 @@ impl Store {
 
         let path = dir.join("records.csv");
         let mut out = create(&path)?;
-        csv_row(
-            &mut out,
-            &path,
-            &[
-                "run",
-                "index",
-                "id",
-                "verdict",
-                "gold",
-                "pred",
-                "extracted",
-                "exit_status",
-                "duration_ms",
-                "prompt_tokens",
-                "output_tokens",
-                "latency_ms",
-                "cached",
-                "scores",
-                "prompt",
-                "output",
-                "stdout",
-                "stderr",
-            ]
-            .map(String::from),
-        )?;
+        // The grader's record is free-form: its top-level fields become columns (the union
+        // over all records, in name order), nested values as JSON.
+        let mut detail_keys = std::collections::BTreeSet::new();
+        for kv in self.t.records.iter() {
+            let (_, v) = kv?;
+            if let Ok(r) = envelope::decode::<QuestionRecord>(&v) {
+                if let Some(o) = r.detail.as_object() {
+                    detail_keys.extend(o.keys().cloned());
+                }
+            }
+        }
+        for fixed in ["id", "scores"] {
+            detail_keys.remove(fixed);
+        }
+        let header: Vec<String> = ["run", "index", "id", "verdict", "scores"]
+            .into_iter()
+            .map(String::from)
+            .chain(detail_keys.iter().cloned())
+            .collect();
+        csv_row(&mut out, &path, &header)?;
         for kv in self.t.records.iter() {
             let (k, v) = kv?;
             match envelope::decode::<QuestionRecord>(&v) {
                 Ok(r) => {
-                    csv_row(
-                        &mut out,
-                        &path,
-                        &[
-                            r.run.to_string(),
-                            r.index.to_string(),
-                            r.id,
-                            r.verdict,
-                            r.gold,
-                            r.pred.unwrap_or_default(),
-                            r.extracted.unwrap_or_default(),
-                            opt(&r.exit_status),
-                            r.duration_ms.to_string(),
-                            r.prompt_tokens.to_string(),
-                            r.output_tokens.to_string(),
-                            r.latency_ms.to_string(),
-                            r.cached.to_string(),
-                            serde_json::to_string(&r.scores).unwrap_or_default(),
-                            r.prompt,
-                            r.output,
-                            r.stdout,
-                            r.stderr,
-                        ],
-                    )?;
+                    let mut row = vec![
+                        r.run.to_string(),
+                        r.index.to_string(),
+                        r.id,
+                        r.verdict,
+                        serde_json::to_string(&r.scores).unwrap_or_default(),
+                    ];
+                    row.extend(detail_keys.iter().map(|key| match r.detail.get(key) {
+                        None | Some(serde_json::Value::Null) => String::new(),
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                    }));
+                    csv_row(&mut out, &path, &row)?;
                     report.records += 1;
                 }
                 Err(e) => report.skipped.push(StoreError::Corrupt {

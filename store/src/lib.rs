@@ -42,7 +42,7 @@ pub use error::StoreError;
 pub use export::TransferReport;
 pub use lock::LOCK_FILE;
 #[doc(hidden)]
-pub use migrate::{write_v1_fixture, QuestionRecordV1};
+pub use migrate::{write_v1_fixture, QuestionRecordV1, QuestionRecordV2};
 pub use paths::data_dir;
 pub use schema::*;
 

@@ -5,9 +5,15 @@
 //! History:
 //! - v1: question records had `correct: bool` and no `scores` or `cached`; no verdict index,
 //!   no verdict counters.
-//! - v2 (current): free-form `verdict` (v1's `correct` becomes "correct"/"wrong", and a
+//! - v2: free-form `verdict` (v1's `correct` becomes "correct"/"wrong", and a
 //!   `exact_match` score of 1/0), per-metric `scores`, `cached`; the `records_by_verdict`
 //!   index and `verdict_counts` counters, built by the migration.
+//! - v3 (current): a record is its index fields (run, index, id, verdict, scores) and the
+//!   grader's record whole in `detail`. v2's flat fields move into `detail` under the names
+//!   the grader's record (soup-evals' `QuestionRecord`) gives them: `output` becomes
+//!   `raw_output`, `exit_status` `exit_code`, `duration_ms` `sandbox_seconds`, `latency_ms`
+//!   `latency_s`; the task comes from the run's spec; what v2 never kept (signal, sandbox
+//!   message, isolation, dtype, prompt style) stays absent.
 //!
 //! Every step is idempotent and the version is written last, after a flush: a migration cut
 //! short by a crash runs again on the next open and finishes.
@@ -55,11 +61,75 @@ pub(crate) fn upgrade(store: &Store) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 2 {
-        v1_to_v2(store)?;
-        write_version(store, 2)?;
+    if found < 3 {
+        upgrade_records(store)?;
+        write_version(store, 3)?;
     }
     Ok(())
+}
+
+/// The v2 question record, kept only to read old databases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionRecordV2 {
+    pub run: RunId,
+    pub index: u64,
+    pub id: String,
+    pub prompt: String,
+    pub output: String,
+    pub extracted: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_status: Option<i32>,
+    pub duration_ms: u64,
+    pub verdict: String,
+    pub gold: String,
+    pub pred: Option<String>,
+    #[serde(default)]
+    pub scores: BTreeMap<String, f64>,
+    pub prompt_tokens: u32,
+    pub output_tokens: u32,
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+impl QuestionRecordV2 {
+    /// The v3 record; `task` is the run spec's task name when it has one.
+    fn into_v3(self, task: Option<&str>) -> QuestionRecord {
+        // Program tasks kept the sandbox's verdict; the others only correct/wrong.
+        let program = self.scores.contains_key("accuracy")
+            || !matches!(self.verdict.as_str(), "correct" | "wrong");
+        let detail = serde_json::json!({
+            "id": self.id,
+            "task": task.unwrap_or_default(),
+            "prompt": self.prompt,
+            "raw_output": self.output,
+            "extracted": self.extracted,
+            "gold": self.gold,
+            "pred": self.pred,
+            "verdict": if program { Some(self.verdict.as_str()) } else { None },
+            "correct": self.verdict == "correct",
+            "scores": self.scores,
+            "stdout": Some(self.stdout).filter(|_| program),
+            "stderr": Some(self.stderr).filter(|_| program),
+            "exit_code": self.exit_status,
+            "signal": null,
+            "sandbox_message": null,
+            "sandbox_seconds": Some(self.duration_ms as f64 / 1000.0).filter(|_| program),
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_ms as f64 / 1000.0,
+            "cached": self.cached,
+        });
+        QuestionRecord {
+            run: self.run,
+            index: self.index,
+            id: self.id,
+            verdict: self.verdict,
+            scores: self.scores,
+            detail,
+        }
+    }
 }
 
 /// The v1 question record, kept only to read old databases.
@@ -83,14 +153,14 @@ pub struct QuestionRecordV1 {
     pub latency_ms: u64,
 }
 
-impl From<QuestionRecordV1> for QuestionRecord {
+impl From<QuestionRecordV1> for QuestionRecordV2 {
     fn from(v1: QuestionRecordV1) -> Self {
         let mut scores = BTreeMap::new();
         scores.insert(
             "exact_match".to_string(),
             if v1.correct { 1.0 } else { 0.0 },
         );
-        QuestionRecord {
+        QuestionRecordV2 {
             run: v1.run,
             index: v1.index,
             id: v1.id,
@@ -113,13 +183,21 @@ impl From<QuestionRecordV1> for QuestionRecord {
     }
 }
 
-/// Rewrites v1 records as v2 and builds the verdict index. Values that already decode as v2
-/// (a migration cut short) are kept; unreadable ones are left as they are, to be reported as
-/// corrupt by every read, as for any other corrupt value.
-fn v1_to_v2(store: &Store) -> Result<(), StoreError> {
+/// The task name in a run's spec, when the run is readable and names one.
+fn task_of_run(store: &Store, run: RunId) -> Option<String> {
+    let v = store.t.runs.get(crate::keys::run_key(run)).ok()??;
+    let rec = envelope::decode::<crate::schema::RunRecord>(&v).ok()?;
+    rec.spec.get("task")?.as_str().map(String::from)
+}
+
+/// Rewrites v1 and v2 records as v3 and rebuilds the verdict index. Values that already decode
+/// as v3 (a migration cut short) are kept; unreadable ones are left as they are, to be reported
+/// as corrupt by every read, as for any other corrupt value.
+fn upgrade_records(store: &Store) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     let mut runs = std::collections::BTreeSet::new();
+    let mut tasks: BTreeMap<RunId, Option<String>> = BTreeMap::new();
     for kv in store.t.records.iter() {
         let (k, v) = kv?;
         if let Some(run) = crate::keys::run_from_key(&k) {
@@ -128,10 +206,18 @@ fn v1_to_v2(store: &Store) -> Result<(), StoreError> {
         if envelope::decode::<QuestionRecord>(&v).is_ok() {
             continue;
         }
-        let Ok(old) = envelope::decode::<QuestionRecordV1>(&v) else {
-            continue;
+        let old = match envelope::decode::<QuestionRecordV2>(&v) {
+            Ok(v2) => v2,
+            Err(_) => match envelope::decode::<QuestionRecordV1>(&v) {
+                Ok(v1) => v1.into(),
+                Err(_) => continue,
+            },
         };
-        let new: QuestionRecord = old.into();
+        let task = tasks
+            .entry(old.run)
+            .or_insert_with(|| task_of_run(store, old.run))
+            .clone();
+        let new = old.into_v3(task.as_deref());
         let value = envelope::encode(&new).map_err(|source| StoreError::Encode {
             what: "record",
             source,
@@ -234,5 +320,75 @@ mod erased {
         fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
             Ok(wrap(FORMAT_JSON, &serde_json::to_vec(self)?))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::RunKind;
+
+    /// A v2 database (the schema before the grader's record was kept whole) opens, and its
+    /// records come back as v3 with every v2 field under the grader's names.
+    #[test]
+    fn v2_records_become_v3_on_open() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        let run = {
+            let store = Store::open(&dir).expect("open");
+            let run = store
+                .create_run(
+                    RunKind::Eval,
+                    "v2 eval",
+                    serde_json::json!({"task": "code-math"}),
+                )
+                .expect("run");
+            let v2 = QuestionRecordV2 {
+                run: run.id,
+                index: 0,
+                id: "q0".into(),
+                prompt: "What is 1 + 2?".into(),
+                output: "```python\ndef solution():\n    return 3\n```".into(),
+                extracted: Some("def solution():\n    return 3\n".into()),
+                stdout: String::new(),
+                stderr: "warn\n".into(),
+                exit_status: Some(0),
+                duration_ms: 40,
+                verdict: "correct".into(),
+                gold: "3".into(),
+                pred: Some("3".into()),
+                scores: BTreeMap::from([("accuracy".to_string(), 1.0)]),
+                prompt_tokens: 7,
+                output_tokens: 12,
+                latency_ms: 250,
+                cached: true,
+            };
+            store
+                .t
+                .records
+                .insert(
+                    crate::keys::record_key(run.id, 0),
+                    envelope::encode(&v2).expect("encode"),
+                )
+                .expect("insert");
+            write_version(&store, 2).expect("version");
+            run
+        };
+        let store = Store::open(&dir).expect("reopen v2");
+        assert_eq!(read_version(&store).expect("version"), Some(SCHEMA_VERSION));
+        let r = store.get_record(run.id, 0).expect("get").expect("record");
+        assert_eq!((r.id.as_str(), r.verdict.as_str()), ("q0", "correct"));
+        assert_eq!(r.scores["accuracy"], 1.0);
+        let d = &r.detail;
+        assert_eq!(d["task"], "code-math");
+        assert_eq!(d["raw_output"], "```python\ndef solution():\n    return 3\n```");
+        assert_eq!(d["verdict"], "correct");
+        assert_eq!(d["correct"], true);
+        assert_eq!(d["stderr"], "warn\n");
+        assert_eq!(d["exit_code"], 0);
+        assert_eq!(d["sandbox_seconds"], 0.04);
+        assert_eq!(d["latency_s"], 0.25);
+        assert_eq!(d["cached"], true);
+        assert_eq!(store.verdict_counts(run.id).expect("counts")["correct"], 1);
     }
 }

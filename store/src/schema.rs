@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 /// The schema version this build writes. v1 had `correct: bool` on question records and no
-/// verdict index; v2 has free-form verdicts, per-metric scores and the verdict index.
-pub const SCHEMA_VERSION: u32 = 2;
+/// verdict index; v2 has free-form verdicts, per-metric scores and the verdict index; v3 keeps
+/// the grader's record whole in `detail` beside the index fields.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Run ids are ULIDs: unique without coordination and sorted by creation time.
 pub type RunId = Ulid;
@@ -216,33 +217,23 @@ pub struct Score {
     pub n: u64,
 }
 
-/// One graded question of an evaluation run: everything needed to trace a score to the
-/// answer behind it.
+/// One graded question of an evaluation run: the index fields the store queries by, and the
+/// grader's own record kept whole, so a score can always be traced to the answer behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionRecord {
     pub run: RunId,
     pub index: u64,
     /// The question's id in its dataset.
     pub id: String,
-    pub prompt: String,
-    pub output: String,
-    /// The program or answer extracted from the output.
-    pub extracted: Option<String>,
-    pub stdout: String,
-    pub stderr: String,
-    pub exit_status: Option<i32>,
-    pub duration_ms: u64,
-    /// "correct", "wrong", "error", "timeout", ... as the grader says.
+    /// "correct", "wrong", "timeout", ... as the grader says (indexed).
     pub verdict: String,
-    pub gold: String,
-    pub pred: Option<String>,
+    /// Named scores in [0, 1].
     #[serde(default)]
     pub scores: BTreeMap<String, f64>,
-    pub prompt_tokens: u32,
-    pub output_tokens: u32,
-    pub latency_ms: u64,
-    #[serde(default)]
-    pub cached: bool,
+    /// The grader's per-question record as it wrote it (soup-evals' `QuestionRecord`: prompt,
+    /// raw output, extraction, sandbox run, cache hit, dtype, prompt style). The store does
+    /// not interpret it: it is kept, exported and handed back as it is.
+    pub detail: serde_json::Value,
 }
 
 /// A cached generation: the same prompt and settings on the same weights give the same text.

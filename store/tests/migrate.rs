@@ -54,8 +54,12 @@ fn v1_database_is_migrated_on_open() {
             r.scores.get("exact_match"),
             Some(&if correct { 1.0 } else { 0.0 })
         );
-        assert!(!r.cached);
-        assert_eq!(r.prompt, format!("What is {} + 2?", r.index));
+        // v2's flat fields live on in the grader's record, under its names.
+        assert_eq!(r.detail["cached"], false);
+        assert_eq!(r.detail["prompt"], format!("What is {} + 2?", r.index));
+        assert_eq!(r.detail["raw_output"], format!("print({} + 2)", r.index));
+        assert_eq!(r.detail["task"], "codemath");
+        assert_eq!(r.detail["correct"], correct);
     }
     // The verdict index and counters, new in v2, were built.
     let counts = store.verdict_counts(run.id).expect("counts");

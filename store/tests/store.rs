@@ -16,21 +16,16 @@ fn record(run: RunId, index: u64, verdict: &str) -> QuestionRecord {
         run,
         index,
         id: format!("q{index}"),
-        prompt: format!("prompt {index}"),
-        output: "print(1)".into(),
-        extracted: Some("print(1)".into()),
-        stdout: "1\n".into(),
-        stderr: String::new(),
-        exit_status: Some(0),
-        duration_ms: 3,
         verdict: verdict.into(),
-        gold: "1".into(),
-        pred: Some("1".into()),
         scores: BTreeMap::from([("exact_match".to_string(), 1.0)]),
-        prompt_tokens: 5,
-        output_tokens: 4,
-        latency_ms: 9,
-        cached: false,
+        detail: serde_json::json!({
+            "prompt": format!("prompt {index}"),
+            "raw_output": "print(1)",
+            "stdout": "1\n",
+            "exit_code": 0,
+            "latency_s": 0.009,
+            "cached": false,
+        }),
     }
 }
 
@@ -598,7 +593,7 @@ fn export_import_round_trip() {
         .create_run(RunKind::Eval, "e", serde_json::json!({"k": "v"}))
         .expect("run");
     let mut tricky = record(run.id, 0, "wrong");
-    tricky.output = "a, \"quoted\"\nline".into();
+    tricky.detail["raw_output"] = "a, \"quoted\"\nline".into();
     store
         .put_records(&[tricky.clone(), record(run.id, 1, "correct")])
         .expect("records");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use soup_core::engine::{DataSource, EvalJob, EvalTarget, EvalTask, JobSpec};
+use soup_core::engine::{DataSource, EvalJob, EvalTarget, JobSpec};
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,
     RunStatus, Score, Store,
@@ -98,7 +98,7 @@ fn seed(store: &Store, adapters: usize, records: u64) -> anyhow::Result<RunId> {
     let spec = serde_json::to_value(JobSpec::Eval(EvalJob::new(
         "smollm2-135m-instruct",
         EvalTarget::Adapter("adapter-0000".into()),
-        EvalTask::CodeMath,
+        soup_core::engine::tasks::CODE_MATH,
         DataSource::Builtin("codemath-test".into()),
     )))?;
     let run = store.create_run(RunKind::Eval, "eval adapter-0000 on code-math", spec)?;
@@ -117,21 +117,29 @@ fn seed(store: &Store, adapters: usize, records: u64) -> anyhow::Result<RunId> {
             run: run.id,
             index,
             id: format!("q-{index:06}"),
-            prompt: format!("Q: Ada has {index} apples and buys 3 more. How many?\nA:"),
-            output: format!("apples = {index}\napples += 3\nprint(apples)"),
-            extracted: Some(format!("apples = {index}\nprint(apples + 3)")),
-            stdout: format!("{}\n", index + 3),
-            stderr: String::new(),
-            exit_status: Some(0),
-            duration_ms: 30,
             verdict: verdict.into(),
-            gold: (index + 3).to_string(),
-            pred: Some((index + 3).to_string()),
             scores: BTreeMap::from([("accuracy".into(), 1.0)]),
-            prompt_tokens: 120,
-            output_tokens: 20,
-            latency_ms: 800,
-            cached: false,
+            detail: serde_json::json!({
+                "id": format!("q-{index:06}"),
+                "task": "code-math",
+                "prompt": format!("Q: Ada has {index} apples and buys 3 more. How many?\nA:"),
+                "raw_output": format!("apples = {index}\napples += 3\nprint(apples)"),
+                "extracted": format!("apples = {index}\nprint(apples + 3)"),
+                "gold": (index + 3).to_string(),
+                "pred": (index + 3).to_string(),
+                "verdict": verdict,
+                "correct": verdict == "correct",
+                "scores": {"accuracy": 1.0},
+                "stdout": format!("{}\n", index + 3),
+                "stderr": "",
+                "exit_code": 0,
+                "signal": null,
+                "sandbox_message": null,
+                "sandbox_seconds": 0.03,
+                "prompt_tokens": 120,
+                "output_tokens": 20,
+                "latency_s": 0.8,
+            }),
         });
         if batch.len() == 5000 {
             store.put_records(&batch)?;

@@ -71,17 +71,18 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(dtype) = &cli.dtype {
-        if let Err(e) = soup_core::device::parse_dtype(dtype) {
+    let dtype = match cli.dtype.as_deref().map(soup_core::device::parse_dtype) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
-        // Read by every model load (engine jobs included); set before any thread starts.
-        std::env::set_var("SOUP_DTYPE", dtype);
-    }
+    };
     let ctx = cli::Ctx {
         data_dir: soup_store::data_dir(cli.data_dir),
         device: cli.device,
+        dtype,
         json: cli.json,
     };
     // Jobs and generation turn Ctrl-C into a clean cancel; install the handler before any
@@ -123,6 +124,7 @@ fn main() {
 /// `soup` alone: the dashboard, on an engine with a background worker.
 fn open_dashboard(ctx: &cli::Ctx) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let engine = soup_core::engine::Engine::start(store, &ctx.data_dir, ctx.device()?)?;
+    let engine =
+        soup_core::engine::Engine::start(store, &ctx.data_dir, ctx.device()?, ctx.dtype)?;
     dashboard::run(engine)
 }

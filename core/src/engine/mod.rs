@@ -12,8 +12,11 @@ pub mod spec;
 
 pub use data::BUILTINS;
 pub use run::RunOutcome;
-pub use spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+pub use spec::{
+    tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob,
+};
 
+use crate::device::Precision;
 use crate::error::{CoreError, Result};
 use crate::runtime::{load_model_at, locate_model, LoadedModel};
 use crate::train::JobControl;
@@ -53,6 +56,8 @@ struct Shared {
     store: Arc<Store>,
     data_dir: PathBuf,
     device: Device,
+    /// The precision of jobs whose spec names none (fixed into the spec when it is recorded).
+    precision: Precision,
     queue: Mutex<VecDeque<RunId>>,
     wake: Condvar,
     controls: Mutex<HashMap<RunId, JobControl>>,
@@ -69,12 +74,19 @@ pub struct Engine {
 
 impl Engine {
     /// An engine over `store` without a worker thread: jobs run on the caller's thread with
-    /// [`Engine::run_now`] (the command line).
-    pub fn new(store: Arc<Store>, data_dir: &Path, device: Device) -> Result<Engine> {
+    /// [`Engine::run_now`] (the command line). `precision`: the frozen weights' precision for
+    /// jobs that name none (None: f32 on the CPU, bf16 on a GPU).
+    pub fn new(
+        store: Arc<Store>,
+        data_dir: &Path,
+        device: Device,
+        precision: Option<Precision>,
+    ) -> Result<Engine> {
         let engine = Engine {
             shared: Arc::new(Shared {
                 store,
                 data_dir: data_dir.to_path_buf(),
+                precision: precision.unwrap_or_else(|| Precision::default_for(&device)),
                 device,
                 queue: Mutex::new(VecDeque::new()),
                 wake: Condvar::new(),
@@ -89,8 +101,13 @@ impl Engine {
     }
 
     /// An engine with a background worker that runs queued jobs one at a time (the dashboard).
-    pub fn start(store: Arc<Store>, data_dir: &Path, device: Device) -> Result<Engine> {
-        let engine = Engine::new(store, data_dir, device)?;
+    pub fn start(
+        store: Arc<Store>,
+        data_dir: &Path,
+        device: Device,
+        precision: Option<Precision>,
+    ) -> Result<Engine> {
+        let engine = Engine::new(store, data_dir, device, precision)?;
         let worker = engine.clone();
         std::thread::Builder::new()
             .name("soup-worker".into())
@@ -109,6 +126,11 @@ impl Engine {
 
     pub fn device(&self) -> &Device {
         &self.shared.device
+    }
+
+    /// The precision of jobs whose spec names none.
+    pub fn precision(&self) -> Precision {
+        self.shared.precision
     }
 
     /// Runs that a killed process left `running` become `failed` with a message saying how to
@@ -145,7 +167,8 @@ impl Engine {
     }
 
     /// Records a queued run and hands it to the worker.
-    pub fn submit(&self, spec: JobSpec) -> Result<RunId> {
+    pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
+        spec.fix_precision(self.precision());
         let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let run = self
             .shared
@@ -215,9 +238,10 @@ impl Engine {
     /// outcome. `on_event` sees every update.
     pub fn run_now(
         &self,
-        spec: JobSpec,
+        mut spec: JobSpec,
         on_event: &mut dyn FnMut(&JobUpdate),
     ) -> Result<(RunId, RunOutcome)> {
+        spec.fix_precision(self.precision());
         let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let run = self
             .shared
@@ -338,14 +362,21 @@ impl Engine {
         }
     }
 
-    /// A model by spec, loaded once and shared by every job that uses it.
-    pub fn model(&self, spec: &str) -> Result<Arc<LoadedModel>> {
+    /// A model by spec in `precision` (None: the engine's), loaded once and shared by every
+    /// job that uses it.
+    pub fn model(&self, spec: &str, precision: Option<Precision>) -> Result<Arc<LoadedModel>> {
         let (name, path) = locate_model(Some(&self.shared.store), &self.shared.data_dir, spec)?;
-        let key = path.display().to_string();
+        let precision = precision.unwrap_or(self.shared.precision);
+        let key = format!("{}|{}", path.display(), precision.name());
         if let Some(m) = lock(&self.shared.models).get(&key) {
             return Ok(m.clone());
         }
-        let m = Arc::new(load_model_at(&name, &path, &self.shared.device)?);
+        let m = Arc::new(load_model_at(
+            &name,
+            &path,
+            &self.shared.device,
+            precision,
+        )?);
         lock(&self.shared.models).insert(key, m.clone());
         Ok(m)
     }

@@ -155,25 +155,19 @@ fn prefix(r: &Recipe, budget: &str) -> String {
 }
 
 fn task_of(s: &str) -> Result<EvalTask> {
-    s.parse::<EvalTask>().map_err(CoreError::Invalid)
-}
-
-/// The headline metric of a task.
-fn headline(task: EvalTask) -> &'static str {
-    match task {
-        EvalTask::CodeMath | EvalTask::Code => "accuracy",
-        EvalTask::MathCot => "strict_match",
-        EvalTask::ManualQa | EvalTask::Qa => "f1",
-    }
+    s.parse::<EvalTask>()
+        .map_err(|e| CoreError::Invalid(e.to_string()))
 }
 
 /// Runs a job unless an identical one already finished (adapters: by stored spec).
 fn ensure(
     engine: &Engine,
-    spec: JobSpec,
+    mut spec: JobSpec,
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
+    // Compared with stored specs as the engine records them: precision fixed.
+    spec.fix_precision(engine.precision());
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
     if reuse != Reuse::Fresh {
         let produced = match &spec {
@@ -257,7 +251,7 @@ pub fn run_recipe(
         ))
     })?;
     let px = prefix(r, budget_name);
-    let model = engine.model(&r.model)?;
+    let model = engine.model(&r.model, None)?;
     let model_name = model.name.clone();
     let spec = LoraSpec {
         rank: r.lora.rank,
@@ -365,6 +359,7 @@ pub fn run_recipe(
                 Vec::new()
             },
             budget: lorahub.then_some(r.merge.lorahub_budget),
+            dtype: None,
         };
         ensure(engine, JobSpec::Merge(j), reuse, on)?;
         configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
@@ -404,7 +399,7 @@ pub fn run_recipe(
             let Some(id) = ensure(engine, JobSpec::Eval(j), reuse, on)? else {
                 continue;
             };
-            let metric = headline(task);
+            let metric = task.headline();
             if let Some(s) = engine
                 .store()
                 .scores(id)

@@ -2,7 +2,7 @@
 //! its results to the store as it goes and returns a JSON summary (the `--json` line).
 
 use super::data::{mix_counts, read, sample};
-use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, JobSpec, MergeJob, TrainJob};
 use super::{store_err, Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::{peft, AdapterStack, LoraAdapter};
@@ -16,12 +16,11 @@ use crate::train::{
     TrainSummary,
 };
 use serde_json::json;
-use soup_evals::datasets::{
-    detect_format, parse_code, parse_instructions, parse_math, parse_qa, Format,
-};
-use soup_evals::driver::{self, EvalOptions, QuestionRecord as EvalRecord};
-use soup_evals::prompts::{self, ChatMessage as EvalChat, Prompt};
+use soup_evals::datasets::{detect_format, parse_instructions, Format};
+use soup_evals::driver::{EvalOptions, EvalRun, QuestionRecord as EvalRecord};
+use soup_evals::prompts::{ChatMessage as EvalChat, Prompt, PromptStyle};
 use soup_evals::sandbox::{Sandbox, SandboxConfig};
+use soup_evals::task::PromptOptions;
 use soup_evals::{Completion, GenSettings, Generate, GenerateError};
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, QuestionRecord, RecordQuery, RunId, Score,
@@ -265,7 +264,7 @@ fn run_train(
     ctl: &JobControl,
     emit: &mut Emit,
 ) -> Result<RunOutcome> {
-    let model = engine.model(&job.model)?;
+    let model = engine.model(&job.model, job.dtype)?;
     let fmt = Formatting {
         chat: model.is_chat(),
         train_on_inputs: job.train_on_inputs,
@@ -345,7 +344,7 @@ fn run_cat(
     ctl: &JobControl,
     emit: &mut Emit,
 ) -> Result<RunOutcome> {
-    let model = engine.model(&job.model)?;
+    let model = engine.model(&job.model, job.dtype)?;
     let adapters = load_adapters(engine, &model, &job.adapters)?;
     let fmt = Formatting {
         chat: model.is_chat(),
@@ -440,7 +439,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
     let device = engine.device().clone();
     let (adapters, base_model) = match &job.model {
         Some(m) => {
-            let model = engine.model(m)?;
+            let model = engine.model(m, job.dtype)?;
             (
                 load_adapters(engine, &model, &job.adapters)?,
                 model.name.clone(),
@@ -464,7 +463,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
             .model
             .as_deref()
             .ok_or_else(|| CoreError::Invalid("LoraHub needs --model and --data: it searches weights by the model's loss on a few examples".into()))?;
-        let model = engine.model(model_spec)?;
+        let model = engine.model(model_spec, job.dtype)?;
         let fmt = Formatting {
             chat: model.is_chat(),
             train_on_inputs: false,
@@ -539,8 +538,8 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
     })
 }
 
-/// Generation with the store's cache in front: identical (model, adapters, prompt, settings)
-/// is answered from the cache.
+/// Generation with the store's cache in front: identical (model content, dtype, adapters,
+/// prompt, settings) is answered from the cache, and the completion says so.
 struct CachedGenerator<'a> {
     inner: TextGenerator<'a>,
     store: &'a soup_store::Store,
@@ -576,6 +575,7 @@ impl Generate for CachedGenerator<'_> {
                         text: e.output,
                         prompt_tokens: e.prompt_tokens as usize,
                         output_tokens: e.output_tokens as usize,
+                        cached: true,
                     }),
             );
         }
@@ -602,8 +602,9 @@ impl Generate for CachedGenerator<'_> {
     }
 }
 
-/// A stable identity of the weights an evaluation runs with, for the generation cache.
-fn weights_identity(engine: &Engine, model: &LoadedModel, target: &EvalTarget) -> String {
+/// A stable identity of the weights an evaluation runs with, for the generation cache: the
+/// model's content hash and precision, and the adapters' content hashes.
+fn weights_identity(engine: &Engine, model: &LoadedModel, target: &EvalTarget) -> Result<String> {
     let blob = |name: &str| {
         engine
             .store()
@@ -626,65 +627,30 @@ fn weights_identity(engine: &Engine, model: &LoadedModel, target: &EvalTarget) -
             format!("merge:{method}:{shas:?}:{weights:?}")
         }
     };
-    format!("{}|{t}", model.source.display())
+    Ok(format!(
+        "model:{}|dtype:{}|{t}",
+        model.fingerprint()?,
+        model.precision.name()
+    ))
 }
 
-fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> QuestionRecord {
-    QuestionRecord {
+/// The store's record of a graded question: its index fields and the grader's record whole.
+fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> Result<QuestionRecord> {
+    Ok(QuestionRecord {
         run,
         index,
         id: r.id.clone(),
-        prompt: r.prompt.clone(),
-        output: r.raw_output.clone(),
-        extracted: r.extracted.clone(),
-        stdout: r.stdout.clone().unwrap_or_default(),
-        stderr: r.stderr.clone().unwrap_or_default(),
-        exit_status: r.exit_code,
-        duration_ms: r.sandbox_seconds.map(|s| (s * 1000.0) as u64).unwrap_or(0),
-        verdict: match &r.verdict {
-            Some(v) => serde_json::to_value(v)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            None if r.correct => "correct".into(),
-            None => "wrong".into(),
-        },
-        gold: r.gold.clone(),
-        pred: r.pred.clone(),
+        verdict: r.verdict_label(),
         scores: r.scores.clone(),
-        prompt_tokens: r.prompt_tokens as u32,
-        output_tokens: r.output_tokens as u32,
-        latency_ms: (r.latency_s * 1000.0) as u64,
-        cached: false,
-    }
+        detail: serde_json::to_value(r).map_err(|e| {
+            CoreError::Invalid(format!("question {}: cannot encode its record: {e}", r.id))
+        })?,
+    })
 }
 
-fn from_store_record(task: driver::TaskKind, r: &QuestionRecord) -> EvalRecord {
-    EvalRecord {
-        id: r.id.clone(),
-        task,
-        prompt: r.prompt.clone(),
-        raw_output: r.output.clone(),
-        extracted: r.extracted.clone(),
-        gold: r.gold.clone(),
-        pred: r.pred.clone(),
-        verdict: serde_json::from_value(serde_json::Value::String(r.verdict.clone())).ok(),
-        correct: r.verdict == "correct" || r.scores.get("accuracy").copied() == Some(1.0),
-        scores: r.scores.clone(),
-        stdout: Some(r.stdout.clone()),
-        stderr: Some(r.stderr.clone()),
-        exit_code: r.exit_status,
-        signal: None,
-        sandbox_message: None,
-        sandbox_seconds: Some(r.duration_ms as f64 / 1000.0),
-        prompt_tokens: r.prompt_tokens as usize,
-        output_tokens: r.output_tokens as usize,
-        latency_s: r.latency_ms as f64 / 1000.0,
-    }
-}
-
-/// Every record a run already has (resume), paged from the store.
-fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<QuestionRecord>> {
+/// Every record a run already has (resume), paged from the store and read back as the
+/// grader wrote it.
+fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRecord>> {
     let mut out = Vec::new();
     let mut query = RecordQuery {
         limit: 500,
@@ -692,7 +658,15 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<Questio
     };
     loop {
         let page = store.records_page(run, &query).map_err(store_err)?;
-        out.extend(page.items);
+        for r in page.items {
+            let rec: EvalRecord = serde_json::from_value(r.detail).map_err(|e| {
+                CoreError::Invalid(format!(
+                    "run {run}, question {} ({}): the stored record cannot be read: {e}",
+                    r.index, r.id
+                ))
+            })?;
+            out.push(rec);
+        }
         match page.next {
             Some(next) => query.from = next,
             None => return Ok(out),
@@ -700,10 +674,8 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<Questio
     }
 }
 
-fn render(model: &LoadedModel, p: &Prompt, chat: bool) -> String {
-    if !chat {
-        return p.text.clone();
-    }
+/// The chat form of a prompt, through the model's template.
+fn render_chat(model: &LoadedModel, p: &Prompt) -> std::result::Result<String, GenerateError> {
     let msgs: Vec<crate::model::tokenizer::ChatMessage> = p
         .messages
         .iter()
@@ -711,7 +683,7 @@ fn render(model: &LoadedModel, p: &Prompt, chat: bool) -> String {
             crate::model::tokenizer::ChatMessage::new(m.role.clone(), m.content.clone())
         })
         .collect();
-    model.render_chat(&msgs).unwrap_or_else(|_| p.text.clone())
+    model.render_chat(&msgs).map_err(GenerateError::new)
 }
 
 fn run_eval(
@@ -721,7 +693,7 @@ fn run_eval(
     ctl: &JobControl,
     emit: &mut Emit,
 ) -> Result<RunOutcome> {
-    let model = engine.model(&job.model)?;
+    let model = engine.model(&job.model, job.dtype)?;
     let store = engine.store();
     let stack = match &job.target {
         EvalTarget::Base => AdapterStack::base(),
@@ -736,39 +708,27 @@ fn run_eval(
             AdapterStack::single(merge::merge(&m, &ads, weights)?)
         }
     };
-    let chat = job.chat.unwrap_or_else(|| model.is_chat());
-    // Stop strings end answers of the plain few-shot form; chat answers end at end-of-turn.
-    let plain_only = |stop: Vec<String>| if chat { Vec::new() } else { stop };
-    let (path, text) = read(engine.data_dir(), &job.data)?;
-    let task_kind = match job.task {
-        EvalTask::CodeMath => driver::TaskKind::CodeMath,
-        EvalTask::MathCot => driver::TaskKind::MathCot,
-        EvalTask::ManualQa | EvalTask::Qa => driver::TaskKind::Qa,
-        EvalTask::Code => driver::TaskKind::Code,
+    // Chat when asked (default: when the model is an instruct model) and the model has a
+    // template; otherwise the plain form, recorded as such, with its stop strings.
+    let style = if job.chat.unwrap_or_else(|| model.is_chat()) && model.is_chat() {
+        PromptStyle::Chat
+    } else {
+        PromptStyle::Plain
     };
-    let previous: Vec<EvalRecord> = previous_records(store, id)?
-        .iter()
-        .map(|r| from_store_record(task_kind, r))
-        .collect();
+    let (path, text) = read(engine.data_dir(), &job.data)?;
+    let data = job
+        .task
+        .load(&path, &text)
+        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let previous = previous_records(store, id)?;
     let mut next_index = previous.len() as u64;
     // How many questions the run covers, for progress and ETA.
-    // The dataset is parsed once: math items or QA items, by task.
-    let data_err = |e: soup_evals::datasets::DatasetError| CoreError::Invalid(e.to_string());
-    let (mut math_items, mut qa_items, mut code_items) = (Vec::new(), Vec::new(), Vec::new());
-    match task_kind {
-        driver::TaskKind::Qa => qa_items = parse_qa(&path, &text).map_err(data_err)?,
-        driver::TaskKind::Code => code_items = parse_code(&path, &text).map_err(data_err)?,
-        driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
-            math_items = parse_math(&path, &text).map_err(data_err)?
-        }
-    }
-    let n_items = math_items.len() + qa_items.len() + code_items.len();
-    let total = job.limit.map_or(n_items, |l| l.min(n_items)) as u64;
+    let total = job.limit.map_or(data.len(), |l| l.min(data.len())) as u64;
     let t0 = std::time::Instant::now();
     let mut done_now = 0u64;
     let mut sink =
         |r: &EvalRecord| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            store.put_record(&to_store_record(id, next_index, r))?;
+            store.put_record(&to_store_record(id, next_index, r)?)?;
             next_index += 1;
             done_now += 1;
             let rate = done_now as f64 / t0.elapsed().as_secs_f64().max(1e-9);
@@ -786,20 +746,6 @@ fn run_eval(
             });
             Ok(())
         };
-    let settings = GenSettings {
-        max_new_tokens: job.max_new_tokens,
-        seed: job.seed,
-        ..Default::default()
-    };
-    let opts = |stop: Vec<String>| EvalOptions {
-        settings: GenSettings {
-            stop,
-            ..settings.clone()
-        },
-        batch_size: job.batch_size,
-        limit: job.limit,
-        cancel: Some(ctl.cancel.clone()),
-    };
     let mut generator = CachedGenerator {
         inner: TextGenerator {
             model: &model,
@@ -807,93 +753,45 @@ fn run_eval(
             on_batch: None,
         },
         store,
-        identity: weights_identity(engine, &model, &job.target),
+        identity: weights_identity(engine, &model, &job.target)?,
         hits: 0,
     };
-    let eval_err = |e: driver::EvalError| CoreError::Invalid(e.to_string());
-    let sandbox = || {
-        Sandbox::new(SandboxConfig {
-            allow_weaker_isolation: true,
-            ..Default::default()
-        })
-        .map_err(|e| CoreError::Invalid(e.to_string()))
+    let sandbox = if job.task.info().needs_sandbox {
+        Some(
+            Sandbox::new(SandboxConfig {
+                allow_weaker_isolation: true,
+                ..Default::default()
+            })
+            .map_err(|e| CoreError::Invalid(e.to_string()))?,
+        )
+    } else {
+        None
     };
-    let summary = match task_kind {
-        driver::TaskKind::Code => {
-            // Zero-shot, as the skill was trained: the exercise, answered with a program.
-            let prompt = |i: &soup_evals::datasets::CodeExercise| {
-                render(
-                    &model,
-                    &prompts::code_prompt(&i.instruction, &i.input),
-                    chat,
-                )
-            };
-            let stop = plain_only(prompts::alpaca_stop());
-            driver::run_code_tests(
-                &code_items,
-                &prompt,
-                &mut generator,
-                &sandbox()?,
-                &opts(stop),
-                &previous,
-                &mut sink,
-            )
-            .map_err(eval_err)?
-        }
-        driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
-            let items = &math_items;
-            let shots = job.shots;
-            if task_kind == driver::TaskKind::CodeMath {
-                let prompt = |i: &soup_evals::datasets::MathItem| {
-                    render(&model, &prompts::pot_prompt(&i.question, shots), chat)
-                };
-                let stop = plain_only(prompts::pot_stop());
-                driver::run_code_math(
-                    items,
-                    &prompt,
-                    &mut generator,
-                    &sandbox()?,
-                    &opts(stop),
-                    &previous,
-                    &mut sink,
-                )
-                .map_err(eval_err)?
-            } else {
-                let prompt = |i: &soup_evals::datasets::MathItem| {
-                    render(&model, &prompts::cot_prompt(&i.question, shots), chat)
-                };
-                let stop = plain_only(prompts::cot_prompt("", 0).stop);
-                driver::run_math_cot(
-                    items,
-                    &prompt,
-                    &mut generator,
-                    &opts(stop),
-                    &previous,
-                    &mut sink,
-                )
-                .map_err(eval_err)?
-            }
-        }
-        driver::TaskKind::Qa => {
-            let items = &qa_items;
-            // Manual-QA is closed book: the knowledge must come from the weights.
-            let closed = job.task == EvalTask::ManualQa;
-            let prompt = |i: &soup_evals::datasets::QaItem| {
-                let ctx = if closed { None } else { i.context.as_deref() };
-                render(&model, &prompts::qa_prompt(&i.question, ctx), chat)
-            };
-            let stop = plain_only(vec!["\n".to_string()]);
-            driver::run_qa(
-                items,
-                &prompt,
-                &mut generator,
-                &opts(stop),
-                &previous,
-                &mut sink,
-            )
-            .map_err(eval_err)?
-        }
+    let render = |p: &Prompt| render_chat(&model, p);
+    let mut run = EvalRun {
+        generator: &mut generator,
+        sandbox: sandbox.as_ref(),
+        style,
+        render_chat: &render,
+        prompt: PromptOptions { shots: job.shots },
+        dtype: Some(model.precision.name().to_string()),
+        opts: EvalOptions {
+            settings: GenSettings {
+                max_new_tokens: job.max_new_tokens,
+                seed: job.seed,
+                ..Default::default()
+            },
+            batch_size: job.batch_size,
+            limit: job.limit,
+            cancel: Some(ctl.cancel.clone()),
+        },
+        previous: &previous,
+        sink: &mut sink,
     };
+    let summary = data
+        .evaluate(&mut run)
+        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let cache_hits = generator.hits;
     if summary.cancelled {
         return Err(CoreError::Cancelled);
     }
@@ -935,8 +833,9 @@ fn run_eval(
             "scores": scores_json,
             "verdicts": summary.verdicts,
             "resumed": summary.resumed,
-            "cache_hits": generator.hits,
-            "prompt_style": if chat { "chat" } else { "plain" },
+            "cache_hits": cache_hits,
+            "prompt_style": style,
+            "dtype": model.precision.name(),
         }),
     })
 }

@@ -1,6 +1,7 @@
 //! Job specifications: what a run does, serialized into its store record so that a failed or
 //! cancelled run can be resumed and a finished one reproduced.
 
+use crate::device::Precision;
 use crate::lora::Module;
 use crate::train::{CatParam, LoopConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,10 @@ pub struct TrainJob {
     /// Use at most this many examples of each dataset (after shuffling with the seed).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Precision of the frozen weights; the engine fixes it when it records the run, so a
+    /// stored spec always says what ran.
+    #[serde(default)]
+    pub dtype: Option<Precision>,
 }
 
 /// Learn CAT weights over frozen skill adapters.
@@ -76,6 +81,10 @@ pub struct CatJob {
     pub max_len: usize,
     #[serde(default)]
     pub train_on_inputs: bool,
+    /// Precision of the frozen weights; the engine fixes it when it records the run, so a
+    /// stored spec always says what ran.
+    #[serde(default)]
+    pub dtype: Option<Precision>,
 }
 
 /// A fixed-weight merge family, PEFT's `add_weighted_adapter` semantics.
@@ -95,6 +104,10 @@ pub struct MergeJob {
     pub model: Option<String>,
     pub data: Vec<DataSource>,
     pub budget: Option<usize>,
+    /// Precision of the frozen weights; the engine fixes it when it records the run, so a
+    /// stored spec always says what ran.
+    #[serde(default)]
+    pub dtype: Option<Precision>,
 }
 
 /// Which weights an evaluation runs with.
@@ -124,49 +137,10 @@ impl EvalTarget {
     }
 }
 
-/// The task an evaluation grades.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EvalTask {
-    /// Word problems answered with a Python program, run in the sandbox.
-    CodeMath,
-    /// Questions about a manual, graded by EM/F1.
-    ManualQa,
-    /// Math skill: chain of thought ending in `#### N`.
-    MathCot,
-    /// Code skill: instructions answered with programs whose tests must pass.
-    Code,
-    /// QA skill: reading comprehension on given contexts.
-    Qa,
-}
-
-impl std::str::FromStr for EvalTask {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "code-math" => Ok(EvalTask::CodeMath),
-            "manual-qa" => Ok(EvalTask::ManualQa),
-            "math-cot" | "math" => Ok(EvalTask::MathCot),
-            "code" => Ok(EvalTask::Code),
-            "qa" => Ok(EvalTask::Qa),
-            _ => Err(format!(
-                "unknown task {s:?}: expected code-math, manual-qa, math-cot, code or qa"
-            )),
-        }
-    }
-}
-
-impl EvalTask {
-    pub fn name(self) -> &'static str {
-        match self {
-            EvalTask::CodeMath => "code-math",
-            EvalTask::ManualQa => "manual-qa",
-            EvalTask::MathCot => "math-cot",
-            EvalTask::Code => "code",
-            EvalTask::Qa => "qa",
-        }
-    }
-}
+/// The task an evaluation grades: a handle on soup-evals' task registry, stored by name.
+pub use soup_evals::task::EvalTask;
+/// The registered tasks that code names directly.
+pub use soup_evals::tasks;
 
 /// Evaluate one model configuration on one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +158,10 @@ pub struct EvalJob {
     /// template.
     pub chat: Option<bool>,
     pub seed: u64,
+    /// Precision of the frozen weights; the engine fixes it when it records the run, so a
+    /// stored spec always says what ran.
+    #[serde(default)]
+    pub dtype: Option<Precision>,
 }
 
 /// Everything the engine can run.
@@ -204,6 +182,18 @@ impl JobSpec {
             JobSpec::Merge(_) => soup_store::RunKind::Merge,
             JobSpec::Eval(_) => soup_store::RunKind::Eval,
         }
+    }
+
+    /// Fills a missing precision with `default` (the engine's), so the recorded spec says
+    /// what ran and a resume runs the same.
+    pub fn fix_precision(&mut self, default: Precision) {
+        let dtype = match self {
+            JobSpec::Train(j) => &mut j.dtype,
+            JobSpec::Cat(j) => &mut j.dtype,
+            JobSpec::Merge(j) => &mut j.dtype,
+            JobSpec::Eval(j) => &mut j.dtype,
+        };
+        dtype.get_or_insert(default);
     }
 
     /// A short human label for lists.
@@ -234,6 +224,7 @@ impl TrainJob {
             val_fraction: 0.05,
             chunk_tokens: 256,
             limit: None,
+            dtype: None,
         }
     }
 }
@@ -255,6 +246,7 @@ impl CatJob {
             },
             max_len: 512,
             train_on_inputs: false,
+            dtype: None,
         }
     }
 }
@@ -272,6 +264,7 @@ impl EvalJob {
             shots: 3,
             chat: None,
             seed: 0,
+            dtype: None,
         }
     }
 }

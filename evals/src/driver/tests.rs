@@ -1,6 +1,37 @@
 use super::*;
-use crate::prompts::{pot_prompt, qa_prompt, POT_DEMOS};
+use crate::datasets::{MathItem, QaItem};
+use crate::generate::Completion;
+use crate::prompts::{pot_prompt, POT_DEMOS};
 use crate::sandbox::SandboxConfig;
+use crate::tasks::{code_math::CodeMath, math_cot::MathCot, qa::Qa};
+
+type TestSink<'s> = dyn FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 's;
+
+/// Runs `task` in the plain style with `shots` demos.
+#[allow(clippy::too_many_arguments)]
+fn run<T: Task>(
+    task: &T,
+    items: &[T::Item],
+    generator: &mut dyn Generate,
+    sandbox: Option<&Sandbox>,
+    shots: usize,
+    opts: EvalOptions,
+    previous: &[QuestionRecord],
+    sink: &mut TestSink<'_>,
+) -> Result<EvalSummary, EvalError> {
+    let mut run = EvalRun {
+        generator,
+        sandbox,
+        style: PromptStyle::Plain,
+        render_chat: &|p| Ok(format!("<chat>{}", p.text)),
+        prompt: PromptOptions { shots },
+        dtype: Some("f32".into()),
+        opts,
+        previous,
+        sink,
+    };
+    evaluate(task, items, &mut run)
+}
 
 /// Answers "How much is A plus B?" with a correct program, reading the last question of the
 /// prompt: the text of the new tokens only, as the contract requires.
@@ -41,6 +72,7 @@ impl Generate for Adder {
                     text: if self.echo { format!("{p}{new}") } else { new },
                     prompt_tokens: p.len() / 4,
                     output_tokens: 20,
+                    cached: false,
                 }
             })
             .collect())
@@ -85,12 +117,13 @@ fn code_math_scores_only_new_text() {
         batch_size: 4,
         ..EvalOptions::default()
     };
-    let s = run_code_math(
+    let s = run(
+        &CodeMath,
         &items(),
-        &|i| pot_prompt(&i.question, 3).text,
         &mut gen,
-        &sb,
-        &opts,
+        Some(&sb),
+        3,
+        opts.clone(),
         &[],
         &mut |r: &QuestionRecord| {
             recs.push(r.clone());
@@ -126,12 +159,13 @@ fn echoed_prompt_is_caught() {
         seen: vec![],
         echo: true,
     };
-    let err = run_code_math(
+    let err = run(
+        &CodeMath,
         &items(),
-        &|i| pot_prompt(&i.question, 3).text,
         &mut gen,
-        &sb,
-        &EvalOptions::default(),
+        Some(&sb),
+        3,
+        EvalOptions::default(),
         &[],
         &mut no_sink(),
     )
@@ -166,12 +200,13 @@ fn resume_skips_finished_and_counts_them() {
         ..EvalOptions::default()
     };
     // A "killed" run: the sink fails after two records.
-    let err = run_code_math(
+    let err = run(
+        &CodeMath,
         &items(),
-        &|i| pot_prompt(&i.question, 1).text,
         &mut gen,
-        &sb,
-        &opts,
+        Some(&sb),
+        1,
+        opts.clone(),
         &[],
         &mut |r: &QuestionRecord| {
             if first.len() == 2 {
@@ -189,12 +224,13 @@ fn resume_skips_finished_and_counts_them() {
         echo: false,
     };
     let mut new_ids = Vec::new();
-    let s = run_code_math(
+    let s = run(
+        &CodeMath,
         &items(),
-        &|i| pot_prompt(&i.question, 1).text,
         &mut gen2,
-        &sb,
-        &opts,
+        Some(&sb),
+        1,
+        opts.clone(),
         &first,
         &mut |r: &QuestionRecord| {
             new_ids.push(r.id.clone());
@@ -223,6 +259,7 @@ impl Generate for Fixed {
                 text: self.0[i % self.0.len()].to_string(),
                 prompt_tokens: 1,
                 output_tokens: 1,
+                cached: i == 0,
             })
             .collect())
     }
@@ -250,11 +287,13 @@ fn qa_and_cot_runs() {
         " The correct answer is Blue valve.\n",
         "Not in context",
     ]);
-    let s = run_qa(
+    let s = run(
+        &Qa,
         &qa,
-        &|i| qa_prompt(&i.question, i.context.as_deref()).text,
         &mut gen,
-        &EvalOptions::default(),
+        None,
+        0,
+        EvalOptions::default(),
         &[],
         &mut no_sink(),
     )
@@ -277,11 +316,13 @@ fn qa_and_cot_runs() {
             solution: None,
         },
     ];
-    let s = run_math_cot(
+    let s = run(
+        &MathCot,
         &math,
-        &|i| crate::prompts::cot_prompt(&i.question, 2).text,
         &mut gen,
-        &EvalOptions::default(),
+        None,
+        2,
+        EvalOptions::default(),
         &[],
         &mut no_sink(),
     )
@@ -302,11 +343,13 @@ fn count_mismatch_is_an_error() {
             Ok(vec![])
         }
     }
-    let e = run_math_cot(
+    let e = run(
+        &MathCot,
         &items(),
-        &|i| i.question.clone(),
         &mut Short,
-        &EvalOptions::default(),
+        None,
+        0,
+        EvalOptions::default(),
         &[],
         &mut no_sink(),
     )
@@ -325,11 +368,13 @@ fn cancel_stops_between_batches() {
         cancel: Some(flag),
         ..EvalOptions::default()
     };
-    let s = run_math_cot(
+    let s = run(
+        &MathCot,
         &items(),
-        &|i| i.question.clone(),
         &mut gen,
-        &opts,
+        None,
+        0,
+        opts,
         &[],
         &mut |_r: &QuestionRecord| {
             seen += 1;
@@ -341,4 +386,117 @@ fn cancel_stops_between_batches() {
     assert!(s.cancelled);
     assert_eq!(s.n, 2);
     assert_eq!(seen, 2);
+}
+
+/// Records the settings and prompts it was asked with.
+struct Recorder {
+    stops: Vec<Vec<String>>,
+    prompts: Vec<String>,
+}
+
+impl Generate for Recorder {
+    fn generate(
+        &mut self,
+        prompts: &[String],
+        s: &GenSettings,
+    ) -> Result<Vec<Completion>, GenerateError> {
+        self.stops.push(s.stop.clone());
+        self.prompts.extend(prompts.iter().cloned());
+        Ok(prompts
+            .iter()
+            .map(|_| Completion {
+                text: "#### 1".into(),
+                prompt_tokens: 1,
+                output_tokens: 1,
+                cached: false,
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn stops_come_from_the_task_in_plain_form_and_none_in_chat_form() {
+    for style in [PromptStyle::Plain, PromptStyle::Chat] {
+        let mut gen = Recorder {
+            stops: vec![],
+            prompts: vec![],
+        };
+        let mut recs = Vec::new();
+        let mut sink = |r: &QuestionRecord| {
+            recs.push(r.clone());
+            Ok(())
+        };
+        let mut run = EvalRun {
+            generator: &mut gen,
+            sandbox: None,
+            style,
+            render_chat: &|p| Ok(format!("<chat>{}", p.messages[p.messages.len() - 1].content)),
+            prompt: PromptOptions { shots: 1 },
+            dtype: Some("bf16".into()),
+            opts: EvalOptions {
+                settings: GenSettings {
+                    stop: vec!["ignored".into()],
+                    ..GenSettings::default()
+                },
+                ..EvalOptions::default()
+            },
+            previous: &[],
+            sink: &mut sink,
+        };
+        evaluate(&MathCot, &items()[..2], &mut run).unwrap();
+        let want_stop = match style {
+            PromptStyle::Plain => crate::prompts::cot_prompt("", 0).stop,
+            PromptStyle::Chat => Vec::new(),
+        };
+        assert_eq!(gen.stops, vec![want_stop]);
+        assert_eq!(
+            gen.prompts[0].starts_with("<chat>"),
+            style == PromptStyle::Chat
+        );
+        for r in &recs {
+            assert_eq!(r.prompt_style, Some(style));
+            assert_eq!(r.dtype.as_deref(), Some("bf16"));
+            assert_eq!(r.task, "math-cot");
+            assert!(r.isolation.is_none());
+        }
+    }
+}
+
+#[test]
+fn records_keep_cache_hits_and_the_sandbox_run() {
+    let sb = sandbox();
+    // The first answer is served "from the cache"; the second kills itself with a signal.
+    let mut gen = Fixed(vec![
+        "```python\ndef solution():\n    return 11\n```",
+        "```python\nimport os, signal\ndef solution():\n    os.kill(os.getpid(), signal.SIGKILL)\n```",
+    ]);
+    let mut recs = Vec::new();
+    run(
+        &CodeMath,
+        &items()[..2],
+        &mut gen,
+        Some(&sb),
+        0,
+        EvalOptions::default(),
+        &[],
+        &mut |r: &QuestionRecord| {
+            recs.push(r.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(recs[0].cached && !recs[1].cached);
+    assert!(recs[0].correct, "{:?}", recs[0]);
+    assert_eq!(recs[0].verdict_label(), "correct");
+    assert!(recs.iter().all(|r| r.isolation.is_some()), "{recs:#?}");
+    assert_eq!(recs[1].verdict_label(), "runtime_error", "{:?}", recs[1]);
+    assert!(
+        recs[1].signal.is_some() || recs[1].sandbox_message.is_some(),
+        "{:?}",
+        recs[1]
+    );
+    // The record goes to the store as it is and comes back equal.
+    let json = serde_json::to_value(&recs[1]).unwrap();
+    let back: QuestionRecord = serde_json::from_value(json).unwrap();
+    assert_eq!(back, recs[1]);
 }

@@ -18,24 +18,18 @@ pub fn crash_record(run: RunId, index: u64) -> QuestionRecord {
         run,
         index,
         id: format!("crash-{index}"),
-        prompt: format!(
-            "Question {index}: what is {index} times 3? {}",
-            "pad ".repeat(40)
-        ),
-        output: format!("print({index} * 3)"),
-        extracted: Some(format!("print({index} * 3)")),
-        stdout: format!("{}\n", index * 3),
-        stderr: String::new(),
-        exit_status: Some(0),
-        duration_ms: index % 97,
         verdict: verdict.to_string(),
-        gold: (index * 3).to_string(),
-        pred: Some((index * 3).to_string()),
         scores,
-        prompt_tokens: 20,
-        output_tokens: 8,
-        latency_ms: index % 500,
-        cached: matches!(index % 5, 0),
+        detail: serde_json::json!({
+            "prompt": format!("Question {index}: what is {index} times 3? {}", "pad ".repeat(40)),
+            "raw_output": format!("print({index} * 3)"),
+            "extracted": format!("print({index} * 3)"),
+            "stdout": format!("{}\n", index * 3),
+            "exit_code": 0,
+            "gold": (index * 3).to_string(),
+            "latency_s": (index % 500) as f64 / 1000.0,
+            "cached": matches!(index % 5, 0),
+        }),
     }
 }
 

@@ -30,13 +30,13 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let model = match (&args.model, &args.config) {
         (_, Some(cfg)) => {
             let cfg = ModelConfig::from_file(cfg)?;
-            random_model(cfg, &device, 0)?.to_dtype(soup_core::device::compute_dtype(&device)?)?
+            random_model(cfg, &device, 0)?.to_dtype(ctx.precision(&device).dtype())?
         }
         (Some(spec), None) => {
             let store = ctx.store().ok();
             let (name, path) =
                 soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, spec)?;
-            soup_core::runtime::load_model_at(&name, &path, &device)
+            soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
                 .with_context(|| format!("cannot load {}", path.display()))?
                 .model
         }

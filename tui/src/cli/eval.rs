@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// code-math, manual-qa, math-cot, code or qa.
+    /// code-math, manual-qa, math-cot, code, qa or game-qa (`soup eval --help` lists them).
     #[arg(long, required_unless_present = "resume")]
     task: Option<EvalTask>,
     /// A data file, `builtin` (the task's own target set) or builtin:NAME.
@@ -48,17 +48,6 @@ pub struct EvalArgs {
     /// Continue a failed or cancelled evaluation (its recorded settings are used).
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
-}
-
-/// The task's built-in target set.
-fn builtin_for(task: EvalTask) -> &'static str {
-    match task {
-        EvalTask::CodeMath => "codemath-test",
-        EvalTask::ManualQa => "manualqa-test",
-        EvalTask::MathCot => "math-test",
-        EvalTask::Qa => "qa-test",
-        EvalTask::Code => "code-test",
-    }
 }
 
 /// `METHOD:A,B:W1,W2`: the method before the first colon, the weights after the last.
@@ -105,7 +94,7 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
     } else {
         let task = a.task.context("--task is required")?;
         let data = match a.data.as_str() {
-            "builtin" => DataSource::Builtin(builtin_for(task).to_string()),
+            "builtin" => DataSource::parse(task.default_dataset()),
             d => DataSource::parse(&super::absolute_if_exists(d)),
         };
         let target = match (&a.adapter, &a.cat, &a.merge) {

@@ -97,11 +97,12 @@ pub fn load_with_stack(
     store: Option<&Store>,
     data_dir: &std::path::Path,
     device: &candle_core::Device,
+    precision: soup_core::device::Precision,
     model: &str,
     adapters: &[String],
 ) -> Result<(LoadedModel, AdapterStack)> {
     let (name, path) = locate_model(store, data_dir, model)?;
-    let model = load_model_at(&name, &path, device)
+    let model = load_model_at(&name, &path, device, precision)
         .with_context(|| format!("loading model {}", path.display()))?;
     let mut loaded = Vec::new();
     for a in adapters {
@@ -132,6 +133,7 @@ pub fn generate(ctx: &super::Ctx, args: GenerateArgs) -> Result<()> {
         store.as_deref(),
         &ctx.data_dir,
         &device,
+        ctx.precision(&device),
         &args.model,
         &args.adapters,
     )?;
@@ -227,7 +229,7 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
     let store = store_if_needed(ctx, &model, &adapters)?;
     let device = ctx.device()?;
     let (model, stack) =
-        load_with_stack(store.as_deref(), &ctx.data_dir, &device, &model, &adapters)?;
+        load_with_stack(store.as_deref(), &ctx.data_dir, &device, ctx.precision(&device), &model, &adapters)?;
     let ids = model.tokenizer.encode(&text, true)?;
     if ids.is_empty() {
         bail!("--text is empty after tokenization");

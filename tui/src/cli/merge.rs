@@ -114,6 +114,7 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
         svd_rank: a.svd_rank,
         majority_sign_method: a.majority_sign.clone(),
         seed: a.seed,
+        dtype: ctx.dtype,
         out,
         model: a.model.as_deref().map(super::absolute_if_exists),
         data: a

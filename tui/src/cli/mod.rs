@@ -27,12 +27,20 @@ use std::sync::Arc;
 pub struct Ctx {
     pub data_dir: PathBuf,
     pub device: String,
+    /// `--dtype`; None: the device's default (f32 on the CPU, bf16 on a GPU).
+    pub dtype: Option<soup_core::device::Precision>,
     pub json: bool,
 }
 
 impl Ctx {
     pub fn device(&self) -> Result<Device> {
         Ok(soup_core::device::parse_device(&self.device)?)
+    }
+
+    /// The precision models load in on `device`.
+    pub fn precision(&self, device: &Device) -> soup_core::device::Precision {
+        self.dtype
+            .unwrap_or_else(|| soup_core::device::Precision::default_for(device))
     }
 
     /// Opens the data dir's database, exclusively. The store's errors already say what to do
@@ -44,7 +52,12 @@ impl Ctx {
     /// An engine that runs jobs on this thread.
     pub fn engine(&self) -> Result<Engine> {
         let store = self.store()?;
-        Ok(Engine::new(store, &self.data_dir, self.device()?)?)
+        Ok(Engine::new(
+            store,
+            &self.data_dir,
+            self.device()?,
+            self.dtype,
+        )?)
     }
 }
 

@@ -149,7 +149,7 @@ fn import(ctx: &super::Ctx, path: &Path, name: &str) -> Result<()> {
     };
     // Load it once: a model that cannot run is refused now, not at its first job.
     let device = ctx.device()?;
-    let loaded = soup_core::runtime::load_model_at(name, &dir, &device);
+    let loaded = soup_core::runtime::load_model_at(name, &dir, &device, ctx.precision(&device));
     if let Err(e) = loaded {
         if source.is_file() {
             let _ = std::fs::remove_dir_all(&dir);

@@ -268,15 +268,17 @@ fn records(ctx: &super::Ctx, store: &Store, text: &str, verdict: Option<String>)
             if ctx.json {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             } else {
+                // The grader's record, as it wrote it.
+                let text = |key: &str| r.detail.get(key).and_then(|v| v.as_str()).unwrap_or("-");
                 writeln!(
                     out,
                     "{:>5}  {:<16} {:<9} {:<12} {:<12} {}",
                     r.index,
                     one_line(&r.id, 16),
                     r.verdict,
-                    one_line(&r.gold, 12),
-                    one_line(r.pred.as_deref().unwrap_or("-"), 12),
-                    one_line(&r.output, 60)
+                    one_line(text("gold"), 12),
+                    one_line(text("pred"), 12),
+                    one_line(text("raw_output"), 60)
                 )?;
             }
         }

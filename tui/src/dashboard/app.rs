@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use soup_core::engine::{
-    CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, MergeJob,
+    tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, MergeJob,
     TrainJob,
 };
 use soup_core::runtime::DEFAULT_MODEL;
@@ -440,25 +440,6 @@ impl FormField {
     }
 }
 
-pub const TASKS: [EvalTask; 5] = [
-    EvalTask::CodeMath,
-    EvalTask::ManualQa,
-    EvalTask::MathCot,
-    EvalTask::Code,
-    EvalTask::Qa,
-];
-
-/// The built-in test set of each task.
-pub fn default_dataset(task: EvalTask) -> &'static str {
-    match task {
-        EvalTask::CodeMath => "builtin:codemath-test",
-        EvalTask::ManualQa => "builtin:manualqa-test",
-        EvalTask::MathCot => "builtin:math-test",
-        EvalTask::Code => "builtin:code-test",
-        EvalTask::Qa => "builtin:qa-test",
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComposePane {
     Adapters,
@@ -492,8 +473,8 @@ impl ComposeState {
             picked: BTreeSet::new(),
             method: 0,
             field: 0,
-            task: EvalTask::CodeMath,
-            dataset: default_dataset(EvalTask::CodeMath).to_string(),
+            task: tasks::CODE_MATH,
+            dataset: tasks::CODE_MATH.default_dataset().to_string(),
             limit: String::new(),
             weights: String::new(),
             density: "0.5".into(),
@@ -530,11 +511,13 @@ impl ComposeState {
     }
 
     fn cycle_task(&mut self) {
-        let at = TASKS.iter().position(|t| *t == self.task).unwrap_or(0);
-        let next = TASKS[(at + 1) % TASKS.len()];
-        // Follow the task with its test set unless the user typed another dataset.
-        if self.dataset == default_dataset(self.task) || self.dataset.is_empty() {
-            self.dataset = default_dataset(next).to_string();
+        // The registry's order; follow the task with its test set unless the user typed
+        // another dataset.
+        let all: Vec<EvalTask> = EvalTask::all().collect();
+        let at = all.iter().position(|t| *t == self.task).unwrap_or(0);
+        let next = all[(at + 1) % all.len()];
+        if self.dataset == self.task.default_dataset() || self.dataset.is_empty() {
+            self.dataset = next.default_dataset().to_string();
         }
         self.task = next;
     }
@@ -1383,6 +1366,7 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
                     },
                     majority_sign_method: None,
                     seed: 0,
+                    dtype: None,
                     out: None,
                     // LoraHub searches its weights on a few examples of the skills' own
                     // training data: the evaluation set is a test set and never trained on.

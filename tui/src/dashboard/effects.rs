@@ -229,19 +229,21 @@ impl Effects {
 }
 
 /// Case-insensitive search over what a reader looks for in a record; `needle` is lowercase.
-pub fn record_matches(record: &soup_store::QuestionRecord, needle: &str) -> bool {
+pub fn record_matches(stored: &soup_store::QuestionRecord, needle: &str) -> bool {
+    let record = crate::dashboard::question::graded(stored);
     let fields = [
         Some(record.id.as_str()),
         Some(record.prompt.as_str()),
-        Some(record.output.as_str()),
+        Some(record.raw_output.as_str()),
         Some(record.gold.as_str()),
         record.pred.as_deref(),
         record.extracted.as_deref(),
-        Some(record.stdout.as_str()),
-        Some(record.stderr.as_str()),
+        record.stdout.as_deref(),
+        record.stderr.as_deref(),
     ];
-    fields
+    let found = fields
         .into_iter()
         .flatten()
-        .any(|f| f.to_lowercase().contains(needle))
+        .any(|f| f.to_lowercase().contains(needle));
+    found
 }

@@ -11,7 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use soup_core::engine::{
-    DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, RunOutcome, TrainJob,
+    tasks, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, RunOutcome, TrainJob,
 };
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,
@@ -269,32 +269,45 @@ fn question(run: RunId, index: u64, good: bool) -> QuestionRecord {
     } else {
         answer + 1
     };
-    QuestionRecord {
-        run,
-        index,
+    let graded = soup_evals::driver::QuestionRecord {
         id: format!("cm-{index:04}"),
+        task: "code-math".into(),
         prompt: format!(
             "Solve with a Python program.\n\nQ: Ada has {index} apples and buys {} more, three times. How many?",
             index + 1
         ),
-        output: format!("apples = {index}\napples += 3 * {}\nprint(apples)", if verdict == "correct" { index + 1 } else { index + 2 }),
+        raw_output: format!("apples = {index}\napples += 3 * {}\nprint(apples)", if verdict == "correct" { index + 1 } else { index + 2 }),
         extracted: Some(format!("apples = {index}\nprint(apples)")),
-        stdout: format!("{pred}\n"),
-        stderr: if verdict == "timeout" {
+        gold: answer.to_string(),
+        pred: Some(pred.to_string()),
+        verdict: serde_json::from_value(serde_json::json!(verdict)).ok(),
+        correct: verdict == "correct",
+        scores: BTreeMap::from([("accuracy".to_string(), if verdict == "correct" { 1.0 } else { 0.0 })]),
+        stdout: Some(format!("{pred}\n")),
+        stderr: Some(if verdict == "timeout" {
             "killed after 5 s".into()
         } else {
             String::new()
-        },
-        exit_status: Some(if verdict == "timeout" { -9 } else { 0 }),
-        duration_ms: 40 + index % 13,
-        verdict: verdict.into(),
-        gold: answer.to_string(),
-        pred: Some(pred.to_string()),
-        scores: BTreeMap::from([("accuracy".to_string(), if verdict == "correct" { 1.0 } else { 0.0 })]),
+        }),
+        exit_code: Some(if verdict == "timeout" { -9 } else { 0 }),
+        signal: None,
+        sandbox_message: None,
+        sandbox_seconds: Some((40 + index % 13) as f64 / 1000.0),
+        isolation: None,
         prompt_tokens: 180,
         output_tokens: 24,
-        latency_ms: 900,
+        latency_s: 0.9,
         cached: false,
+        prompt_style: None,
+        dtype: None,
+    };
+    QuestionRecord {
+        run,
+        index,
+        id: graded.id.clone(),
+        verdict: verdict.into(),
+        scores: graded.scores.clone(),
+        detail: serde_json::to_value(&graded).expect("record"),
     }
 }
 
@@ -335,7 +348,7 @@ fn seed_store(store: &Store) {
                 id,
                 RunKind::Eval,
                 &label,
-                eval_spec(target, EvalTask::CodeMath),
+                eval_spec(target, tasks::CODE_MATH),
                 RunStatus::Done,
                 (RECORDS_PER_RUN, RECORDS_PER_RUN),
                 None,
@@ -408,7 +421,7 @@ fn seed_store(store: &Store) {
             run_id(80, 8),
             RunKind::Eval,
             "eval base on manual-qa",
-            eval_spec(EvalTarget::Base, EvalTask::ManualQa),
+            eval_spec(EvalTarget::Base, tasks::MANUAL_QA),
             RunStatus::Queued,
             (0, 0),
             None,

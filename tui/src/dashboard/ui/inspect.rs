@@ -8,12 +8,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
+use soup_evals::driver::QuestionRecord as Graded;
 use soup_store::QuestionRecord;
 
 use super::adapters::window_start;
 use super::{field, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget, InspectPane, PAGE_SIZE};
 use crate::dashboard::format;
+use crate::dashboard::question::graded;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let inspect = &app.inspect;
@@ -171,15 +173,16 @@ fn draw_records(app: &App, frame: &mut Frame, area: Rect) {
         .skip(start)
         .take(visible)
         .map(|r| {
-            let pred = r.pred.as_deref().unwrap_or("∅");
-            let question = first_line(&r.prompt_question());
+            let g = graded(r);
+            let pred = g.pred.as_deref().unwrap_or("∅");
+            let question = first_line(&g.prompt_question());
             ListItem::new(Line::from(vec![
                 Span::raw(format!("{:>6} ", r.index)),
                 Span::styled(format!("{:<8}", r.verdict), verdict_style(&r.verdict)),
                 Span::raw(format!(
                     " pred {} gold {} · {}",
                     format::ellipsize(pred, 10),
-                    format::ellipsize(&r.gold, 10),
+                    format::ellipsize(&g.gold, 10),
                     question
                 )),
             ]))
@@ -210,7 +213,7 @@ trait PromptQuestion {
     fn prompt_question(&self) -> String;
 }
 
-impl PromptQuestion for QuestionRecord {
+impl PromptQuestion for Graded {
     fn prompt_question(&self) -> String {
         self.prompt
             .split("\n\n")
@@ -243,7 +246,10 @@ fn section<'a>(lines: &mut Vec<Line<'a>>, title: &'a str, body: &str, highlight:
     }
 }
 
-fn record_lines<'a>(record: &QuestionRecord, other: Option<&QuestionRecord>) -> Vec<Line<'a>> {
+fn record_lines<'a>(stored: &QuestionRecord, other: Option<&QuestionRecord>) -> Vec<Line<'a>> {
+    let record = &graded(stored);
+    let other_graded = other.map(graded);
+    let (other_verdict, other) = (other.map(|o| o.verdict.as_str()), other_graded.as_ref());
     let differs = |a: &str, b: Option<&str>| other.is_some() && Some(a) != b;
     let mark = |d: bool| {
         if d {
@@ -257,15 +263,12 @@ fn record_lines<'a>(record: &QuestionRecord, other: Option<&QuestionRecord>) -> 
         Line::from(vec![
             Span::styled("verdict: ", Style::new().fg(Color::DarkGray)),
             Span::styled(
-                record.verdict.clone(),
-                verdict_style(&record.verdict)
+                stored.verdict.clone(),
+                verdict_style(&stored.verdict)
                     .add_modifier(Modifier::BOLD)
-                    .patch(mark(differs(
-                        &record.verdict,
-                        other.map(|o| o.verdict.as_str()),
-                    ))),
+                    .patch(mark(differs(&stored.verdict, other_verdict))),
             ),
-            Span::raw(format!("   id {}  #{}", record.id, record.index)),
+            Span::raw(format!("   id {}  #{}", stored.id, stored.index)),
         ]),
         Line::from(vec![
             Span::styled("pred: ", Style::new().fg(Color::DarkGray)),
@@ -284,10 +287,12 @@ fn record_lines<'a>(record: &QuestionRecord, other: Option<&QuestionRecord>) -> 
             format!(
                 "{}   {} ms   {} prompt + {} output tokens{}",
                 record
-                    .exit_status
+                    .exit_code
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
-                record.duration_ms,
+                record
+                    .sandbox_seconds
+                    .map_or(0, |s| (s * 1000.0).round() as u64),
                 record.prompt_tokens,
                 record.output_tokens,
                 if record.cached { "   (cached)" } else { "" }
@@ -306,20 +311,46 @@ fn record_lines<'a>(record: &QuestionRecord, other: Option<&QuestionRecord>) -> 
             }
         }
     };
-    let output_diff = diff(&record.output, other.map(|o| o.output.as_str()));
+    // What the run noted beyond the answer: how the program ended and what the model ran in.
+    let mut notes = Vec::new();
+    if let Some(sig) = record.signal {
+        notes.push(format!("signal {sig}"));
+    }
+    if let Some(m) = &record.sandbox_message {
+        notes.push(m.clone());
+    }
+    if let Some(style) = record.prompt_style {
+        notes.push(format!("{style:?} prompt").to_lowercase());
+    }
+    if let Some(d) = &record.dtype {
+        notes.push(d.clone());
+    }
+    if !notes.is_empty() {
+        lines.push(field("run", notes.join("   ")));
+    }
+    let output_diff = diff(&record.raw_output, other.map(|o| o.raw_output.as_str()));
     let extracted = record.extracted.clone().unwrap_or_default();
     let extracted_diff = diff(
         &extracted,
         other.map(|o| o.extracted.as_deref().unwrap_or("")),
     );
-    let stdout_diff = diff(&record.stdout, other.map(|o| o.stdout.as_str()));
+    let stdout = record.stdout.clone().unwrap_or_default();
+    let stdout_diff = diff(
+        &stdout,
+        other.map(|o| o.stdout.as_deref().unwrap_or("")),
+    );
     if other.is_none() {
         section(&mut lines, "prompt", &record.prompt, &[]);
     }
-    section(&mut lines, "raw output", &record.output, &output_diff);
+    section(&mut lines, "raw output", &record.raw_output, &output_diff);
     section(&mut lines, "extracted", &extracted, &extracted_diff);
-    section(&mut lines, "stdout", &record.stdout, &stdout_diff);
-    section(&mut lines, "stderr", &record.stderr, &[]);
+    section(&mut lines, "stdout", &stdout, &stdout_diff);
+    section(
+        &mut lines,
+        "stderr",
+        record.stderr.as_deref().unwrap_or_default(),
+        &[],
+    );
     lines
 }
 
@@ -353,7 +384,7 @@ fn draw_compare(
     let [question_area, sides] =
         Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(area);
     frame.render_widget(
-        Paragraph::new(record.prompt_question())
+        Paragraph::new(graded(record).prompt_question())
             .wrap(Wrap { trim: true })
             .block(pane(
                 &format!(" question {} · {} ", record.index, record.id),

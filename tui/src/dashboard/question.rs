@@ -1,0 +1,57 @@
+//! The grader's record behind a stored question, for the screens that show and search it. The
+//! store keeps the record whole (`detail`); a value that no longer reads as one (written by
+//! another soup) is still shown, with what the index fields say.
+
+use soup_evals::driver::QuestionRecord as Graded;
+use soup_store::QuestionRecord;
+
+/// The grader's record of `r`.
+pub fn graded(r: &QuestionRecord) -> Graded {
+    serde_json::from_value(r.detail.clone()).unwrap_or_else(|e| Graded {
+        id: r.id.clone(),
+        task: String::new(),
+        prompt: format!("(this record cannot be read as a graded question: {e})"),
+        raw_output: r.detail.to_string(),
+        extracted: None,
+        gold: String::new(),
+        pred: None,
+        verdict: None,
+        correct: r.verdict == "correct",
+        scores: r.scores.clone(),
+        stdout: None,
+        stderr: None,
+        exit_code: None,
+        signal: None,
+        sandbox_message: None,
+        sandbox_seconds: None,
+        isolation: None,
+        prompt_tokens: 0,
+        output_tokens: 0,
+        latency_s: 0.0,
+        cached: false,
+        prompt_style: None,
+        dtype: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_detail_is_still_shown() {
+        let r = QuestionRecord {
+            run: soup_store::RunId::nil(),
+            index: 3,
+            id: "q3".into(),
+            verdict: "correct".into(),
+            scores: Default::default(),
+            detail: serde_json::json!({"odd": true}),
+        };
+        let g = graded(&r);
+        assert_eq!(g.id, "q3");
+        assert!(g.correct);
+        assert!(g.prompt.contains("cannot be read"), "{}", g.prompt);
+        assert!(g.raw_output.contains("odd"));
+    }
+}
