@@ -4,8 +4,7 @@
 
 use candle_core::Device;
 use soup_core::engine::{
-    tasks, CatJob, DataSource, Engine, EvalJob, EvalTarget, JobSpec, JobUpdate, MergeJob,
-    TrainJob,
+    tasks, CatJob, DataSource, Engine, EvalJob, EvalTarget, JobSpec, JobUpdate, MergeJob, TrainJob,
 };
 use soup_store::{RecordQuery, RunStatus, Store};
 use std::path::PathBuf;
@@ -212,8 +211,8 @@ fn generation_cache_is_keyed_by_precision_and_recorded() {
         let mut ev = EvalJob::new(
             &model(),
             EvalTarget::Base,
-            tasks::QA,
-            DataSource::parse("builtin:qa-test"),
+            tasks::MANUAL_QA,
+            DataSource::parse("builtin:manualqa-test"),
         );
         ev.limit = Some(2);
         ev.max_new_tokens = 6;
@@ -237,7 +236,10 @@ fn generation_cache_is_keyed_by_precision_and_recorded() {
     assert_eq!(cached(again), vec![true, true]);
     let bf16 = Some(soup_core::device::Precision::Bf16);
     let (half, out) = e.run_now(job(bf16), &mut |_| {}).unwrap();
-    assert_eq!(out.summary["cache_hits"], 0, "an f32 answer served to a bf16 run");
+    assert_eq!(
+        out.summary["cache_hits"], 0,
+        "an f32 answer served to a bf16 run"
+    );
     assert_eq!(cached(half), vec![false, false]);
     // The recorded spec says what ran.
     let spec = e.store().get_run(first).unwrap().unwrap().spec;

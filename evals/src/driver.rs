@@ -240,7 +240,11 @@ pub fn evaluate<T: Task>(
             }
         }
         let outputs: Vec<&str> = completions.iter().map(|c| c.text.as_str()).collect();
-        let sandbox = if info.needs_sandbox { run.sandbox } else { None };
+        let sandbox = if info.needs_sandbox {
+            run.sandbox
+        } else {
+            None
+        };
         let grades = task.grade(chunk, &outputs, sandbox)?;
         if grades.len() != chunk.len() {
             return Err(EvalError::Sandbox(SandboxError::Internal(format!(

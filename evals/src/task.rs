@@ -187,7 +187,9 @@ pub struct UnknownTask {
 impl std::str::FromStr for EvalTask {
     type Err = UnknownTask;
     fn from_str(s: &str) -> Result<Self, UnknownTask> {
-        EvalTask::find(s).ok_or_else(|| UnknownTask { name: s.to_string() })
+        EvalTask::find(s).ok_or_else(|| UnknownTask {
+            name: s.to_string(),
+        })
     }
 }
 

@@ -381,7 +381,10 @@ mod tests {
         assert_eq!(r.scores["accuracy"], 1.0);
         let d = &r.detail;
         assert_eq!(d["task"], "code-math");
-        assert_eq!(d["raw_output"], "```python\ndef solution():\n    return 3\n```");
+        assert_eq!(
+            d["raw_output"],
+            "```python\ndef solution():\n    return 3\n```"
+        );
         assert_eq!(d["verdict"], "correct");
         assert_eq!(d["correct"], true);
         assert_eq!(d["stderr"], "warn\n");

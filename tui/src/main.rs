@@ -124,7 +124,6 @@ fn main() {
 /// `soup` alone: the dashboard, on an engine with a background worker.
 fn open_dashboard(ctx: &cli::Ctx) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let engine =
-        soup_core::engine::Engine::start(store, &ctx.data_dir, ctx.device()?, ctx.dtype)?;
+    let engine = soup_core::engine::Engine::start(store, &ctx.data_dir, ctx.device()?, ctx.dtype)?;
     dashboard::run(engine)
 }

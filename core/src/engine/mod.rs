@@ -371,12 +371,7 @@ impl Engine {
         if let Some(m) = lock(&self.shared.models).get(&key) {
             return Ok(m.clone());
         }
-        let m = Arc::new(load_model_at(
-            &name,
-            &path,
-            &self.shared.device,
-            precision,
-        )?);
+        let m = Arc::new(load_model_at(&name, &path, &self.shared.device, precision)?);
         lock(&self.shared.models).insert(key, m.clone());
         Ok(m)
     }

@@ -5,7 +5,8 @@ use crate::prompts::{pot_prompt, POT_DEMOS};
 use crate::sandbox::SandboxConfig;
 use crate::tasks::{code_math::CodeMath, math_cot::MathCot, qa::Qa};
 
-type TestSink<'s> = dyn FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 's;
+type TestSink<'s> =
+    dyn FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 's;
 
 /// Runs `task` in the plain style with `shots` demos.
 #[allow(clippy::too_many_arguments)]
@@ -430,7 +431,12 @@ fn stops_come_from_the_task_in_plain_form_and_none_in_chat_form() {
             generator: &mut gen,
             sandbox: None,
             style,
-            render_chat: &|p| Ok(format!("<chat>{}", p.messages[p.messages.len() - 1].content)),
+            render_chat: &|p| {
+                Ok(format!(
+                    "<chat>{}",
+                    p.messages[p.messages.len() - 1].content
+                ))
+            },
             prompt: PromptOptions { shots: 1 },
             dtype: Some("bf16".into()),
             opts: EvalOptions {

@@ -56,6 +56,8 @@ impl Task for Code {
             .zip(outputs)
             .map(|(i, o)| (o.to_string(), i.test.clone()))
             .collect();
-        Ok(super::program_grades(codemath::grade_tests(sandbox, &pairs)?))
+        Ok(super::program_grades(codemath::grade_tests(
+            sandbox, &pairs,
+        )?))
     }
 }

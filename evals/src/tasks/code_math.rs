@@ -57,6 +57,8 @@ impl Task for CodeMath {
             .zip(outputs)
             .map(|(i, o)| (o.to_string(), i.gold))
             .collect();
-        Ok(super::program_grades(codemath::grade_many(sandbox, &pairs)?))
+        Ok(super::program_grades(codemath::grade_many(
+            sandbox, &pairs,
+        )?))
     }
 }

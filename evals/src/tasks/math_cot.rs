@@ -61,7 +61,10 @@ impl Task for MathCot {
                     extracted,
                     correct: g.strict_match,
                     scores: [
-                        ("strict_match".to_string(), f64::from(u8::from(g.strict_match))),
+                        (
+                            "strict_match".to_string(),
+                            f64::from(u8::from(g.strict_match)),
+                        ),
                         (
                             "flexible_match".to_string(),
                             f64::from(u8::from(g.flexible_match)),

@@ -16,10 +16,16 @@ pub const MANUAL_QA: EvalTask = EvalTask::of(&manual_qa::ManualQa);
 pub const MATH_COT: EvalTask = EvalTask::of(&math_cot::MathCot);
 pub const CODE: EvalTask = EvalTask::of(&code::Code);
 pub const QA: EvalTask = EvalTask::of(&qa::Qa);
-pub const GAME_QA: EvalTask = EvalTask::of(&game_qa::GameQa);
 
 /// Every task, in the order lists show them.
-pub static REGISTRY: &[EvalTask] = &[CODE_MATH, MANUAL_QA, MATH_COT, CODE, QA, GAME_QA];
+pub static REGISTRY: &[EvalTask] = &[
+    CODE_MATH,
+    MANUAL_QA,
+    MATH_COT,
+    CODE,
+    QA,
+    EvalTask::of(&game_qa::GameQa),
+];
 
 /// Grades QA answers (EM, token F1, contains) against their gold answers; shared by the QA
 /// tasks, which differ in prompt and dataset.
@@ -49,7 +55,9 @@ pub(crate) fn grade_qa_items(
 }
 
 /// Grades answers whose programs ran in the sandbox (one score, `accuracy`).
-pub(crate) fn program_grades(grades: Vec<crate::codemath::CodeMathGrade>) -> Vec<crate::task::Grade> {
+pub(crate) fn program_grades(
+    grades: Vec<crate::codemath::CodeMathGrade>,
+) -> Vec<crate::task::Grade> {
     grades
         .into_iter()
         .map(|g| crate::task::Grade {
@@ -92,7 +100,10 @@ mod tests {
         }
         assert_eq!(EvalTask::find("math"), Some(MATH_COT));
         let err = "nope".parse::<EvalTask>().unwrap_err().to_string();
-        assert!(err.contains("code-math") && err.contains("game-qa"), "{err}");
+        assert!(
+            err.contains("code-math") && err.contains("game-qa"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -228,8 +228,14 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
     } = args.command;
     let store = store_if_needed(ctx, &model, &adapters)?;
     let device = ctx.device()?;
-    let (model, stack) =
-        load_with_stack(store.as_deref(), &ctx.data_dir, &device, ctx.precision(&device), &model, &adapters)?;
+    let (model, stack) = load_with_stack(
+        store.as_deref(),
+        &ctx.data_dir,
+        &device,
+        ctx.precision(&device),
+        &model,
+        &adapters,
+    )?;
     let ids = model.tokenizer.encode(&text, true)?;
     if ids.is_empty() {
         bail!("--text is empty after tokenization");

@@ -266,7 +266,17 @@ fn records(ctx: &super::Ctx, store: &Store, text: &str, verdict: Option<String>)
         }
         for r in &page.items {
             if ctx.json {
-                writeln!(out, "{}", serde_json::to_string(r)?)?;
+                // One flat object a line: the grader's record with the store's index fields.
+                let mut line = match &r.detail {
+                    serde_json::Value::Object(o) => o.clone(),
+                    other => serde_json::Map::from_iter([("detail".to_string(), other.clone())]),
+                };
+                line.insert("run".into(), r.run.to_string().into());
+                line.insert("index".into(), r.index.into());
+                line.insert("id".into(), r.id.clone().into());
+                line.insert("verdict".into(), r.verdict.clone().into());
+                line.insert("scores".into(), serde_json::to_value(&r.scores)?);
+                writeln!(out, "{}", serde_json::Value::Object(line))?;
             } else {
                 // The grader's record, as it wrote it.
                 let text = |key: &str| r.detail.get(key).and_then(|v| v.as_str()).unwrap_or("-");

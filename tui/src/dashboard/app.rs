@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use soup_core::engine::{
-    tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, MergeJob,
-    TrainJob,
+    tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate,
+    MergeJob, TrainJob,
 };
 use soup_core::runtime::DEFAULT_MODEL;
 use soup_store::{AdapterRecord, QuestionRecord, RunId, RunKind, RunRecord, RunStatus};

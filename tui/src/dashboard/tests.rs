@@ -11,7 +11,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use soup_core::engine::{
-    tasks, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, RunOutcome, TrainJob,
+    tasks, DataSource, EvalJob, EvalTarget, EvalTask, JobEvent, JobSpec, JobUpdate, RunOutcome,
+    TrainJob,
 };
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,

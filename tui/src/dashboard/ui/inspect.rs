@@ -335,10 +335,7 @@ fn record_lines<'a>(stored: &QuestionRecord, other: Option<&QuestionRecord>) -> 
         other.map(|o| o.extracted.as_deref().unwrap_or("")),
     );
     let stdout = record.stdout.clone().unwrap_or_default();
-    let stdout_diff = diff(
-        &stdout,
-        other.map(|o| o.stdout.as_deref().unwrap_or("")),
-    );
+    let stdout_diff = diff(&stdout, other.map(|o| o.stdout.as_deref().unwrap_or("")));
     if other.is_none() {
         section(&mut lines, "prompt", &record.prompt, &[]);
     }
