@@ -3,7 +3,7 @@
 
 use super::data::{mix_counts, read, sample};
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
-use super::{store_err, Engine, JobUpdate};
+use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::{peft, AdapterStack, LoraAdapter};
 use crate::merge::{self, MajoritySign, MergeMethod, MergeOptions};
@@ -69,8 +69,7 @@ fn training_seqs(
         let seqs = if format == Format::ManualText {
             text_seqs(&model.tokenizer, &text, chunk_tokens)?
         } else {
-            let items =
-                parse_instructions(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let items = parse_instructions(&path, &text)?;
             let (seqs, report) = instruction_seqs(&model.tokenizer, &items, fmt)?;
             if report.truncated > 0 || report.dropped > 0 {
                 emit(JobUpdate::Progress {
@@ -244,7 +243,7 @@ pub(crate) fn save_adapter(
         created: soup_store::now_ms(),
         blob: None,
     };
-    engine.store().save_adapter(&rec, &bytes).map_err(store_err)
+    Ok(engine.store().save_adapter(&rec, &bytes)?)
 }
 
 fn train_json(name: &str, s: &TrainSummary) -> serde_json::Value {
@@ -355,9 +354,11 @@ fn run_cat(
     };
     let fraction = job.sample_fraction;
     if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(CoreError::Invalid(format!(
-            "sample fraction {fraction} must be in (0, 1]"
-        )));
+        return Err(CoreError::bad_setting(
+            "sample fraction",
+            fraction,
+            "must be in (0, 1]",
+        ));
     }
     let per_source = move |sizes: &[usize]| -> Result<Vec<usize>> {
         Ok(sizes
@@ -460,10 +461,12 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
         }
     };
     let (mut merged, weights, search) = if job.method == "lorahub" {
-        let model_spec = job
-            .model
-            .as_deref()
-            .ok_or_else(|| CoreError::Invalid("LoraHub needs --model and --data: it searches weights by the model's loss on a few examples".into()))?;
+        let model_spec = job.model.as_deref().ok_or_else(|| {
+            CoreError::missing(
+                "LoraHub",
+                "--model and --data: it searches weights by the model's loss on a few examples",
+            )
+        })?;
         let model = engine.model(model_spec)?;
         let fmt = Formatting {
             chat: model.is_chat(),
@@ -691,7 +694,7 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<Questio
         ..Default::default()
     };
     loop {
-        let page = store.records_page(run, &query).map_err(store_err)?;
+        let page = store.records_page(run, &query)?;
         out.extend(page.items);
         match page.next {
             Some(next) => query.from = next,
@@ -753,13 +756,12 @@ fn run_eval(
     let mut next_index = previous.len() as u64;
     // How many questions the run covers, for progress and ETA.
     // The dataset is parsed once: math items or QA items, by task.
-    let data_err = |e: soup_evals::datasets::DatasetError| CoreError::Invalid(e.to_string());
     let (mut math_items, mut qa_items, mut code_items) = (Vec::new(), Vec::new(), Vec::new());
     match task_kind {
-        driver::TaskKind::Qa => qa_items = parse_qa(&path, &text).map_err(data_err)?,
-        driver::TaskKind::Code => code_items = parse_code(&path, &text).map_err(data_err)?,
+        driver::TaskKind::Qa => qa_items = parse_qa(&path, &text)?,
+        driver::TaskKind::Code => code_items = parse_code(&path, &text)?,
         driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
-            math_items = parse_math(&path, &text).map_err(data_err)?
+            math_items = parse_math(&path, &text)?
         }
     }
     let n_items = math_items.len() + qa_items.len() + code_items.len();
@@ -810,13 +812,12 @@ fn run_eval(
         identity: weights_identity(engine, &model, &job.target),
         hits: 0,
     };
-    let eval_err = |e: driver::EvalError| CoreError::Invalid(e.to_string());
     let sandbox = || {
         Sandbox::new(SandboxConfig {
             allow_weaker_isolation: true,
             ..Default::default()
         })
-        .map_err(|e| CoreError::Invalid(e.to_string()))
+        .map_err(CoreError::from)
     };
     let summary = match task_kind {
         driver::TaskKind::Code => {
@@ -837,8 +838,7 @@ fn run_eval(
                 &opts(stop),
                 &previous,
                 &mut sink,
-            )
-            .map_err(eval_err)?
+            )?
         }
         driver::TaskKind::CodeMath | driver::TaskKind::MathCot => {
             let items = &math_items;
@@ -856,8 +856,7 @@ fn run_eval(
                     &opts(stop),
                     &previous,
                     &mut sink,
-                )
-                .map_err(eval_err)?
+                )?
             } else {
                 let prompt = |i: &soup_evals::datasets::MathItem| {
                     render(&model, &prompts::cot_prompt(&i.question, shots), chat)
@@ -870,8 +869,7 @@ fn run_eval(
                     &opts(stop),
                     &previous,
                     &mut sink,
-                )
-                .map_err(eval_err)?
+                )?
             }
         }
         driver::TaskKind::Qa => {
@@ -890,8 +888,7 @@ fn run_eval(
                 &opts(stop),
                 &previous,
                 &mut sink,
-            )
-            .map_err(eval_err)?
+            )?
         }
     };
     if summary.cancelled {
@@ -915,7 +912,7 @@ fn run_eval(
             n: vals.len() as u64,
         });
     }
-    store.put_scores(&scores).map_err(store_err)?;
+    store.put_scores(&scores)?;
     let scores_json: serde_json::Map<String, serde_json::Value> = scores
         .iter()
         .map(|s| {
