@@ -7,6 +7,7 @@
 
 mod cli;
 mod dashboard;
+mod format;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
