@@ -2,6 +2,7 @@
 //! (`tests/fixtures/reference/tiny-llama`, with PEFT adapters and transformers' logits beside
 //! it), each in its own temporary data dir.
 
+use soup_core::test_support::max_abs_diff;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,20 +71,6 @@ fn last_json(stdout: &str) -> serde_json::Value {
 fn reference() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
