@@ -261,11 +261,10 @@ fn parse_scaling(v: &serde_json::Value) -> Result<Option<Llama3RopeScaling>> {
                 original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
             }))
         }
-        other => Err(CoreError::UnknownName {
-            kind: "rope scaling type",
-            name: other.to_string(),
-            expected: "default or llama3".into(),
-        }),
+        // BadConfig, not UnknownName: `from_file` names the config file in it.
+        other => Err(CoreError::BadConfig(format!(
+            "rope scaling type {other:?} is not supported (supported: default, llama3)"
+        ))),
     }
 }
 
