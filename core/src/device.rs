@@ -53,9 +53,11 @@ pub fn parse_dtype(spec: &str) -> Result<Precision> {
         "f32" | "float32" => Ok(Precision::F32),
         "bf16" | "bfloat16" => Ok(Precision::Bf16),
         "f16" | "float16" => Ok(Precision::F16),
-        other => Err(CoreError::Invalid(format!(
-            "bad dtype {other:?}: expected f32, bf16 or f16"
-        ))),
+        other => Err(CoreError::UnknownName {
+            kind: "dtype",
+            name: other.to_string(),
+            expected: "f32, bf16 or f16".into(),
+        }),
     }
 }
 
@@ -66,22 +68,26 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         s if s.starts_with("cuda:") => {
-            let n = s[5..].parse::<usize>().map_err(|_| {
-                CoreError::Invalid(format!("bad device {spec:?}: expected cpu, cuda or cuda:N"))
-            })?;
+            let n = s[5..]
+                .parse::<usize>()
+                .map_err(|_| CoreError::UnknownName {
+                    kind: "device",
+                    name: spec.to_string(),
+                    expected: "cpu, cuda or cuda:N".into(),
+                })?;
             cuda(n)
         }
-        _ => Err(CoreError::Invalid(format!(
-            "bad device {spec:?}: expected cpu, cuda or cuda:N"
-        ))),
+        _ => Err(CoreError::UnknownName {
+            kind: "device",
+            name: spec.to_string(),
+            expected: "cpu, cuda or cuda:N".into(),
+        }),
     }
 }
 
 fn cuda(ordinal: usize) -> Result<Device> {
     if !candle_core::utils::cuda_is_available() {
-        return Err(CoreError::Invalid(
-            "this build of soup has no CUDA support: rebuild with `--features cuda`, or use --device cpu".into(),
-        ));
+        return Err(CoreError::NoCuda);
     }
     Ok(Device::new_cuda(ordinal)?)
 }

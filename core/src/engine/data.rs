@@ -55,8 +55,13 @@ pub fn resolve(data_dir: &Path, source: &DataSource) -> Result<PathBuf> {
             let (name, seed) = match spec.split_once('@') {
                 Some((n, s)) => (
                     n,
-                    s.parse::<u64>()
-                        .map_err(|_| CoreError::Invalid(format!("bad seed in builtin:{spec}")))?,
+                    s.parse::<u64>().map_err(|_| {
+                        CoreError::bad_setting(
+                            "seed",
+                            format!("{s:?} in builtin:{spec}"),
+                            "a seed is a whole number, as in builtin:codemath@7",
+                        )
+                    })?,
                 ),
                 None => (spec.as_str(), 0),
             };
@@ -66,10 +71,11 @@ pub fn resolve(data_dir: &Path, source: &DataSource) -> Result<PathBuf> {
                     .find(|(n, _, _)| *n == name)
                     .ok_or_else(|| {
                         let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
-                        CoreError::Invalid(format!(
-                            "no built-in set {name:?}: expected one of {}",
-                            names.join(", ")
-                        ))
+                        CoreError::UnknownName {
+                            kind: "built-in set",
+                            name: name.to_string(),
+                            expected: format!("one of {}", names.join(", ")),
+                        }
                     })?;
             let family = match kind {
                 SyntheticKind::CodeMath => "code-math",
@@ -83,8 +89,7 @@ pub fn resolve(data_dir: &Path, source: &DataSource) -> Result<PathBuf> {
                     .map_err(|e| CoreError::io(&dir, e))?;
                 let tmp = tempfile::tempdir_in(dir.parent().unwrap_or(data_dir))
                     .map_err(|e| CoreError::io(&dir, e))?;
-                write_synthetic_sized(*kind, seed, tmp.path(), &SyntheticSizes::default())
-                    .map_err(|e| CoreError::Invalid(e.to_string()))?;
+                write_synthetic_sized(*kind, seed, tmp.path(), &SyntheticSizes::default())?;
                 if !dir.exists() {
                     std::fs::rename(tmp.keep(), &dir).map_err(|e| CoreError::io(&dir, e))?;
                 }
@@ -113,15 +118,17 @@ pub fn sample<T: Clone>(items: &[T], n: usize, seed: u64) -> Vec<T> {
 /// no set has to repeat examples for.
 pub fn mix_counts(sizes: &[usize], ratio: &[f64]) -> Result<Vec<usize>> {
     if sizes.len() != ratio.len() {
-        return Err(CoreError::Invalid(format!(
-            "--mix has {} ratios for {} datasets",
-            ratio.len(),
-            sizes.len()
-        )));
+        return Err(CoreError::MixRatioCount {
+            ratios: ratio.len(),
+            datasets: sizes.len(),
+        });
     }
     if ratio.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
-        return Err(CoreError::Invalid(
-            "mixing ratios must be positive numbers".into(),
+        let bad = ratio.iter().find(|r| !(r.is_finite() && **r > 0.0));
+        return Err(CoreError::bad_setting(
+            "mixing ratio",
+            bad.map(|r| r.to_string()).unwrap_or_default(),
+            "mixing ratios must be positive numbers",
         ));
     }
     let scale = sizes

@@ -112,7 +112,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("soup-worker".into())
             .spawn(move || worker.worker_loop())
-            .map_err(|e| CoreError::Invalid(format!("cannot start the worker thread: {e}")))?;
+            .map_err(CoreError::Thread)?;
         Ok(engine)
     }
 
@@ -141,7 +141,7 @@ impl Engine {
             status: Some(RunStatus::Running),
             ..Default::default()
         };
-        let runs = store.list_runs(&q).map_err(store_err)?;
+        let runs = store.list_runs(&q)?;
         for r in runs.items {
             store
                 .finish_run(
@@ -149,7 +149,7 @@ impl Engine {
                     RunStatus::Failed,
                     Some("interrupted: the process stopped while it ran; resume it (r in Jobs, or `soup runs resume`)".into()),
                 )
-                .map_err(store_err)?;
+                ?;
         }
         Ok(())
     }
@@ -169,12 +169,11 @@ impl Engine {
     /// Records a queued run and hands it to the worker.
     pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
         let run = self
             .shared
             .store
-            .create_run(spec.kind(), &spec.label(), value)
-            .map_err(store_err)?;
+            .create_run(spec.kind(), &spec.label(), value)?;
         self.enqueue(run.id);
         Ok(run.id)
     }
@@ -198,8 +197,7 @@ impl Engine {
         if removed {
             self.shared
                 .store
-                .finish_run(id, RunStatus::Cancelled, None)
-                .map_err(store_err)?;
+                .finish_run(id, RunStatus::Cancelled, None)?;
             self.emit(id, JobUpdate::Cancelled);
         } else if let Some(c) = lock(&self.shared.controls).get(&id) {
             c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -212,16 +210,16 @@ impl Engine {
     pub fn resume(&self, id: RunId) -> Result<()> {
         let run = self.get_run(id)?;
         if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
-            return Err(CoreError::Invalid(format!(
-                "run {id} is {:?}: only failed or cancelled runs can be resumed",
-                run.status
-            )));
+            return Err(CoreError::NotResumable {
+                id: id.to_string(),
+                status: format!("{:?}", run.status),
+            });
         }
         let mut r = run;
         r.status = RunStatus::Queued;
         r.error = None;
         r.finished = None;
-        self.shared.store.put_run(&r).map_err(store_err)?;
+        self.shared.store.put_run(&r)?;
         self.enqueue(id);
         Ok(())
     }
@@ -229,9 +227,12 @@ impl Engine {
     fn get_run(&self, id: RunId) -> Result<soup_store::RunRecord> {
         self.shared
             .store
-            .get_run(id)
-            .map_err(store_err)?
-            .ok_or_else(|| CoreError::Invalid(format!("no run {id}")))
+            .get_run(id)?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "run",
+                name: id.to_string(),
+                hint: "list the runs with `soup runs list`".into(),
+            })
     }
 
     /// Runs a job on this thread (the command line): records it, runs it, returns its
@@ -242,12 +243,11 @@ impl Engine {
         on_event: &mut dyn FnMut(&JobUpdate),
     ) -> Result<(RunId, RunOutcome)> {
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
         let run = self
             .shared
             .store
-            .create_run(spec.kind(), &spec.label(), value)
-            .map_err(store_err)?;
+            .create_run(spec.kind(), &spec.label(), value)?;
         lock(&self.shared.controls).insert(run.id, JobControl::default());
         let out = self.execute(run.id, on_event)?;
         Ok((run.id, out))
@@ -261,7 +261,10 @@ impl Engine {
     ) -> Result<RunOutcome> {
         let run = self.get_run(id)?;
         if run.status == RunStatus::Done {
-            return Err(CoreError::Invalid(format!("run {id} is already done")));
+            return Err(CoreError::NotResumable {
+                id: id.to_string(),
+                status: "already done".into(),
+            });
         }
         lock(&self.shared.controls).insert(id, JobControl::default());
         self.execute(id, on_event)
@@ -306,7 +309,7 @@ impl Engine {
     /// Runs a recorded job: status to running, the job, then its final status.
     fn execute(&self, id: RunId, on_event: &mut dyn FnMut(&JobUpdate)) -> Result<RunOutcome> {
         let store = self.shared.store.clone();
-        let run = store.start_run(id).map_err(store_err)?;
+        let run = store.start_run(id)?;
         let ctl = lock(&self.shared.controls).entry(id).or_default().clone();
         let mut emit = |u: JobUpdate| {
             if let JobUpdate::Progress {
@@ -332,30 +335,25 @@ impl Engine {
         let spec: std::result::Result<JobSpec, _> = serde_json::from_value(run.spec.clone());
         let result = match spec {
             Ok(spec) => run::run_job(self, id, &spec, &ctl, &mut emit),
-            Err(e) => Err(CoreError::Invalid(format!(
-                "run {id} has an unreadable spec: {e}"
-            ))),
+            Err(source) => Err(CoreError::UnreadableSpec {
+                id: id.to_string(),
+                source,
+            }),
         };
         lock(&self.shared.controls).remove(&id);
         match result {
             Ok(outcome) => {
-                store
-                    .finish_run(id, RunStatus::Done, None)
-                    .map_err(store_err)?;
+                store.finish_run(id, RunStatus::Done, None)?;
                 emit(JobUpdate::Finished(outcome.clone()));
                 Ok(outcome)
             }
             Err(CoreError::Cancelled) => {
-                store
-                    .finish_run(id, RunStatus::Cancelled, None)
-                    .map_err(store_err)?;
+                store.finish_run(id, RunStatus::Cancelled, None)?;
                 emit(JobUpdate::Cancelled);
                 Err(CoreError::Cancelled)
             }
             Err(e) => {
-                store
-                    .finish_run(id, RunStatus::Failed, Some(e.to_string()))
-                    .map_err(store_err)?;
+                store.finish_run(id, RunStatus::Failed, Some(e.to_string()))?;
                 emit(JobUpdate::Failed(e.to_string()));
                 Err(e)
             }
@@ -384,8 +382,4 @@ impl Engine {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn store_err(e: soup_store::StoreError) -> CoreError {
-    CoreError::Invalid(e.to_string())
 }

@@ -9,7 +9,7 @@
 //! nothing and tabulate what the store holds).
 
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
-use super::{store_err, Engine, JobUpdate};
+use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::Module;
 use crate::train::LoraSpec;
@@ -155,8 +155,7 @@ fn prefix(r: &Recipe, budget: &str) -> String {
 }
 
 fn task_of(s: &str) -> Result<EvalTask> {
-    s.parse::<EvalTask>()
-        .map_err(|e| CoreError::Invalid(e.to_string()))
+    Ok(s.parse::<EvalTask>()?)
 }
 
 /// Runs a job unless an identical one already finished (adapters: by stored spec).
@@ -168,7 +167,7 @@ fn ensure(
 ) -> Result<Option<soup_store::RunId>> {
     // Compared with stored specs as the engine records them: precision fixed.
     spec.fix_precision(engine.precision());
-    let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
     if reuse != Reuse::Fresh {
         let produced = match &spec {
             JobSpec::Train(j) => Some(&j.name),
@@ -177,7 +176,7 @@ fn ensure(
             JobSpec::Eval(_) => None,
         };
         if let Some(name) = produced {
-            if let Some(a) = engine.store().get_adapter(name).map_err(store_err)? {
+            if let Some(a) = engine.store().get_adapter(name)? {
                 // Runners store the job they ran under "job": the spec without its enum tag.
                 if a.hyperparams.get("job") == Some(&strip_tag(&value)) {
                     report(on, &spec.label(), "reused");
@@ -221,13 +220,10 @@ fn strip_tag(v: &serde_json::Value) -> serde_json::Value {
 }
 
 fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<soup_store::RunId>> {
-    let runs = engine
-        .store()
-        .list_runs(&RunQuery {
-            status: Some(RunStatus::Done),
-            ..Default::default()
-        })
-        .map_err(store_err)?;
+    let runs = engine.store().list_runs(&RunQuery {
+        status: Some(RunStatus::Done),
+        ..Default::default()
+    })?;
     Ok(runs
         .items
         .into_iter()
@@ -243,13 +239,17 @@ pub fn run_recipe(
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Comparison> {
-    let b = r.budgets.get(budget_name).ok_or_else(|| {
-        CoreError::Invalid(format!(
-            "recipe {} has no budget {budget_name:?} (it has: {})",
-            r.name,
-            r.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let b = r
+        .budgets
+        .get(budget_name)
+        .ok_or_else(|| CoreError::NotFound {
+            kind: "budget",
+            name: format!("{budget_name:?} in recipe {}", r.name),
+            hint: format!(
+                "it has {}",
+                r.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
     let px = prefix(r, budget_name);
     let model = engine.model(&r.model, None)?;
     let model_name = model.name.clone();
@@ -402,8 +402,7 @@ pub fn run_recipe(
             let metric = task.headline();
             if let Some(s) = engine
                 .store()
-                .scores(id)
-                .map_err(store_err)?
+                .scores(id)?
                 .items
                 .into_iter()
                 .find(|s| s.metric == metric)

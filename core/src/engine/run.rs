@@ -3,7 +3,7 @@
 
 use super::data::{mix_counts, read, sample};
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, JobSpec, MergeJob, TrainJob};
-use super::{store_err, Engine, JobUpdate};
+use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::{peft, AdapterStack, LoraAdapter};
 use crate::merge::{self, MajoritySign, MergeMethod, MergeOptions};
@@ -68,8 +68,7 @@ fn training_seqs(
         let seqs = if format == Format::ManualText {
             text_seqs(&model.tokenizer, &text, chunk_tokens)?
         } else {
-            let items =
-                parse_instructions(&path, &text).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let items = parse_instructions(&path, &text)?;
             let (seqs, report) = instruction_seqs(&model.tokenizer, &items, fmt)?;
             if report.truncated > 0 || report.dropped > 0 {
                 emit(JobUpdate::Progress {
@@ -243,7 +242,7 @@ pub(crate) fn save_adapter(
         created: soup_store::now_ms(),
         blob: None,
     };
-    engine.store().save_adapter(&rec, &bytes).map_err(store_err)
+    Ok(engine.store().save_adapter(&rec, &bytes)?)
 }
 
 fn train_json(name: &str, s: &TrainSummary) -> serde_json::Value {
@@ -354,9 +353,11 @@ fn run_cat(
     };
     let fraction = job.sample_fraction;
     if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(CoreError::Invalid(format!(
-            "sample fraction {fraction} must be in (0, 1]"
-        )));
+        return Err(CoreError::bad_setting(
+            "sample fraction",
+            fraction,
+            "must be in (0, 1]",
+        ));
     }
     let per_source = move |sizes: &[usize]| -> Result<Vec<usize>> {
         Ok(sizes
@@ -459,10 +460,12 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
         }
     };
     let (mut merged, weights, search) = if job.method == "lorahub" {
-        let model_spec = job
-            .model
-            .as_deref()
-            .ok_or_else(|| CoreError::Invalid("LoraHub needs --model and --data: it searches weights by the model's loss on a few examples".into()))?;
+        let model_spec = job.model.as_deref().ok_or_else(|| {
+            CoreError::missing(
+                "LoraHub",
+                "--model and --data: it searches weights by the model's loss on a few examples",
+            )
+        })?;
         let model = engine.model(model_spec, job.dtype)?;
         let fmt = Formatting {
             chat: model.is_chat(),
@@ -642,9 +645,8 @@ fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> Result<QuestionRec
         id: r.id.clone(),
         verdict: r.verdict_label(),
         scores: r.scores.clone(),
-        detail: serde_json::to_value(r).map_err(|e| {
-            CoreError::Invalid(format!("question {}: cannot encode its record: {e}", r.id))
-        })?,
+        detail: serde_json::to_value(r)
+            .map_err(|e| CoreError::serialize(format!("the record of question {}", r.id), e))?,
     })
 }
 
@@ -657,14 +659,15 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRec
         ..Default::default()
     };
     loop {
-        let page = store.records_page(run, &query).map_err(store_err)?;
+        let page = store.records_page(run, &query)?;
         for r in page.items {
-            let rec: EvalRecord = serde_json::from_value(r.detail).map_err(|e| {
-                CoreError::Invalid(format!(
-                    "run {run}, question {} ({}): the stored record cannot be read: {e}",
-                    r.index, r.id
-                ))
-            })?;
+            let rec: EvalRecord =
+                serde_json::from_value(r.detail).map_err(|source| CoreError::UnreadableRecord {
+                    run: run.to_string(),
+                    index: r.index,
+                    id: r.id.clone(),
+                    source,
+                })?;
             out.push(rec);
         }
         match page.next {
@@ -716,10 +719,7 @@ fn run_eval(
         PromptStyle::Plain
     };
     let (path, text) = read(engine.data_dir(), &job.data)?;
-    let data = job
-        .task
-        .load(&path, &text)
-        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let data = job.task.load(&path, &text)?;
     let previous = previous_records(store, id)?;
     let mut next_index = previous.len() as u64;
     // How many questions the run covers, for progress and ETA.
@@ -757,13 +757,10 @@ fn run_eval(
         hits: 0,
     };
     let sandbox = if job.task.info().needs_sandbox {
-        Some(
-            Sandbox::new(SandboxConfig {
-                allow_weaker_isolation: true,
-                ..Default::default()
-            })
-            .map_err(|e| CoreError::Invalid(e.to_string()))?,
-        )
+        Some(Sandbox::new(SandboxConfig {
+            allow_weaker_isolation: true,
+            ..Default::default()
+        })?)
     } else {
         None
     };
@@ -788,9 +785,7 @@ fn run_eval(
         previous: &previous,
         sink: &mut sink,
     };
-    let summary = data
-        .evaluate(&mut run)
-        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let summary = data.evaluate(&mut run)?;
     let cache_hits = generator.hits;
     if summary.cancelled {
         return Err(CoreError::Cancelled);
@@ -813,7 +808,7 @@ fn run_eval(
             n: vals.len() as u64,
         });
     }
-    store.put_scores(&scores).map_err(store_err)?;
+    store.put_scores(&scores)?;
     let scores_json: serde_json::Map<String, serde_json::Value> = scores
         .iter()
         .map(|s| {

@@ -62,10 +62,10 @@ impl Module {
         ALL_MODULES
             .into_iter()
             .find(|m| m.hf_name().strip_suffix("_proj") == Some(short))
-            .ok_or_else(|| {
-                CoreError::Invalid(format!(
-                    "unknown projection {s:?}: expected one of q,k,v,o,gate,up,down"
-                ))
+            .ok_or_else(|| CoreError::UnknownName {
+                kind: "projection",
+                name: s.to_string(),
+                expected: "one of q,k,v,o,gate,up,down".into(),
             })
     }
 

@@ -54,7 +54,11 @@ fn pattern_value(patterns: &Value, module_name: &str) -> Result<Option<f64>> {
     };
     for (key, v) in map {
         let re = regex::Regex::new(&format!(r"^(.*\.)?({key})$")).map_err(|e| {
-            CoreError::Invalid(format!("bad pattern {key:?} in adapter config: {e}"))
+            CoreError::bad_setting(
+                "pattern",
+                format!("{key:?} in adapter config"),
+                format!("not a valid regular expression ({e})"),
+            )
         })?;
         if re.is_match(module_name) {
             return Ok(v.as_f64());
@@ -248,7 +252,7 @@ pub fn save_peft(adapter: &LoraAdapter, dir: &Path) -> Result<()> {
         .tempdir_in(parent)
         .map_err(|e| CoreError::io(parent, e))?;
     let cfg = serde_json::to_string_pretty(&peft_config(adapter))
-        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+        .map_err(|e| CoreError::serialize(format!("the config of adapter {}", adapter.name), e))?;
     std::fs::write(tmp.path().join(CONFIG_FILE), cfg).map_err(|e| CoreError::io(tmp.path(), e))?;
     let tensors = peft_tensors(adapter);
     candle_core::safetensors::save(&tensors, tmp.path().join(WEIGHTS_FILE))
@@ -266,7 +270,7 @@ pub fn save_peft(adapter: &LoraAdapter, dir: &Path) -> Result<()> {
 pub fn to_bytes(adapter: &LoraAdapter) -> Result<(Vec<u8>, Value)> {
     let tensors = peft_tensors(adapter);
     let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.clone(), v)), None)
-        .map_err(|e| CoreError::Invalid(format!("serializing adapter {}: {e}", adapter.name)))?;
+        .map_err(|e| CoreError::adapter(&adapter.name, format!("cannot serialize: {e}")))?;
     Ok((bytes, peft_config(adapter)))
 }
 

@@ -55,12 +55,12 @@ impl AdapterStack {
     /// A stack with fixed weights `values[i][l][m]`, e.g. a stored CAT adapter.
     pub fn fixed(adapters: Vec<LoraAdapter>, layers: usize, values: Vec<f32>) -> Result<Self> {
         if values.len() != adapters.len() * layers * ALL_MODULES.len() {
-            return Err(CoreError::Invalid(format!(
-                "CAT weights hold {} values, expected {} adapters x {layers} layers x {} modules",
-                values.len(),
-                adapters.len(),
-                ALL_MODULES.len()
-            )));
+            return Err(CoreError::CatWeightCount {
+                values: values.len(),
+                adapters: adapters.len(),
+                layers,
+                modules: ALL_MODULES.len(),
+            });
         }
         Ok(AdapterStack {
             adapters,

@@ -63,15 +63,18 @@ pub(crate) fn cat_pairs(
 fn check_values(adapters: &[LoraAdapter], layers: usize, values: &[f32]) -> Result<()> {
     let expected = adapters.len() * layers * ALL_MODULES.len();
     if values.len() != expected {
-        return Err(CoreError::Invalid(format!(
-            "CAT weights hold {} values, expected {} adapters x {layers} layers x {} modules",
-            values.len(),
-            adapters.len(),
-            ALL_MODULES.len()
-        )));
+        return Err(CoreError::CatWeightCount {
+            values: values.len(),
+            adapters: adapters.len(),
+            layers,
+            modules: ALL_MODULES.len(),
+        });
     }
     if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-        return Err(CoreError::Invalid(format!("CAT weight {v} is not finite")));
+        return Err(CoreError::NotFinite {
+            what: "CAT weight",
+            value: *v as f64,
+        });
     }
     for ad in adapters {
         if let Some(&(l, m)) = ad.pairs.keys().find(|(l, _)| *l >= layers) {
@@ -93,9 +96,7 @@ fn check_values(adapters: &[LoraAdapter], layers: usize, values: &[f32]) -> Resu
 /// Running the result alone gives exactly the stack's output.
 pub fn fold_cat(adapters: &[LoraAdapter], layers: usize, values: &[f32]) -> Result<LoraAdapter> {
     if adapters.is_empty() {
-        return Err(CoreError::Invalid(
-            "CAT export needs at least one adapter".into(),
-        ));
+        return Err(CoreError::missing("CAT export", "at least one adapter"));
     }
     check_values(adapters, layers, values)?;
     let groups = super::participants(adapters, &vec![1.0; adapters.len()])?;

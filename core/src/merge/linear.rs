@@ -46,12 +46,14 @@ pub(crate) fn factor_pairs(
         let (_, first, _) = parts[0];
         let rank = first.rank();
         if let Some((_, p, _)) = parts.iter().find(|(_, p, _)| p.rank() != rank) {
-            return Err(CoreError::Invalid(format!(
-                "{}: layer {layer} {} has rank {} in one adapter and {rank} in another (rank_pattern): use cat or svd",
+            return Err(CoreError::merge_precondition(
                 combine.name(),
-                module.hf_name(),
-                p.rank()
-            )));
+                format!(
+                    "layer {layer} {} has rank {} in one adapter and {rank} in another (rank_pattern): use cat or svd",
+                    module.hf_name(),
+                    p.rank()
+                ),
+            ));
         }
         let (wa, wb): (Vec<f32>, Vec<f32>) = parts
             .iter()

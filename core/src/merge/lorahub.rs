@@ -77,21 +77,22 @@ pub fn cma_es(
 ) -> Result<CmaResult> {
     let n = x0.len();
     if n == 0 {
-        return Err(CoreError::Invalid(
-            "CMA-ES needs at least one variable".into(),
-        ));
+        return Err(CoreError::missing("CMA-ES", "at least one variable"));
     }
     if !(cfg.sigma0 > 0.0 && cfg.sigma0.is_finite()) {
-        return Err(CoreError::Invalid(format!(
-            "CMA-ES step size {} must be positive",
-            cfg.sigma0
-        )));
+        return Err(CoreError::bad_setting(
+            "CMA-ES step size",
+            cfg.sigma0,
+            "it must be positive",
+        ));
     }
     if let Some((lo, hi)) = cfg.bounds {
         if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
-            return Err(CoreError::Invalid(format!(
-                "CMA-ES bounds [{lo}, {hi}] are empty"
-            )));
+            return Err(CoreError::bad_setting(
+                "CMA-ES bounds",
+                format!("[{lo}, {hi}]"),
+                "the interval is empty: the lower bound must be below the upper",
+            ));
         }
     }
     let clip = |x: f64| match cfg.bounds {
@@ -247,9 +248,7 @@ pub fn cma_es(
         }
     }
     if !best_f.is_finite() {
-        return Err(CoreError::Invalid(format!(
-            "CMA-ES: all {evaluations} evaluations gave a non-finite value"
-        )));
+        return Err(CoreError::SearchFailed { evaluations });
     }
     Ok(CmaResult {
         best_x,
@@ -317,15 +316,17 @@ pub fn lorahub_search(
     loss: &mut dyn FnMut(&[f64]) -> Result<f64>,
 ) -> Result<LoraHubResult> {
     if cfg.budget == 0 {
-        return Err(CoreError::Invalid(
-            "LoraHub needs a budget of at least one evaluation".into(),
+        return Err(CoreError::missing(
+            "LoraHub",
+            "a budget of at least one evaluation",
         ));
     }
     if cfg.bound.is_nan() || cfg.bound <= 0.0 {
-        return Err(CoreError::Invalid(format!(
-            "LoraHub bound {} must be positive",
-            cfg.bound
-        )));
+        return Err(CoreError::bad_setting(
+            "LoraHub bound",
+            cfg.bound,
+            "it must be positive",
+        ));
     }
     let mut history: Vec<(Vec<f64>, f64)> = Vec::new();
     let mut objective = |w: &[f64]| -> Result<f64> {
@@ -364,20 +365,24 @@ pub fn lorahub_merge(adapters: &[LoraAdapter], weights: &[f64]) -> Result<LoraAd
     let groups = super::participants(adapters, weights)?;
     let ranks: Vec<usize> = adapters.iter().map(super::config_rank).collect();
     if ranks.iter().any(|&r| r != ranks[0]) {
-        return Err(CoreError::Invalid(format!(
-            "LoraHub merges adapters of equal rank, got ranks {ranks:?}"
-        )));
+        return Err(CoreError::merge_precondition(
+            "LoraHub",
+            format!("it merges adapters of equal rank, got ranks {ranks:?}"),
+        ));
     }
     let mut pairs = BTreeMap::new();
     for (&(layer, module), parts) in &groups {
         let (_, first, _) = parts[0];
         if let Some((_, p, _)) = parts.iter().find(|(_, p, _)| p.rank() != first.rank()) {
-            return Err(CoreError::Invalid(format!(
-                "LoraHub: layer {layer} {} has rank {} in one adapter and {} in another",
-                module.hf_name(),
-                p.rank(),
-                first.rank()
-            )));
+            return Err(CoreError::merge_precondition(
+                "LoraHub",
+                format!(
+                    "layer {layer} {} has rank {} in one adapter and {} in another",
+                    module.hf_name(),
+                    p.rank(),
+                    first.rank()
+                ),
+            ));
         }
         let scale = first.scale;
         let wa: Vec<f32> = parts.iter().map(|(_, _, w)| (w * scale) as f32).collect();

@@ -55,9 +55,11 @@ impl MajoritySign {
         match s.trim() {
             "total" => Ok(MajoritySign::Total),
             "frequency" => Ok(MajoritySign::Frequency),
-            other => Err(CoreError::Invalid(format!(
-                "unknown majority sign method {other:?}: expected total or frequency"
-            ))),
+            other => Err(CoreError::UnknownName {
+                kind: "majority sign method",
+                name: other.to_string(),
+                expected: "total or frequency".into(),
+            }),
         }
     }
 
@@ -114,17 +116,19 @@ impl Combine {
     fn validate(&self) -> Result<()> {
         if let Some(d) = self.density() {
             if !d.is_finite() || d < 0.0 {
-                return Err(CoreError::Invalid(format!(
-                    "density {d} for {}: it must be >= 0 (the fraction of entries kept; >= 1 keeps all)",
-                    self.name()
-                )));
+                return Err(CoreError::bad_setting(
+                    format!("density for {}", self.name()),
+                    d,
+                    "it must be >= 0 (the fraction of entries kept; >= 1 keeps all)",
+                ));
             }
             let dare = matches!(self, Combine::DareLinear { .. } | Combine::DareTies { .. });
             if dare && d == 0.0 {
-                return Err(CoreError::Invalid(format!(
-                    "density 0 for {}: DARE rescales by 1/density; give a density in (0, 1]",
-                    self.name()
-                )));
+                return Err(CoreError::bad_setting(
+                    format!("density for {}", self.name()),
+                    0,
+                    "DARE rescales by 1/density; give a density in (0, 1]",
+                ));
             }
         }
         Ok(())
@@ -138,13 +142,15 @@ impl Combine {
         self.validate()?;
         let n = tensors.first().map(|t| t.len()).unwrap_or(0);
         if tensors.len() != weights.len() || tensors.iter().any(|t| t.len() != n) {
-            return Err(CoreError::Invalid(format!(
-                "{}: {} tensors of sizes {:?} with {} weights: shapes must agree",
+            return Err(CoreError::merge_precondition(
                 self.name(),
-                tensors.len(),
-                tensors.iter().map(|t| t.len()).collect::<Vec<_>>(),
-                weights.len()
-            )));
+                format!(
+                    "{} tensors of sizes {:?} with {} weights: shapes must agree",
+                    tensors.len(),
+                    tensors.iter().map(|t| t.len()).collect::<Vec<_>>(),
+                    weights.len()
+                ),
+            ));
         }
         Ok(match *self {
             Combine::Linear => linear::task_arithmetic(tensors, weights),
@@ -247,9 +253,10 @@ impl MergeMethod {
         };
         let density = || {
             opts.density.ok_or_else(|| {
-                CoreError::Invalid(format!(
-                    "merge method {name} needs a density (the fraction of entries kept, e.g. --density 0.5)"
-                ))
+                CoreError::missing(
+                    format!("merge method {name}"),
+                    "a density (the fraction of entries kept, e.g. --density 0.5)",
+                )
             })
         };
         let combine = match base {
@@ -272,10 +279,11 @@ impl MergeMethod {
                 seed: opts.seed,
             },
             _ => {
-                return Err(CoreError::Invalid(format!(
-                    "unknown merge method {name:?}: expected one of {}",
-                    METHOD_NAMES.join(", ")
-                )))
+                return Err(CoreError::UnknownName {
+                    kind: "merge method",
+                    name: name.to_string(),
+                    expected: format!("one of {}", METHOD_NAMES.join(", ")),
+                })
             }
         };
         combine.validate()?;
@@ -327,21 +335,23 @@ pub(crate) fn participants<'a>(
     weights: &[f64],
 ) -> Result<BTreeMap<(usize, Module), Participants<'a>>> {
     if adapters.is_empty() {
-        return Err(CoreError::Invalid(
-            "a merge needs at least one adapter".into(),
-        ));
+        return Err(CoreError::missing("a merge", "at least one adapter"));
     }
     if weights.len() != adapters.len() {
-        return Err(CoreError::Invalid(format!(
-            "{} weights for {} adapters: give one weight per adapter",
-            weights.len(),
-            adapters.len()
-        )));
+        return Err(CoreError::merge_precondition(
+            "merge",
+            format!(
+                "{} weights for {} adapters: give one weight per adapter",
+                weights.len(),
+                adapters.len()
+            ),
+        ));
     }
     if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
-        return Err(CoreError::Invalid(format!(
-            "merge weight {w} is not finite"
-        )));
+        return Err(CoreError::NotFinite {
+            what: "merge weight",
+            value: *w,
+        });
     }
     let mut out: BTreeMap<(usize, Module), Participants<'a>> = BTreeMap::new();
     for (i, (ad, &w)) in adapters.iter().zip(weights).enumerate() {
@@ -458,11 +468,13 @@ pub fn merge(
                     .zip(&ranks)
                     .map(|(a, r)| format!("{}: r={r}", a.name))
                     .collect();
-                return Err(CoreError::Invalid(format!(
-                    "{} needs adapters of equal rank, got {}: use cat or svd for different ranks",
+                return Err(CoreError::missing(
                     combine.name(),
-                    list.join(", ")
-                )));
+                    format!(
+                        "adapters of equal rank, got {}: use cat or svd for different ranks",
+                        list.join(", ")
+                    ),
+                ));
             }
             (ranks[0], linear::factor_pairs(&combine, &groups)?)
         }
@@ -474,13 +486,19 @@ pub fn merge(
             combine.validate()?;
             let new_rank = rank.unwrap_or_else(|| ranks.iter().copied().max().unwrap_or(0));
             if new_rank == 0 {
-                return Err(CoreError::Invalid("svd rank must be at least 1".into()));
+                return Err(CoreError::bad_setting(
+                    "svd rank",
+                    0,
+                    "it must be at least 1",
+                ));
             }
             if let Some(q) = clamp {
                 if !(0.0..=1.0).contains(&q) {
-                    return Err(CoreError::Invalid(format!(
-                        "svd clamp {q} is a quantile: it must lie in [0, 1]"
-                    )));
+                    return Err(CoreError::bad_setting(
+                        "svd clamp",
+                        q,
+                        "it is a quantile: it must lie in [0, 1]",
+                    ));
                 }
             }
             (

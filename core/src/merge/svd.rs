@@ -404,11 +404,15 @@ pub(crate) fn svd_pairs(
         let (_, in_f) = first.a.dims2()?;
         let (out_f, _) = first.b.dims2()?;
         if new_rank > out_f.min(in_f) {
-            return Err(CoreError::Invalid(format!(
-                "svd rank {new_rank} is larger than layer {layer} {} allows ({out_f}x{in_f}): choose at most {}",
-                module.hf_name(),
-                out_f.min(in_f)
-            )));
+            return Err(CoreError::bad_setting(
+                "svd rank",
+                new_rank,
+                format!(
+                    "larger than layer {layer} {} allows ({out_f}x{in_f}): choose at most {}",
+                    module.hf_name(),
+                    out_f.min(in_f)
+                ),
+            ));
         }
         let total_rank: usize = parts.iter().map(|(_, p, _)| p.rank()).sum();
         let d = if *combine == Combine::Linear && total_rank <= out_f.min(in_f) {

@@ -40,7 +40,7 @@ pub struct LayerTape {
 }
 
 fn taped(t: Option<Tensor>, what: &str) -> Result<Tensor> {
-    t.ok_or_else(|| CoreError::Invalid(format!("the layer's tape has no {what}")))
+    t.ok_or_else(|| CoreError::Internal(format!("the layer's tape has no {what}")))
 }
 
 /// The gradients a step gives the trainable tensors of a stack, gathered over its layers.
@@ -270,7 +270,7 @@ impl Site<'_> {
         };
         let pairs = self.stack.at(self.layer, self.module)?;
         if pairs.len() != us.len() {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::Internal(format!(
                 "layer {} {}: the tape holds {} adapter inputs for {} adapters",
                 self.layer,
                 self.module.hf_name(),

@@ -74,14 +74,14 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
         Self::from_json(&text).map_err(|e| match e {
-            CoreError::Invalid(m) => CoreError::bad_file(path, m),
+            CoreError::BadConfig(m) => CoreError::bad_file(path, m),
             other => other,
         })
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
         let raw: RawConfig = serde_json::from_str(text)
-            .map_err(|e| CoreError::Invalid(format!("not a valid model config: {e}")))?;
+            .map_err(|e| CoreError::BadConfig(format!("not a valid model config: {e}")))?;
         let architecture = match (&raw.architectures, &raw.model_type) {
             (Some(a), _) if !a.is_empty() => a[0].clone(),
             (_, Some(t)) => SUPPORTED
@@ -90,7 +90,7 @@ impl ModelConfig {
                 .map(|(a, _)| a.to_string())
                 .unwrap_or_else(|| t.clone()),
             _ => {
-                return Err(CoreError::Invalid(
+                return Err(CoreError::BadConfig(
                     "config has neither architectures nor model_type".into(),
                 ))
             }
@@ -102,7 +102,7 @@ impl ModelConfig {
         if raw.num_attention_heads == 0
             || !raw.hidden_size.is_multiple_of(raw.num_attention_heads) && raw.head_dim.is_none()
         {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::BadConfig(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size, raw.num_attention_heads
             )));
@@ -110,7 +110,7 @@ impl ModelConfig {
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads)
         {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::BadConfig(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_key_value_heads}",
                 raw.num_attention_heads
             )));
@@ -251,7 +251,7 @@ fn parse_scaling(v: &serde_json::Value) -> Result<Option<Llama3RopeScaling>> {
         "llama3" => {
             let f = |k: &str| {
                 v.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
-                    CoreError::Invalid(format!("rope scaling of type llama3 lacks {k}"))
+                    CoreError::BadConfig(format!("rope scaling of type llama3 lacks {k}"))
                 })
             };
             Ok(Some(Llama3RopeScaling {
@@ -261,7 +261,8 @@ fn parse_scaling(v: &serde_json::Value) -> Result<Option<Llama3RopeScaling>> {
                 original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
             }))
         }
-        other => Err(CoreError::Invalid(format!(
+        // BadConfig, not UnknownName: `from_file` names the config file in it.
+        other => Err(CoreError::BadConfig(format!(
             "rope scaling type {other:?} is not supported (supported: default, llama3)"
         ))),
     }

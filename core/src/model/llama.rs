@@ -528,10 +528,10 @@ impl Llama {
         let pad = match key_mask {
             Some(km) => {
                 if km.dims() != [b, total] {
-                    return Err(CoreError::Invalid(format!(
-                        "key mask has shape {:?}, expected ({b}, {total})",
-                        km.dims()
-                    )));
+                    return Err(CoreError::tensor(
+                        "key mask",
+                        format!("has shape {:?}, expected ({b}, {total})", km.dims()),
+                    ));
                 }
                 // 1 → 0, 0 → MASKED
                 let add = ((km.to_dtype(DType::F32)? - 1.0)? * (-MASKED as f64))?;

@@ -77,8 +77,8 @@ fn prepare(model: &Llama, batch: &[&TrainSeq]) -> Result<Prepared> {
         }
     }
     if rows.is_empty() {
-        return Err(CoreError::Invalid(
-            "a batch has no target tokens: are the responses empty or truncated away?".into(),
+        return Err(CoreError::NoTrainingData(
+            "a batch has no target tokens: are the responses empty or truncated away?",
         ));
     }
     let n = rows.len();

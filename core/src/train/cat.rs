@@ -47,7 +47,7 @@ impl CatTrainable {
         device: &Device,
     ) -> Result<Self> {
         if adapters.len() < 2 {
-            return Err(CoreError::Invalid("CAT needs at least two adapters".into()));
+            return Err(CoreError::missing("CAT", "at least two adapters"));
         }
         let shape = (adapters.len(), layers, ALL_MODULES.len());
         let n = adapters.len() * layers * ALL_MODULES.len();

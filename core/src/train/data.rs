@@ -76,12 +76,11 @@ pub fn instruction_seqs(
             .collect();
         if ids.len() > f.max_len {
             if f.strict {
-                return Err(CoreError::Invalid(format!(
-                    "example {} is {} tokens, longer than --max-len {}: shorten it, raise the limit, or drop --strict to truncate",
-                    i + 1,
-                    ids.len(),
-                    f.max_len
-                )));
+                return Err(CoreError::ExampleTooLong {
+                    example: i + 1,
+                    tokens: ids.len(),
+                    max_len: f.max_len,
+                });
             }
             ids.truncate(f.max_len);
             target.truncate(f.max_len);
@@ -100,8 +99,10 @@ pub fn instruction_seqs(
 /// Cuts a corpus into chunks of `chunk` tokens (the last one shorter), all tokens targets.
 pub fn text_seqs(tok: &SoupTokenizer, text: &str, chunk: usize) -> Result<Vec<TrainSeq>> {
     if chunk < 2 {
-        return Err(CoreError::Invalid(
-            "chunks must be at least 2 tokens".into(),
+        return Err(CoreError::bad_setting(
+            "chunk length",
+            chunk,
+            "chunks must be at least 2 tokens",
         ));
     }
     let ids = tok.encode(text, false)?;

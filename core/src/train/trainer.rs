@@ -165,7 +165,7 @@ pub fn train_loop(
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary> {
     if train.is_empty() {
-        return Err(CoreError::Invalid("no training examples".into()));
+        return Err(CoreError::NoTrainingData("no training examples"));
     }
     let vars = trainable.vars();
     let mut opt = AdamW::new(
@@ -226,14 +226,11 @@ pub fn train_loop(
             tokens_now += out.tokens;
             let lv = out.loss;
             if !lv.is_finite() {
-                return Err(CoreError::Invalid(format!(
-                    "loss became {lv} at step {step}: training stopped{}; lower the learning rate and resume",
-                    if ckpt_dir.is_some() && meta.step > 0 {
-                        format!(", the last good checkpoint (step {}) is kept", meta.step)
-                    } else {
-                        String::new()
-                    }
-                )));
+                return Err(CoreError::Diverged {
+                    loss: lv as f64,
+                    step,
+                    checkpoint: (ckpt_dir.is_some() && meta.step > 0).then_some(meta.step),
+                });
             }
             loss_sum += lv * w;
             for (acc, gi) in grads.iter_mut().zip(out.grads) {
@@ -333,7 +330,8 @@ fn save_checkpoint(dir: &Path, vars: &[Var], opt: &AdamW, meta: &CheckpointMeta)
     candle_core::safetensors::save(&tensors, &tmp_st)
         .map_err(|e| CoreError::bad_file(&tmp_st, e.to_string()))?;
     let tmp_js = dir.join("checkpoint.json.tmp");
-    let text = serde_json::to_string(meta).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let text =
+        serde_json::to_string(meta).map_err(|e| CoreError::serialize("the checkpoint meta", e))?;
     std::fs::write(&tmp_js, text).map_err(|e| CoreError::io(&tmp_js, e))?;
     // The tensors first: a kill between the renames leaves new tensors with old meta, which
     // load_checkpoint detects through the step recorded in both.

@@ -137,8 +137,8 @@ fn list(ctx: &super::Ctx, store: &Store) -> Result<()> {
             method_name(a.method),
             a.base_model,
             modules_summary(&a.modules),
-            super::format_bytes(a.size_bytes),
-            super::format_time(a.created)
+            crate::format::bytes(a.size_bytes),
+            crate::format::date_time(a.created)
         );
     }
     Ok(())
@@ -164,8 +164,8 @@ fn show(ctx: &super::Ctx, store: &Store, name: &str) -> Result<()> {
         println!("parents   {}", a.parents.join(", "));
     }
     println!("modules   {}", modules_summary(&a.modules));
-    println!("size      {}", super::format_bytes(a.size_bytes));
-    println!("created   {}", super::format_time(a.created));
+    println!("size      {}", crate::format::bytes(a.size_bytes));
+    println!("created   {}", crate::format::date_time(a.created));
     if let Some(run) = a.hyperparams.get("run").and_then(|v| v.as_str()) {
         println!("run       {run}");
     }

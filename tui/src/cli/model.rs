@@ -246,7 +246,7 @@ fn list(ctx: &super::Ctx) -> Result<()> {
             m.name,
             m.path,
             m.source,
-            super::format_time(m.created)
+            crate::format::date_time(m.created)
         );
     }
     Ok(())

@@ -159,7 +159,7 @@ fn list(ctx: &super::Ctx, store: &Store, q: &RunQuery) -> Result<()> {
             r.id.to_string(),
             kind_name(r.kind),
             status_name(r.status),
-            super::format_time(r.created),
+            crate::format::date_time(r.created),
             duration(r),
             r.label
         );
@@ -189,14 +189,14 @@ fn show(ctx: &super::Ctx, store: &Store, text: &str) -> Result<()> {
     println!("kind      {}", kind_name(r.kind));
     println!("label     {}", r.label);
     println!("status    {}", status_name(r.status));
-    println!("created   {}", super::format_time(r.created));
+    println!("created   {}", crate::format::date_time(r.created));
     if let Some(s) = r.started {
-        println!("started   {}", super::format_time(s));
+        println!("started   {}", crate::format::date_time(s));
     }
     if let Some(f) = r.finished {
         println!(
             "finished  {} (took {})",
-            super::format_time(f),
+            crate::format::date_time(f),
             duration(&r)
         );
     }

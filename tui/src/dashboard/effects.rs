@@ -241,6 +241,9 @@ pub fn record_matches(stored: &soup_store::QuestionRecord, needle: &str) -> bool
         record.stdout.as_deref(),
         record.stderr.as_deref(),
     ];
+    // Bound before returning: the iterator borrows `record`, which the tail expression's
+    // temporaries would outlive.
+    #[allow(clippy::let_and_return)]
     let found = fields
         .into_iter()
         .flatten()

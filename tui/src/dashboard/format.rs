@@ -1,50 +1,9 @@
-//! Small text formatters shared by the screens: dates (UTC, so screens and snapshots do not
-//! depend on the machine's zone), byte sizes, short run ids, durations.
+//! Small text formatters shared by the screens: short run ids, durations, names of kinds and
+//! states; dates and byte sizes come from `crate::format`, which the command line uses too.
 
-use soup_store::{AdapterMethod, AdapterRecord, RunId, RunKind, RunStatus, Timestamp};
+use soup_store::{AdapterMethod, AdapterRecord, RunId, RunKind, RunStatus};
 
-/// `YYYY-MM-DD HH:MM` in UTC.
-pub fn date_time(ms: Timestamp) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// `12.3 MB`-style sizes.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::format::{bytes, date_time};
 
 /// The last 6 characters of a run id: the random part of the ULID, enough to tell runs
 /// apart on screen (`soup runs` accepts suffixes too).
@@ -125,16 +84,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(date_time(0), "1970-01-01 00:00");
-        // 2024-02-29 12:34:00 UTC
-        assert_eq!(date_time(1_709_210_040_000), "2024-02-29 12:34");
-    }
-
-    #[test]
-    fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(999), "999 B");
-        assert_eq!(bytes(1_500_000), "1.5 MB");
+    fn durations_and_cuts_read_well() {
         assert_eq!(duration_s(3725.0), "1h02m");
         assert_eq!(duration_s(65.0), "1m05s");
         assert_eq!(duration_s(f64::NAN), "?");

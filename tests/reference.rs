@@ -6,21 +6,11 @@ use soup_core::lora::peft::load_peft;
 use soup_core::lora::AdapterStack;
 use soup_core::model::load::load_hf_weights;
 use soup_core::model::{ForwardInput, Llama, Mode};
+use soup_core::test_support::max_abs_diff;
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn logits(model: &Llama, ids: &Tensor, stack: &AdapterStack, mode: Mode) -> Tensor {
