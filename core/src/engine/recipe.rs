@@ -8,6 +8,9 @@
 //! evaluation whose spec is unchanged ([`Reuse`] says otherwise: recompute everything, or run
 //! nothing and tabulate what the store holds).
 
+use super::plan::{
+    self, CompareMethod, EvalColumn, MergeSettings, Naming, Plan, PlanRequest, SkillAdapter,
+};
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
 use super::{store_err, Engine, JobUpdate};
 use crate::error::{CoreError, Result};
@@ -85,7 +88,7 @@ pub struct Recipe {
     pub name: String,
     pub model: String,
     pub seed: u64,
-    pub methods: Vec<String>,
+    pub methods: Vec<CompareMethod>,
     pub target: EvalSet,
     pub skills: Vec<Skill>,
     pub lora: LoraParams,
@@ -175,6 +178,8 @@ fn ensure(
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    #[cfg(test)]
+    old_jobs::SEEN.with(|seen| seen.borrow_mut().push(spec.clone()));
     if reuse != Reuse::Fresh {
         let produced = match &spec {
             JobSpec::Train(j) => Some(&j.name),
@@ -241,6 +246,102 @@ fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<sou
         .map(|r| r.id))
 }
 
+impl Recipe {
+    fn budget(&self, budget_name: &str) -> Result<&Budget> {
+        self.budgets.get(budget_name).ok_or_else(|| {
+            CoreError::Invalid(format!(
+                "recipe {} has no budget {budget_name:?} (it has: {})",
+                self.name,
+                self.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// The jobs this recipe runs at `budget_name`, in order, without running any: the
+    /// comparison planner's answer for the recipe's skills, methods and budget.
+    pub fn plan(&self, budget_name: &str) -> Result<Plan> {
+        let b = self.budget(budget_name)?;
+        let px = prefix(self, budget_name);
+        let mut train = TrainJob::new("", &self.model, Vec::new());
+        train.lora = LoraSpec {
+            rank: self.lora.rank,
+            alpha: self.lora.alpha,
+            use_rslora: false,
+            targets: Module::parse_list(&self.lora.targets)?,
+        };
+        train.limit = Some(b.train_examples);
+        train.max_len = b.max_len;
+        train.train.epochs = b.epochs;
+        train.train.batch_size = b.batch_size;
+        train.train.lr = b.lr;
+        train.train.seed = self.seed;
+        let mut cat = CatJob::new("", &self.model, Vec::new(), Vec::new());
+        cat.sample_fraction = b.cat_fraction;
+        cat.max_len = b.max_len;
+        cat.train.batch_size = b.batch_size;
+        cat.train.seed = self.seed;
+        // Every configuration on the target, and on each skill's own test.
+        let mut sets = vec![(
+            format!("target {}", self.target.task),
+            &self.target,
+            b.eval_limit,
+        )];
+        for s in &self.skills {
+            if let Some(t) = &s.test {
+                let column = format!("{} skill ({})", s.name, t.task);
+                sets.push((column, t, b.skill_eval_limit));
+            }
+        }
+        let columns = sets
+            .into_iter()
+            .map(|(column, set, limit)| {
+                let task = task_of(&set.task)?;
+                let data = DataSource::parse(&set.data);
+                let mut job = EvalJob::new(&self.model, EvalTarget::Base, task, data);
+                job.limit = Some(limit);
+                job.max_new_tokens = b.max_new_tokens;
+                job.shots = b.shots;
+                job.seed = self.seed;
+                Ok(EvalColumn { column, job })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let request = PlanRequest {
+            model: self.model.clone(),
+            skills: self
+                .skills
+                .iter()
+                .map(|s| SkillAdapter {
+                    skill: s.name.clone(),
+                    adapter: format!("{px}-{}", s.name),
+                    data: Some(DataSource::parse(&s.data)),
+                    // Every composition needs them, so they are always trained.
+                    train_epochs: Some(
+                        s.epochs
+                            .as_ref()
+                            .and_then(|e| e.get(budget_name))
+                            .copied()
+                            .unwrap_or(b.epochs),
+                    ),
+                })
+                .collect(),
+            methods: self.methods.clone(),
+            columns,
+            naming: Naming::Prefix(px),
+            train,
+            cat,
+            merge: MergeSettings {
+                weights: self.merge.weights.clone(),
+                density: self.merge.density,
+                svd_rank: None,
+                seed: self.seed,
+                lorahub_budget: Some(self.merge.lorahub_budget),
+                record_all: true,
+            },
+        };
+        plan::plan(&request).map_err(|e| CoreError::Invalid(format!("recipe {}: {e}", self.name)))
+    }
+}
+
 /// Runs the whole comparison; `on(label, update)` sees every job's progress.
 pub fn run_recipe(
     engine: &Engine,
@@ -276,7 +377,7 @@ pub fn run_recipe(
         j.train.seed = r.seed;
         j
     };
-    let has = |m: &str| r.methods.iter().any(|x| x == m);
+    let has = |m: &str| r.methods.iter().any(|x| x.name() == m);
     let skill_names: Vec<String> = r
         .skills
         .iter()
@@ -346,7 +447,7 @@ pub fn run_recipe(
         let lorahub = method == "lorahub";
         let j = MergeJob {
             name: name.clone(),
-            method: method.into(),
+            method: method.parse()?,
             adapters: skill_names.clone(),
             weights: r.merge.weights.clone(),
             density: Some(r.merge.density),
@@ -485,5 +586,53 @@ impl Comparison {
             }
         }
         s
+    }
+}
+
+/// The jobs the recipe code produced before the planner, captured as `ensure` saw them, to
+/// compare the planner's plan with (temporary: goes with the old code).
+#[cfg(test)]
+mod old_jobs {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static SEEN: RefCell<Vec<JobSpec>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn the_planner_plans_what_the_old_recipe_code_ran() {
+        let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/reference/tiny-llama");
+        let tiny = tiny.display().to_string();
+        for (name, text) in BUILTIN_RECIPES {
+            let mut golden = serde_json::Map::new();
+            let mut recipe = Recipe::parse(text, name).unwrap();
+            let budgets: Vec<String> = recipe.budgets.keys().cloned().collect();
+            for budget in budgets {
+                let dir = tempfile::tempdir().unwrap();
+                let store = std::sync::Arc::new(soup_store::Store::open(dir.path()).unwrap());
+                let engine = Engine::new(store, dir.path(), candle_core::Device::Cpu).unwrap();
+                let planned = recipe.plan(&budget).unwrap().jobs();
+                recipe.model = tiny.clone();
+                SEEN.with(|s| s.borrow_mut().clear());
+                run_recipe(&engine, &recipe, &budget, Reuse::StoredOnly, &mut |_, _| {}).unwrap();
+                let old: Vec<JobSpec> = SEEN.with(|s| s.borrow().clone());
+                let old_json = serde_json::to_string(&old).unwrap();
+                let old_json = old_json.replace(&format!("\"{tiny}\""), "\"default\"");
+                let old: Vec<JobSpec> = serde_json::from_str(&old_json).unwrap();
+                recipe.model = "default".into();
+                assert_eq!(planned.len(), old.len(), "{name} {budget}");
+                for (i, (p, o)) in planned.iter().zip(&old).enumerate() {
+                    assert_eq!(p, o, "{name} {budget}: job {i}");
+                }
+                golden.insert(budget.clone(), serde_json::to_value(&old).unwrap());
+            }
+            if let Ok(dir) = std::env::var("SOUP_WRITE_RECIPE_JOBS") {
+                let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+                let text = serde_json::to_string_pretty(&golden).unwrap();
+                std::fs::write(path, text + "\n").unwrap();
+            }
+        }
     }
 }

@@ -1368,7 +1368,7 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
                 let is_lorahub = *merge == ComposeMethod::LoraHub;
                 specs.push(JobSpec::Merge(MergeJob {
                     name: name.clone(),
-                    method: family.to_string(),
+                    method: family.parse().map_err(|e: soup_core::error::CoreError| e.to_string())?,
                     adapters: names.clone(),
                     weights: weights.clone(),
                     density: if matches!(merge, ComposeMethod::Ties | ComposeMethod::Dare) {
