@@ -4,6 +4,10 @@
 //! base model, each skill alone and every composition on the target (and each skill on its own
 //! test set), and returns the comparison table with 95 % bootstrap intervals.
 //!
+//! The jobs come from the comparison planner ([`super::plan`], the same one the dashboard's
+//! Compose screen uses); this module turns a recipe into the planner's request, runs the jobs
+//! and reads the scores back into the table.
+//!
 //! Every artifact is named after the recipe and budget, and a re-run reuses any adapter or
 //! evaluation whose spec is unchanged ([`Reuse`] says otherwise: recompute everything, or run
 //! nothing and tabulate what the store holds).
@@ -11,7 +15,7 @@
 use super::plan::{
     self, CompareMethod, EvalColumn, MergeSettings, Naming, Plan, PlanRequest, SkillAdapter,
 };
-use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, TrainJob};
 use super::{store_err, Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::Module;
@@ -178,8 +182,6 @@ fn ensure(
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
-    #[cfg(test)]
-    old_jobs::SEEN.with(|seen| seen.borrow_mut().push(spec.clone()));
     if reuse != Reuse::Fresh {
         let produced = match &spec {
             JobSpec::Train(j) => Some(&j.name),
@@ -350,159 +352,22 @@ pub fn run_recipe(
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Comparison> {
-    let b = r.budgets.get(budget_name).ok_or_else(|| {
-        CoreError::Invalid(format!(
-            "recipe {} has no budget {budget_name:?} (it has: {})",
-            r.name,
-            r.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
-    let px = prefix(r, budget_name);
-    let model = engine.model(&r.model)?;
-    let model_name = model.name.clone();
-    let spec = LoraSpec {
-        rank: r.lora.rank,
-        alpha: r.lora.alpha,
-        use_rslora: false,
-        targets: Module::parse_list(&r.lora.targets)?,
-    };
-    let train_job = |name: &str, data: Vec<DataSource>, epochs: usize| {
-        let mut j = TrainJob::new(name, &r.model, data);
-        j.lora = spec.clone();
-        j.limit = Some(b.train_examples);
-        j.max_len = b.max_len;
-        j.train.epochs = epochs;
-        j.train.batch_size = b.batch_size;
-        j.train.lr = b.lr;
-        j.train.seed = r.seed;
-        j
-    };
-    let has = |m: &str| r.methods.iter().any(|x| x.name() == m);
-    let skill_names: Vec<String> = r
-        .skills
-        .iter()
-        .map(|s| format!("{px}-{}", s.name))
-        .collect();
-    // 1. Skill LoRAs (always: every composition needs them).
-    for (s, name) in r.skills.iter().zip(&skill_names) {
-        let epochs = s
-            .epochs
-            .as_ref()
-            .and_then(|e| e.get(budget_name))
-            .copied()
-            .unwrap_or(b.epochs);
-        let mut j = train_job(name, vec![DataSource::parse(&s.data)], epochs);
-        j.skill = Some(s.name.clone());
-        ensure(engine, JobSpec::Train(j), reuse, on)?;
+    let plan = r.plan(budget_name)?;
+    let model_name = engine.model(&r.model)?.name.clone();
+    // 1. Adapters: the skill LoRAs, DATA-MIX, CAT and every merge.
+    for job in &plan.builds {
+        ensure(engine, job.clone(), reuse, on)?;
     }
-    // 2. Compositions: label → adapter name (None: base).
-    let mut configs: Vec<(String, Option<String>)> = Vec::new();
-    if has("base") {
-        configs.push(("base".into(), None));
-    }
-    if has("skills") {
-        for (s, name) in r.skills.iter().zip(&skill_names) {
-            configs.push((format!("{} only", s.name), Some(name.clone())));
-        }
-    }
-    if has("data-mix") {
-        let name = format!("{px}-data-mix");
-        let data = r
-            .skills
-            .iter()
-            .map(|s| DataSource::parse(&s.data))
-            .collect();
-        let mut j = train_job(&name, data, b.epochs);
-        j.skill = Some("data-mix".into());
-        ensure(engine, JobSpec::Train(j), reuse, on)?;
-        configs.push(("DATA-MIX".into(), Some(name)));
-    }
-    if has("cat") {
-        let name = format!("{px}-cat");
-        let data = r
-            .skills
-            .iter()
-            .map(|s| DataSource::parse(&s.data))
-            .collect();
-        let mut j = CatJob::new(&name, &r.model, skill_names.clone(), data);
-        j.sample_fraction = b.cat_fraction;
-        j.max_len = b.max_len;
-        j.train.batch_size = b.batch_size;
-        j.train.seed = r.seed;
-        ensure(engine, JobSpec::Cat(j), reuse, on)?;
-        configs.push(("CAT".into(), Some(name)));
-    }
-    for method in [
-        "ties",
-        "dare_ties",
-        "dare_linear",
-        "linear",
-        "svd",
-        "lorahub",
-    ] {
-        if !has(method) {
-            continue;
-        }
-        let name = format!("{px}-{method}");
-        let lorahub = method == "lorahub";
-        let j = MergeJob {
-            name: name.clone(),
-            method: method.parse()?,
-            adapters: skill_names.clone(),
-            weights: r.merge.weights.clone(),
-            density: Some(r.merge.density),
-            svd_rank: None,
-            majority_sign_method: None,
-            seed: r.seed,
-            out: None,
-            model: Some(r.model.clone()),
-            // LoraHub searches on a few examples of the skills' data (no target data is used).
-            data: if lorahub {
-                r.skills
-                    .iter()
-                    .map(|s| DataSource::parse(&s.data))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            budget: lorahub.then_some(r.merge.lorahub_budget),
-        };
-        ensure(engine, JobSpec::Merge(j), reuse, on)?;
-        configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
-    }
-    // 3. Evaluations: every configuration on the target, and on each skill's own test.
-    let mut sets: Vec<(String, EvalSet, usize)> = vec![(
-        format!("target {}", r.target.task),
-        r.target.clone(),
-        b.eval_limit,
-    )];
-    for s in &r.skills {
-        if let Some(t) = &s.test {
-            sets.push((
-                format!("{} skill ({})", s.name, t.task),
-                t.clone(),
-                b.skill_eval_limit,
-            ));
-        }
-    }
+    // 2. Evaluations: every configuration on every column.
     let mut rows = Vec::new();
-    for (label, adapter) in &configs {
+    for planned in &plan.rows {
         let mut row = Row {
-            method: label.clone(),
+            method: planned.label.clone(),
             scores: BTreeMap::new(),
         };
-        for (col, set, limit) in &sets {
-            let task = task_of(&set.task)?;
-            let target = match adapter {
-                Some(a) => EvalTarget::Adapter(a.clone()),
-                None => EvalTarget::Base,
-            };
-            let mut j = EvalJob::new(&r.model, target, task, DataSource::parse(&set.data));
-            j.limit = Some(*limit);
-            j.max_new_tokens = b.max_new_tokens;
-            j.shots = b.shots;
-            j.seed = r.seed;
-            let Some(id) = ensure(engine, JobSpec::Eval(j), reuse, on)? else {
+        for (column, job) in plan.columns.iter().zip(&planned.evals) {
+            let task = job.task;
+            let Some(id) = ensure(engine, JobSpec::Eval(job.clone()), reuse, on)? else {
                 continue;
             };
             let metric = headline(task);
@@ -515,7 +380,7 @@ pub fn run_recipe(
                 .find(|s| s.metric == metric)
             {
                 row.scores.insert(
-                    col.clone(),
+                    column.clone(),
                     Cell {
                         metric: metric.into(),
                         value: s.value,
@@ -533,7 +398,7 @@ pub fn run_recipe(
         recipe: r.name.clone(),
         budget: budget_name.into(),
         model: model_name,
-        columns: sets.into_iter().map(|(c, _, _)| c).collect(),
+        columns: plan.columns,
         rows,
     })
 }
@@ -586,53 +451,5 @@ impl Comparison {
             }
         }
         s
-    }
-}
-
-/// The jobs the recipe code produced before the planner, captured as `ensure` saw them, to
-/// compare the planner's plan with (temporary: goes with the old code).
-#[cfg(test)]
-mod old_jobs {
-    use super::*;
-    use std::cell::RefCell;
-
-    thread_local! {
-        pub static SEEN: RefCell<Vec<JobSpec>> = const { RefCell::new(Vec::new()) };
-    }
-
-    #[test]
-    fn the_planner_plans_what_the_old_recipe_code_ran() {
-        let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/reference/tiny-llama");
-        let tiny = tiny.display().to_string();
-        for (name, text) in BUILTIN_RECIPES {
-            let mut golden = serde_json::Map::new();
-            let mut recipe = Recipe::parse(text, name).unwrap();
-            let budgets: Vec<String> = recipe.budgets.keys().cloned().collect();
-            for budget in budgets {
-                let dir = tempfile::tempdir().unwrap();
-                let store = std::sync::Arc::new(soup_store::Store::open(dir.path()).unwrap());
-                let engine = Engine::new(store, dir.path(), candle_core::Device::Cpu).unwrap();
-                let planned = recipe.plan(&budget).unwrap().jobs();
-                recipe.model = tiny.clone();
-                SEEN.with(|s| s.borrow_mut().clear());
-                run_recipe(&engine, &recipe, &budget, Reuse::StoredOnly, &mut |_, _| {}).unwrap();
-                let old: Vec<JobSpec> = SEEN.with(|s| s.borrow().clone());
-                let old_json = serde_json::to_string(&old).unwrap();
-                let old_json = old_json.replace(&format!("\"{tiny}\""), "\"default\"");
-                let old: Vec<JobSpec> = serde_json::from_str(&old_json).unwrap();
-                recipe.model = "default".into();
-                assert_eq!(planned.len(), old.len(), "{name} {budget}");
-                for (i, (p, o)) in planned.iter().zip(&old).enumerate() {
-                    assert_eq!(p, o, "{name} {budget}: job {i}");
-                }
-                golden.insert(budget.clone(), serde_json::to_value(&old).unwrap());
-            }
-            if let Ok(dir) = std::env::var("SOUP_WRITE_RECIPE_JOBS") {
-                let path = std::path::Path::new(&dir).join(format!("{name}.json"));
-                let text = serde_json::to_string_pretty(&golden).unwrap();
-                std::fs::write(path, text + "\n").unwrap();
-            }
-        }
     }
 }
