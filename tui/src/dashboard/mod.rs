@@ -18,6 +18,7 @@ pub mod effects;
 pub mod event;
 pub mod export;
 pub mod format;
+pub mod screens;
 pub mod terminal;
 pub mod ui;
 

@@ -9,7 +9,8 @@ use ratatui::Frame;
 
 use super::adapters::window_start;
 use super::{pane, selected_style};
-use crate::dashboard::app::{App, ComposeMethod, ComposePane, FormField, InputTarget};
+use crate::dashboard::app::{App, InputTarget};
+use crate::dashboard::screens::compose::{ComposeMethod, ComposePane, FormField};
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let [panes, footer] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
