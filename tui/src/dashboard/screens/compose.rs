@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use soup_core::engine::{
-    CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob,
+use soup_core::engine::plan::{
+    plan, CompareMethod, EvalColumn, MergeSettings, Naming, PlanRequest, SkillAdapter,
 };
+use soup_core::engine::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, TrainJob};
+use soup_core::merge::MergeKind;
 use soup_core::runtime::DEFAULT_MODEL;
 use soup_store::AdapterRecord;
 
@@ -14,82 +16,56 @@ use super::adapters::toggle_pick;
 use super::{move_cursor, text_input};
 use crate::dashboard::app::{Action, App, Command, InputTarget};
 
-/// The ways to compose skills that the Compose screen offers (the paper's table rows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComposeMethod {
-    Cat,
-    DataMix,
-    Ties,
-    Dare,
-    Linear,
-    Svd,
-    LoraHub,
-    Single,
-    Base,
+/// The compositions the Compose screen offers, in the order its list shows them: the paper's
+/// table rows, the compositions first. They are the planner's [`CompareMethod`]s, so what the
+/// screen launches is what `soup recipe` would plan for the same method.
+pub const METHODS: [CompareMethod; 9] = [
+    CompareMethod::Cat,
+    CompareMethod::DataMix,
+    CompareMethod::Merge(MergeKind::Ties),
+    CompareMethod::Merge(MergeKind::DareTies),
+    CompareMethod::Merge(MergeKind::Linear),
+    CompareMethod::Merge(MergeKind::Svd),
+    CompareMethod::Merge(MergeKind::LoraHub),
+    CompareMethod::Skills,
+    CompareMethod::Base,
+];
+
+/// A method's name on the screen.
+pub fn method_label(method: CompareMethod) -> &'static str {
+    match method {
+        CompareMethod::Cat => "CAT",
+        CompareMethod::DataMix => "DATA-MIX",
+        CompareMethod::Merge(MergeKind::Ties) => "TIES",
+        CompareMethod::Merge(MergeKind::DareTies) => "DARE",
+        CompareMethod::Merge(MergeKind::Linear) => "linear",
+        CompareMethod::Merge(MergeKind::Svd) => "SVD",
+        CompareMethod::Merge(MergeKind::LoraHub) => "LoraHub",
+        CompareMethod::Merge(other) => other.name(),
+        CompareMethod::Skills => "single adapter",
+        CompareMethod::Base => "base",
+    }
 }
 
-impl ComposeMethod {
-    pub const ALL: [ComposeMethod; 9] = [
-        ComposeMethod::Cat,
-        ComposeMethod::DataMix,
-        ComposeMethod::Ties,
-        ComposeMethod::Dare,
-        ComposeMethod::Linear,
-        ComposeMethod::Svd,
-        ComposeMethod::LoraHub,
-        ComposeMethod::Single,
-        ComposeMethod::Base,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ComposeMethod::Cat => "CAT",
-            ComposeMethod::DataMix => "DATA-MIX",
-            ComposeMethod::Ties => "TIES",
-            ComposeMethod::Dare => "DARE",
-            ComposeMethod::Linear => "linear",
-            ComposeMethod::Svd => "SVD",
-            ComposeMethod::LoraHub => "LoraHub",
-            ComposeMethod::Single => "single adapter",
-            ComposeMethod::Base => "base",
+/// One line on what a method does, under the list.
+pub fn method_description(method: CompareMethod) -> &'static str {
+    match method {
+        CompareMethod::Cat => "learn per-layer weights over the frozen LoRAs (5% of their data)",
+        CompareMethod::DataMix => "train one LoRA on the union of the skills' data",
+        CompareMethod::Merge(MergeKind::Ties) => "merge: trim, elect sign, disjoint mean (density)",
+        CompareMethod::Merge(MergeKind::DareTies) => {
+            "merge: random drop and rescale, then TIES (density)"
         }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            ComposeMethod::Cat => {
-                "learn per-layer weights over the frozen LoRAs (5% of their data)"
-            }
-            ComposeMethod::DataMix => "train one LoRA on the union of the skills' data",
-            ComposeMethod::Ties => "merge: trim, elect sign, disjoint mean (density)",
-            ComposeMethod::Dare => "merge: random drop and rescale, then TIES (density)",
-            ComposeMethod::Linear => "merge: weighted sum of the A's and B's",
-            ComposeMethod::Svd => "merge: weighted sum of deltas, truncated SVD (rank)",
-            ComposeMethod::LoraHub => "merge: weights searched gradient-free on a few examples",
-            ComposeMethod::Single => "each picked adapter alone",
-            ComposeMethod::Base => "the base model, no adapter",
+        CompareMethod::Merge(MergeKind::Linear) => "merge: weighted sum of the A's and B's",
+        CompareMethod::Merge(MergeKind::Svd) => {
+            "merge: weighted sum of deltas, truncated SVD (rank)"
         }
-    }
-
-    /// The merge family name `MergeJob` takes, for the fixed-weight merges.
-    fn merge_name(self) -> Option<&'static str> {
-        match self {
-            ComposeMethod::Ties => Some("ties"),
-            ComposeMethod::Dare => Some("dare_ties"),
-            ComposeMethod::Linear => Some("linear"),
-            ComposeMethod::Svd => Some("svd"),
-            ComposeMethod::LoraHub => Some("lorahub"),
-            _ => None,
+        CompareMethod::Merge(MergeKind::LoraHub) => {
+            "merge: weights searched gradient-free on a few examples"
         }
-    }
-
-    /// Adapters it needs at least.
-    fn min_adapters(self) -> usize {
-        match self {
-            ComposeMethod::Base => 0,
-            ComposeMethod::Single => 1,
-            _ => 2,
-        }
+        CompareMethod::Merge(_) => "merge: a fixed-weight PEFT merge",
+        CompareMethod::Skills => "each picked adapter alone",
+        CompareMethod::Base => "the base model, no adapter",
     }
 }
 
@@ -200,8 +176,8 @@ impl ComposeState {
         }
     }
 
-    pub fn method(&self) -> ComposeMethod {
-        ComposeMethod::ALL[self.method.min(ComposeMethod::ALL.len() - 1)]
+    pub fn method(&self) -> CompareMethod {
+        METHODS[self.method.min(METHODS.len() - 1)]
     }
 
     pub fn field_value(&self, field: FormField) -> String {
@@ -270,9 +246,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
         {
             return None
         }
-        ComposePane::Methods
-            if move_cursor(&mut compose.method, ComposeMethod::ALL.len(), &action) =>
-        {
+        ComposePane::Methods if move_cursor(&mut compose.method, METHODS.len(), &action) => {
             compose.error = None;
             return None;
         }
@@ -321,7 +295,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
             let method = compose.method();
             return launch(app, &[method]);
         }
-        Action::LaunchComparison => return launch(app, &ComposeMethod::ALL),
+        Action::LaunchComparison => return launch(app, &METHODS),
         Action::Back => compose.error = None,
         _ => {}
     }
@@ -329,7 +303,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
 }
 
 /// Validates the form and turns it into jobs, or puts the reason in the form's error line.
-fn launch(app: &mut App, methods: &[ComposeMethod]) -> Option<Command> {
+fn launch(app: &mut App, methods: &[CompareMethod]) -> Option<Command> {
     match plan_jobs(app, methods) {
         Ok(specs) => {
             app.compose.error = None;
@@ -342,10 +316,11 @@ fn launch(app: &mut App, methods: &[ComposeMethod]) -> Option<Command> {
     }
 }
 
-/// The jobs that evaluate `methods` on the form's task with the picked adapters. Merges, CAT
-/// and DATA-MIX first build their adapter, then an evaluation uses it (the engine runs its
-/// queue in order, one job at a time).
-pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, String> {
+/// The jobs that evaluate `methods` on the form's task with the picked adapters: the form is
+/// read into a request for the comparison planner (the one `soup recipe` uses), which answers
+/// with the jobs that build each composition, then the evaluations (the engine runs its queue
+/// in order, one job at a time). What is wrong with the form comes back as the error line.
+pub fn plan_jobs(app: &App, methods: &[CompareMethod]) -> Result<Vec<JobSpec>, String> {
     let compose = &app.compose;
     let picked: Vec<&AdapterRecord> = app
         .adapters
@@ -361,7 +336,7 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
         } else {
             methods
                 .first()
-                .map(|m| m.label().to_string())
+                .map(|m| method_label(*m).to_string())
                 .unwrap_or_default()
         };
         return Err(format!(
@@ -425,92 +400,39 @@ pub fn plan_jobs(app: &App, methods: &[ComposeMethod]) -> Result<Vec<JobSpec>, S
     }
     let svd_rank = parse_optional::<usize>(&compose.svd_rank, "svd rank")?;
 
-    let eval = |target: EvalTarget| {
-        let mut job = EvalJob::new(&model, target, compose.task, data.clone());
-        job.limit = limit;
-        JobSpec::Eval(job)
-    };
-    let joined = names.join("+");
-    let skill_data = || -> Result<Vec<DataSource>, String> {
-        picked
+    let mut eval = EvalJob::new(&model, EvalTarget::Base, compose.task, data);
+    eval.limit = limit;
+    let request = PlanRequest {
+        model: model.clone(),
+        skills: picked
             .iter()
-            .map(|a| {
-                a.dataset.as_deref().map(DataSource::parse).ok_or_else(|| {
-                    format!(
-                        "adapter {} has no recorded training data: CAT, DATA-MIX and LoraHub need it",
-                        a.name
-                    )
-                })
+            .map(|a| SkillAdapter {
+                skill: a.name.clone(),
+                adapter: a.name.clone(),
+                data: a.dataset.as_deref().map(DataSource::parse),
+                train_epochs: None,
             })
-            .collect()
+            .collect(),
+        methods: methods.to_vec(),
+        columns: vec![EvalColumn {
+            column: compose.task.name().to_string(),
+            job: eval,
+        }],
+        naming: Naming::Adapters,
+        train: TrainJob::new("", &model, Vec::new()),
+        cat: CatJob::new("", &model, Vec::new(), Vec::new()),
+        merge: MergeSettings {
+            weights,
+            density: density.unwrap_or(0.5),
+            svd_rank,
+            seed: 0,
+            lorahub_budget: None,
+            record_all: false,
+        },
     };
-    let mut specs = Vec::new();
-    for method in methods {
-        match method {
-            ComposeMethod::Base => specs.push(eval(EvalTarget::Base)),
-            ComposeMethod::Single => {
-                for name in &names {
-                    specs.push(eval(EvalTarget::Adapter(name.clone())));
-                }
-            }
-            ComposeMethod::Cat => {
-                let name = format!("cat-{joined}");
-                specs.push(JobSpec::Cat(CatJob::new(
-                    &name,
-                    &model,
-                    names.clone(),
-                    skill_data()?,
-                )));
-                specs.push(eval(EvalTarget::Adapter(name)));
-            }
-            ComposeMethod::DataMix => {
-                let name = format!("datamix-{joined}");
-                let mut job = TrainJob::new(&name, &model, skill_data()?);
-                job.skill = Some(joined.clone());
-                specs.push(JobSpec::Train(job));
-                specs.push(eval(EvalTarget::Adapter(name)));
-            }
-            merge => {
-                let Some(family) = merge.merge_name() else {
-                    continue;
-                };
-                let name = format!("{family}-{joined}");
-                let is_lorahub = *merge == ComposeMethod::LoraHub;
-                specs.push(JobSpec::Merge(MergeJob {
-                    name: name.clone(),
-                    method: family
-                        .parse()
-                        .map_err(|e: soup_core::error::CoreError| e.to_string())?,
-                    adapters: names.clone(),
-                    weights: weights.clone(),
-                    density: if matches!(merge, ComposeMethod::Ties | ComposeMethod::Dare) {
-                        density.or(Some(0.5))
-                    } else {
-                        None
-                    },
-                    svd_rank: if *merge == ComposeMethod::Svd {
-                        svd_rank
-                    } else {
-                        None
-                    },
-                    majority_sign_method: None,
-                    seed: 0,
-                    out: None,
-                    // LoraHub searches its weights on a few examples of the skills' own
-                    // training data: the evaluation set is a test set and never trained on.
-                    model: is_lorahub.then(|| model.clone()),
-                    data: if is_lorahub {
-                        skill_data()?
-                    } else {
-                        Vec::new()
-                    },
-                    budget: None,
-                }));
-                specs.push(eval(EvalTarget::Adapter(name)));
-            }
-        }
-    }
-    Ok(specs)
+    plan(&request)
+        .map(|plan| plan.jobs())
+        .map_err(|e| e.to_string())
 }
 
 fn check_file(path: &Path) -> Result<(), String> {
