@@ -3,8 +3,7 @@
 //! run tabulates what the store holds without running anything.
 
 use candle_core::Device;
-use soup_core::engine::recipe::{run_recipe, Recipe, Reuse, BUILTIN_RECIPES};
-use soup_core::engine::JobSpec;
+use soup_core::engine::recipe::{run_recipe, Recipe, Reuse};
 use soup_core::engine::{Engine, JobUpdate};
 use soup_store::Store;
 use std::path::PathBuf;
@@ -122,27 +121,4 @@ fn recipe_runs_every_method_then_reuses_everything() {
         .unwrap_err()
         .to_string()
         .contains("bad.toml"));
-}
-
-/// The jobs each built-in recipe runs, at every budget, as the recipe code ran them before the
-/// comparison planner existed (captured from that code): the planner must keep planning these,
-/// in this order, or the artifacts a user's store holds for a recipe stop being reused.
-#[test]
-fn builtin_recipes_plan_the_jobs_they_always_ran() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe-jobs");
-    for (name, text) in BUILTIN_RECIPES {
-        let recipe = Recipe::parse(text, name).unwrap();
-        let path = dir.join(format!("{name}.json"));
-        let golden: std::collections::BTreeMap<String, Vec<JobSpec>> =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let budgets: Vec<&String> = golden.keys().collect();
-        assert_eq!(budgets, recipe.budgets.keys().collect::<Vec<_>>());
-        for (budget, jobs) in &golden {
-            let planned = recipe.plan(budget).unwrap().jobs();
-            assert_eq!(planned.len(), jobs.len(), "{name} {budget}");
-            for (i, (p, j)) in planned.iter().zip(jobs).enumerate() {
-                assert_eq!(p, j, "{name} {budget}: job {i}");
-            }
-        }
-    }
 }

@@ -198,3 +198,30 @@ fn methods_read_and_write_as_recipe_names() {
     let err = "slerp".parse::<CompareMethod>().unwrap_err();
     assert!(err.contains("slerp") && err.contains("data-mix"), "{err}");
 }
+
+/// The jobs each built-in recipe runs, at every budget, as the recipe code ran them before the
+/// planner existed (captured from that code, in `golden/`): the planner must keep planning
+/// these, in this order, or the artifacts a user's store holds for a recipe stop being reused.
+#[test]
+fn builtin_recipes_plan_the_jobs_they_always_ran() {
+    use crate::engine::recipe::{Recipe, BUILTIN_RECIPES};
+    use std::collections::BTreeMap;
+    let golden = |name: &str| match name {
+        "code-math" => include_str!("golden/code-math.json"),
+        "manual-qa" => include_str!("golden/manual-qa.json"),
+        other => panic!("no golden jobs for the built-in recipe {other}: capture them"),
+    };
+    for (name, text) in BUILTIN_RECIPES {
+        let recipe = Recipe::parse(text, name).unwrap();
+        let ran: BTreeMap<String, Vec<JobSpec>> = serde_json::from_str(golden(name)).unwrap();
+        let budgets: Vec<&String> = ran.keys().collect();
+        assert_eq!(budgets, recipe.budgets.keys().collect::<Vec<_>>());
+        for (budget, jobs) in &ran {
+            let planned = recipe.plan(budget).unwrap().jobs();
+            assert_eq!(planned.len(), jobs.len(), "{name} {budget}");
+            for (i, (p, j)) in planned.iter().zip(jobs).enumerate() {
+                assert_eq!(p, j, "{name} {budget}: job {i}");
+            }
+        }
+    }
+}
