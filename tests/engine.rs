@@ -79,7 +79,7 @@ fn train_cat_merge_eval_pipeline() {
 
     let merge = MergeJob {
         name: "ties".into(),
-        method: "ties".into(),
+        method: soup_core::merge::MergeKind::Ties,
         adapters: vec![a.clone(), b.clone()],
         weights: vec![0.7, 0.3],
         density: Some(0.5),

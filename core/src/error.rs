@@ -111,6 +111,12 @@ pub enum CoreError {
         id: String,
         source: serde_json::Error,
     },
+    /// The comparison planner refused a request (a recipe's or the dashboard's).
+    #[error("{what}: {source}")]
+    Plan {
+        what: String,
+        source: crate::engine::plan::PlanError,
+    },
     #[error("cannot serialize {what}: {source}")]
     Serialize {
         what: String,

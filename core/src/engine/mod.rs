@@ -6,11 +6,13 @@
 //! cancelled); its results (adapters, records, scores) are written by the job itself.
 
 mod data;
+pub mod plan;
 pub mod recipe;
 mod run;
 pub mod spec;
 
 pub use data::BUILTINS;
+pub use plan::CompareMethod;
 pub use run::RunOutcome;
 pub use spec::{
     tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob,

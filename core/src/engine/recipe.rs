@@ -4,11 +4,18 @@
 //! base model, each skill alone and every composition on the target (and each skill on its own
 //! test set), and returns the comparison table with 95 % bootstrap intervals.
 //!
+//! The jobs come from the comparison planner ([`super::plan`], the same one the dashboard's
+//! Compose screen uses); this module turns a recipe into the planner's request, runs the jobs
+//! and reads the scores back into the table.
+//!
 //! Every artifact is named after the recipe and budget, and a re-run reuses any adapter or
 //! evaluation whose spec is unchanged ([`Reuse`] says otherwise: recompute everything, or run
 //! nothing and tabulate what the store holds).
 
-use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob};
+use super::plan::{
+    self, CompareMethod, EvalColumn, MergeSettings, Naming, Plan, PlanRequest, SkillAdapter,
+};
+use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, TrainJob};
 use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::Module;
@@ -85,7 +92,7 @@ pub struct Recipe {
     pub name: String,
     pub model: String,
     pub seed: u64,
-    pub methods: Vec<String>,
+    pub methods: Vec<CompareMethod>,
     pub target: EvalSet,
     pub skills: Vec<Skill>,
     pub lora: LoraParams,
@@ -231,6 +238,108 @@ fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<sou
         .map(|r| r.id))
 }
 
+impl Recipe {
+    fn budget(&self, budget_name: &str) -> Result<&Budget> {
+        self.budgets
+            .get(budget_name)
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "budget",
+                name: format!("{budget_name:?} in recipe {}", self.name),
+                hint: format!(
+                    "it has {}",
+                    self.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })
+    }
+
+    /// The jobs this recipe runs at `budget_name`, in order, without running any: the
+    /// comparison planner's answer for the recipe's skills, methods and budget.
+    pub fn plan(&self, budget_name: &str) -> Result<Plan> {
+        let b = self.budget(budget_name)?;
+        let px = prefix(self, budget_name);
+        let mut train = TrainJob::new("", &self.model, Vec::new());
+        train.lora = LoraSpec {
+            rank: self.lora.rank,
+            alpha: self.lora.alpha,
+            use_rslora: false,
+            targets: Module::parse_list(&self.lora.targets)?,
+        };
+        train.limit = Some(b.train_examples);
+        train.max_len = b.max_len;
+        train.train.epochs = b.epochs;
+        train.train.batch_size = b.batch_size;
+        train.train.lr = b.lr;
+        train.train.seed = self.seed;
+        let mut cat = CatJob::new("", &self.model, Vec::new(), Vec::new());
+        cat.sample_fraction = b.cat_fraction;
+        cat.max_len = b.max_len;
+        cat.train.batch_size = b.batch_size;
+        cat.train.seed = self.seed;
+        // Every configuration on the target, and on each skill's own test.
+        let mut sets = vec![(
+            format!("target {}", self.target.task),
+            &self.target,
+            b.eval_limit,
+        )];
+        for s in &self.skills {
+            if let Some(t) = &s.test {
+                let column = format!("{} skill ({})", s.name, t.task);
+                sets.push((column, t, b.skill_eval_limit));
+            }
+        }
+        let columns = sets
+            .into_iter()
+            .map(|(column, set, limit)| {
+                let task = task_of(&set.task)?;
+                let data = DataSource::parse(&set.data);
+                let mut job = EvalJob::new(&self.model, EvalTarget::Base, task, data);
+                job.limit = Some(limit);
+                job.max_new_tokens = b.max_new_tokens;
+                job.shots = b.shots;
+                job.seed = self.seed;
+                Ok(EvalColumn { column, job })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let request = PlanRequest {
+            model: self.model.clone(),
+            skills: self
+                .skills
+                .iter()
+                .map(|s| SkillAdapter {
+                    skill: s.name.clone(),
+                    adapter: format!("{px}-{}", s.name),
+                    data: Some(DataSource::parse(&s.data)),
+                    // Every composition needs them, so they are always trained.
+                    train_epochs: Some(
+                        s.epochs
+                            .as_ref()
+                            .and_then(|e| e.get(budget_name))
+                            .copied()
+                            .unwrap_or(b.epochs),
+                    ),
+                })
+                .collect(),
+            methods: self.methods.clone(),
+            columns,
+            naming: Naming::Prefix(px),
+            train,
+            cat,
+            merge: MergeSettings {
+                weights: self.merge.weights.clone(),
+                density: self.merge.density,
+                svd_rank: None,
+                seed: self.seed,
+                lorahub_budget: Some(self.merge.lorahub_budget),
+                record_all: true,
+            },
+        };
+        plan::plan(&request).map_err(|source| CoreError::Plan {
+            what: format!("recipe {}", self.name),
+            source,
+        })
+    }
+}
+
 /// Runs the whole comparison; `on(label, update)` sees every job's progress.
 pub fn run_recipe(
     engine: &Engine,
@@ -239,164 +348,22 @@ pub fn run_recipe(
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Comparison> {
-    let b = r
-        .budgets
-        .get(budget_name)
-        .ok_or_else(|| CoreError::NotFound {
-            kind: "budget",
-            name: format!("{budget_name:?} in recipe {}", r.name),
-            hint: format!(
-                "it has {}",
-                r.budgets.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        })?;
-    let px = prefix(r, budget_name);
-    let model = engine.model(&r.model, None)?;
-    let model_name = model.name.clone();
-    let spec = LoraSpec {
-        rank: r.lora.rank,
-        alpha: r.lora.alpha,
-        use_rslora: false,
-        targets: Module::parse_list(&r.lora.targets)?,
-    };
-    let train_job = |name: &str, data: Vec<DataSource>, epochs: usize| {
-        let mut j = TrainJob::new(name, &r.model, data);
-        j.lora = spec.clone();
-        j.limit = Some(b.train_examples);
-        j.max_len = b.max_len;
-        j.train.epochs = epochs;
-        j.train.batch_size = b.batch_size;
-        j.train.lr = b.lr;
-        j.train.seed = r.seed;
-        j
-    };
-    let has = |m: &str| r.methods.iter().any(|x| x == m);
-    let skill_names: Vec<String> = r
-        .skills
-        .iter()
-        .map(|s| format!("{px}-{}", s.name))
-        .collect();
-    // 1. Skill LoRAs (always: every composition needs them).
-    for (s, name) in r.skills.iter().zip(&skill_names) {
-        let epochs = s
-            .epochs
-            .as_ref()
-            .and_then(|e| e.get(budget_name))
-            .copied()
-            .unwrap_or(b.epochs);
-        let mut j = train_job(name, vec![DataSource::parse(&s.data)], epochs);
-        j.skill = Some(s.name.clone());
-        ensure(engine, JobSpec::Train(j), reuse, on)?;
+    let plan = r.plan(budget_name)?;
+    let model_name = engine.model(&r.model, None)?.name.clone();
+    // 1. Adapters: the skill LoRAs, DATA-MIX, CAT and every merge.
+    for job in &plan.builds {
+        ensure(engine, job.clone(), reuse, on)?;
     }
-    // 2. Compositions: label → adapter name (None: base).
-    let mut configs: Vec<(String, Option<String>)> = Vec::new();
-    if has("base") {
-        configs.push(("base".into(), None));
-    }
-    if has("skills") {
-        for (s, name) in r.skills.iter().zip(&skill_names) {
-            configs.push((format!("{} only", s.name), Some(name.clone())));
-        }
-    }
-    if has("data-mix") {
-        let name = format!("{px}-data-mix");
-        let data = r
-            .skills
-            .iter()
-            .map(|s| DataSource::parse(&s.data))
-            .collect();
-        let mut j = train_job(&name, data, b.epochs);
-        j.skill = Some("data-mix".into());
-        ensure(engine, JobSpec::Train(j), reuse, on)?;
-        configs.push(("DATA-MIX".into(), Some(name)));
-    }
-    if has("cat") {
-        let name = format!("{px}-cat");
-        let data = r
-            .skills
-            .iter()
-            .map(|s| DataSource::parse(&s.data))
-            .collect();
-        let mut j = CatJob::new(&name, &r.model, skill_names.clone(), data);
-        j.sample_fraction = b.cat_fraction;
-        j.max_len = b.max_len;
-        j.train.batch_size = b.batch_size;
-        j.train.seed = r.seed;
-        ensure(engine, JobSpec::Cat(j), reuse, on)?;
-        configs.push(("CAT".into(), Some(name)));
-    }
-    for method in [
-        "ties",
-        "dare_ties",
-        "dare_linear",
-        "linear",
-        "svd",
-        "lorahub",
-    ] {
-        if !has(method) {
-            continue;
-        }
-        let name = format!("{px}-{method}");
-        let lorahub = method == "lorahub";
-        let j = MergeJob {
-            name: name.clone(),
-            method: method.into(),
-            adapters: skill_names.clone(),
-            weights: r.merge.weights.clone(),
-            density: Some(r.merge.density),
-            svd_rank: None,
-            majority_sign_method: None,
-            seed: r.seed,
-            out: None,
-            model: Some(r.model.clone()),
-            // LoraHub searches on a few examples of the skills' data (no target data is used).
-            data: if lorahub {
-                r.skills
-                    .iter()
-                    .map(|s| DataSource::parse(&s.data))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            budget: lorahub.then_some(r.merge.lorahub_budget),
-            dtype: None,
-        };
-        ensure(engine, JobSpec::Merge(j), reuse, on)?;
-        configs.push((method.to_uppercase().replace('_', "-"), Some(name)));
-    }
-    // 3. Evaluations: every configuration on the target, and on each skill's own test.
-    let mut sets: Vec<(String, EvalSet, usize)> = vec![(
-        format!("target {}", r.target.task),
-        r.target.clone(),
-        b.eval_limit,
-    )];
-    for s in &r.skills {
-        if let Some(t) = &s.test {
-            sets.push((
-                format!("{} skill ({})", s.name, t.task),
-                t.clone(),
-                b.skill_eval_limit,
-            ));
-        }
-    }
+    // 2. Evaluations: every configuration on every column.
     let mut rows = Vec::new();
-    for (label, adapter) in &configs {
+    for planned in &plan.rows {
         let mut row = Row {
-            method: label.clone(),
+            method: planned.label.clone(),
             scores: BTreeMap::new(),
         };
-        for (col, set, limit) in &sets {
-            let task = task_of(&set.task)?;
-            let target = match adapter {
-                Some(a) => EvalTarget::Adapter(a.clone()),
-                None => EvalTarget::Base,
-            };
-            let mut j = EvalJob::new(&r.model, target, task, DataSource::parse(&set.data));
-            j.limit = Some(*limit);
-            j.max_new_tokens = b.max_new_tokens;
-            j.shots = b.shots;
-            j.seed = r.seed;
-            let Some(id) = ensure(engine, JobSpec::Eval(j), reuse, on)? else {
+        for (column, job) in plan.columns.iter().zip(&planned.evals) {
+            let task = job.task;
+            let Some(id) = ensure(engine, JobSpec::Eval(job.clone()), reuse, on)? else {
                 continue;
             };
             let metric = task.headline();
@@ -408,7 +375,7 @@ pub fn run_recipe(
                 .find(|s| s.metric == metric)
             {
                 row.scores.insert(
-                    col.clone(),
+                    column.clone(),
                     Cell {
                         metric: metric.into(),
                         value: s.value,
@@ -426,7 +393,7 @@ pub fn run_recipe(
         recipe: r.name.clone(),
         budget: budget_name.into(),
         model: model_name,
-        columns: sets.into_iter().map(|(c, _, _)| c).collect(),
+        columns: plan.columns,
         rows,
     })
 }

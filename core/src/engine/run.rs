@@ -6,7 +6,7 @@ use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, JobSpec, MergeJob, Tr
 use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::{peft, AdapterStack, LoraAdapter};
-use crate::merge::{self, MajoritySign, MergeMethod, MergeOptions};
+use crate::merge::{self, MajoritySign, MergeKind, MergeMethod, MergeOptions};
 use crate::runtime::{LoadedModel, TextGenerator};
 use crate::train::batch::eval_loss;
 use crate::train::data::{instruction_seqs, text_seqs, Formatting};
@@ -416,7 +416,7 @@ fn run_cat(
 }
 
 fn merge_method(
-    method: &str,
+    method: &MergeKind,
     density: Option<f64>,
     svd_rank: Option<usize>,
     sign: Option<&str>,
@@ -432,7 +432,7 @@ fn merge_method(
         svd_clamp: None,
         seed,
     };
-    MergeMethod::from_name(method, &opts)
+    method.method(&opts)
 }
 
 fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutcome> {
@@ -459,7 +459,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
             (a, base)
         }
     };
-    let (mut merged, weights, search) = if job.method == "lorahub" {
+    let (mut merged, weights, search) = if job.method == MergeKind::LoraHub {
         let model_spec = job.model.as_deref().ok_or_else(|| {
             CoreError::missing(
                 "LoraHub",

@@ -3,6 +3,7 @@
 
 use crate::device::Precision;
 use crate::lora::Module;
+use crate::merge::MergeKind;
 use crate::train::{CatParam, LoopConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -62,8 +63,8 @@ pub struct TrainJob {
     #[serde(default)]
     pub limit: Option<usize>,
     /// Precision of the frozen weights; the engine fixes it when it records the run, so a
-    /// stored spec always says what ran.
-    #[serde(default)]
+    /// stored spec always says what ran (specs stored before it existed read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
 }
 
@@ -82,8 +83,8 @@ pub struct CatJob {
     #[serde(default)]
     pub train_on_inputs: bool,
     /// Precision of the frozen weights; the engine fixes it when it records the run, so a
-    /// stored spec always says what ran.
-    #[serde(default)]
+    /// stored spec always says what ran (specs stored before it existed read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
 }
 
@@ -91,7 +92,7 @@ pub struct CatJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeJob {
     pub name: String,
-    pub method: String,
+    pub method: MergeKind,
     pub adapters: Vec<String>,
     pub weights: Vec<f64>,
     pub density: Option<f64>,
@@ -105,8 +106,8 @@ pub struct MergeJob {
     pub data: Vec<DataSource>,
     pub budget: Option<usize>,
     /// Precision of the frozen weights; the engine fixes it when it records the run, so a
-    /// stored spec always says what ran.
-    #[serde(default)]
+    /// stored spec always says what ran (specs stored before it existed read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
 }
 
@@ -119,7 +120,7 @@ pub enum EvalTarget {
     Adapter(String),
     /// A merge built on the fly: method, adapters, weights.
     Merge {
-        method: String,
+        method: MergeKind,
         adapters: Vec<String>,
         weights: Vec<f64>,
     },
@@ -159,8 +160,8 @@ pub struct EvalJob {
     pub chat: Option<bool>,
     pub seed: u64,
     /// Precision of the frozen weights; the engine fixes it when it records the run, so a
-    /// stored spec always says what ran.
-    #[serde(default)]
+    /// stored spec always says what ran (specs stored before it existed read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
 }
 
@@ -272,4 +273,50 @@ impl EvalJob {
 /// Used by the dashboard's form for the target list.
 pub fn default_targets() -> Vec<Module> {
     LoraSpec::default().targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Specs stored before merge methods were typed held the method as a plain string; they
+    /// must still read (resume, reuse by a recipe) and write back the same JSON.
+    #[test]
+    fn stored_specs_with_a_string_method_still_deserialize() {
+        let merge = r#"{"job":"merge","name":"t-tiny-dare_linear","method":"dare_linear",
+            "adapters":["t-tiny-math","t-tiny-code"],"weights":[1.0,1.0],"density":0.5,
+            "svd_rank":null,"majority_sign_method":null,"seed":0,"out":null,"model":"default",
+            "data":[],"budget":null}"#;
+        let spec: JobSpec = serde_json::from_str(merge).unwrap();
+        let JobSpec::Merge(job) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(job.method, MergeKind::DareLinear);
+        let again = serde_json::to_value(&spec).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(merge).unwrap();
+        assert_eq!(again, stored, "written back exactly as stored");
+
+        // An evaluation's target (its job around it is the evaluation path's business).
+        for name in ["lorahub", "ties_svd", "magnitude_prune", "cat", "svd"] {
+            let stored = format!(
+                r#"{{"merge":{{"method":"{name}","adapters":["a","b"],"weights":[0.5,0.5]}}}}"#
+            );
+            let target: EvalTarget = serde_json::from_str(&stored).unwrap();
+            let EvalTarget::Merge { method, .. } = &target else {
+                panic!("{target:?}")
+            };
+            assert_eq!(method.name(), name);
+            assert_eq!(target.label(), format!("{name}(a,b)"));
+            assert_eq!(serde_json::to_string(&target).unwrap(), stored);
+        }
+    }
+
+    #[test]
+    fn a_misspelt_method_is_refused_when_read() {
+        let bad = r#"{"method":"tie","adapters":["a"],"weights":[1.0]}"#;
+        let err = serde_json::from_str::<EvalTarget>(&format!(r#"{{"merge":{bad}}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown merge method"), "{err}");
+    }
 }

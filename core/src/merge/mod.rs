@@ -21,6 +21,7 @@
 
 pub mod cat;
 pub mod dare;
+pub mod kind;
 pub mod linear;
 pub mod lorahub;
 pub mod magnitude;
@@ -31,6 +32,7 @@ pub mod ties;
 mod tests;
 
 pub use cat::{adapter_deltas, fold_cat, merge_into_base};
+pub use kind::MergeKind;
 pub use lorahub::{
     cma_es, lorahub_merge, lorahub_search, CmaConfig, CmaResult, LoraHubConfig, LoraHubResult,
 };

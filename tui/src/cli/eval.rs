@@ -70,7 +70,7 @@ fn parse_merge(text: &str) -> Result<EvalTarget> {
         );
     }
     Ok(EvalTarget::Merge {
-        method: method.trim().to_string(),
+        method: method.parse()?,
         adapters,
         weights,
     })

@@ -6,6 +6,7 @@ use super::jobs::{run_job, JobView};
 use anyhow::{bail, Result};
 use clap::Args;
 use soup_core::engine::{DataSource, JobSpec, MergeJob};
+use soup_core::merge::MergeKind;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -59,14 +60,8 @@ fn short_name(spec: &str) -> String {
 }
 
 pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
-    let method = a.method.trim().to_string();
-    let lorahub = method == "lorahub";
-    if !lorahub && !soup_core::merge::METHOD_NAMES.contains(&method.as_str()) {
-        bail!(
-            "unknown merge method {method:?}: expected one of {}, lorahub",
-            soup_core::merge::METHOD_NAMES.join(", ")
-        );
-    }
+    let method: MergeKind = a.method.parse()?;
+    let lorahub = method == MergeKind::LoraHub;
     let weights = match (&a.weights, lorahub) {
         (Some(w), _) => super::parse_floats("--weights", w)?,
         (None, true) => Vec::new(),

@@ -9,7 +9,10 @@ use ratatui::Frame;
 
 use super::adapters::window_start;
 use super::{pane, selected_style};
-use crate::dashboard::app::{App, ComposeMethod, ComposePane, FormField, InputTarget};
+use crate::dashboard::app::{App, InputTarget};
+use crate::dashboard::screens::compose::{
+    method_description, method_label, ComposePane, FormField, METHODS,
+};
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let [panes, footer] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
@@ -71,12 +74,12 @@ fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_methods(app: &App, frame: &mut Frame, area: Rect) {
     let compose = &app.compose;
-    let items: Vec<ListItem> = ComposeMethod::ALL
+    let items: Vec<ListItem> = METHODS
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let mark = if i == compose.method { "●" } else { "○" };
-            ListItem::new(format!("{mark} {}", m.label()))
+            ListItem::new(format!("{mark} {}", method_label(*m)))
         })
         .collect();
     let mut state = ListState::default()
@@ -135,16 +138,16 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
     let method = compose.method();
     let mut lines = vec![Line::from(vec![
         Span::styled(
-            format!("{}: ", method.label()),
+            format!("{}: ", method_label(method)),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        Span::raw(method.describe()),
+        Span::raw(method_description(method)),
     ])];
     lines.push(Line::from(format!(
         "Enter launches {} on {} · A launches all {} methods × the task",
-        method.label(),
+        method_label(method),
         compose.task.name(),
-        ComposeMethod::ALL.len()
+        METHODS.len()
     )));
     if let Some(error) = &compose.error {
         lines = vec![Line::from(Span::styled(

@@ -13,9 +13,10 @@ use soup_store::QuestionRecord;
 
 use super::adapters::window_start;
 use super::{field, pane, selected_style};
-use crate::dashboard::app::{App, InputTarget, InspectPane, PAGE_SIZE};
+use crate::dashboard::app::{App, InputTarget, PAGE_SIZE};
 use crate::dashboard::format;
 use crate::dashboard::question::graded;
+use crate::dashboard::screens::inspect::InspectPane;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let inspect = &app.inspect;

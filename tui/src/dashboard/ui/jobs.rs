@@ -11,8 +11,9 @@ use soup_store::{RunRecord, RunStatus};
 
 use super::adapters::{sparkline_data, window_start};
 use super::{field, pane, selected_style};
-use crate::dashboard::app::{App, LiveProgress};
+use crate::dashboard::app::App;
 use crate::dashboard::format;
+use crate::dashboard::screens::jobs::LiveProgress;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let [list, detail] =
