@@ -3,7 +3,7 @@ use crate::datasets::{MathItem, QaItem};
 use crate::generate::Completion;
 use crate::prompts::{pot_prompt, POT_DEMOS};
 use crate::sandbox::SandboxConfig;
-use crate::tasks::{code_math::CodeMath, math_cot::MathCot, qa::Qa};
+use crate::tasks::{code_math::CodeMath, math_cot::MathCot, qa::QA};
 
 type TestSink<'s> =
     dyn FnMut(&QuestionRecord) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 's;
@@ -289,7 +289,7 @@ fn qa_and_cot_runs() {
         "Not in context",
     ]);
     let s = run(
-        &Qa,
+        &QA,
         &qa,
         &mut gen,
         None,

@@ -12,10 +12,10 @@ pub mod qa;
 use crate::task::EvalTask;
 
 pub const CODE_MATH: EvalTask = EvalTask::of(&code_math::CodeMath);
-pub const MANUAL_QA: EvalTask = EvalTask::of(&manual_qa::ManualQa);
+pub const MANUAL_QA: EvalTask = EvalTask::of(&manual_qa::MANUAL_QA);
 pub const MATH_COT: EvalTask = EvalTask::of(&math_cot::MathCot);
 pub const CODE: EvalTask = EvalTask::of(&code::Code);
-pub const QA: EvalTask = EvalTask::of(&qa::Qa);
+pub const QA: EvalTask = EvalTask::of(&qa::QA);
 
 /// Every task, in the order lists show them.
 pub static REGISTRY: &[EvalTask] = &[
@@ -26,33 +26,6 @@ pub static REGISTRY: &[EvalTask] = &[
     QA,
     EvalTask::of(&game_qa::GameQa),
 ];
-
-/// Grades QA answers (EM, token F1, contains) against their gold answers; shared by the QA
-/// tasks, which differ in prompt and dataset.
-pub(crate) fn grade_qa_items(
-    items: &[&crate::datasets::QaItem],
-    outputs: &[&str],
-) -> Vec<crate::task::Grade> {
-    items
-        .iter()
-        .zip(outputs)
-        .map(|(item, out)| {
-            let g = crate::manualqa::grade_qa(out, &item.answers, item.unanswerable);
-            crate::task::Grade {
-                extracted: Some(g.pred.clone()),
-                pred: Some(g.pred),
-                correct: g.scores.em == 1.0,
-                scores: [
-                    ("em".to_string(), g.scores.em),
-                    ("f1".to_string(), g.scores.f1),
-                    ("contains".to_string(), g.scores.contains),
-                ]
-                .into(),
-                ..Default::default()
-            }
-        })
-        .collect()
-}
 
 /// Grades answers whose programs ran in the sandbox (one score, `accuracy`).
 pub(crate) fn program_grades(

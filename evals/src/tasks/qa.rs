@@ -1,14 +1,21 @@
-//! The QA skill's own test: reading comprehension, the passage shown in the prompt
-//! ("Not in context" is its own answer class); EM, token F1 (headline) and contains.
+//! Short-answer QA, graded by EM, token F1 (the headline) and contains. The QA skill's own
+//! test (this file's task) shows the passage, reading-comprehension style, with "Not in
+//! context" as its own answer class; manual-QA (`manual_qa.rs`) is the same task closed book.
 
 use crate::datasets::{parse_qa, DatasetError, QaItem};
 use crate::driver::EvalError;
+use crate::manualqa::grade_qa;
 use crate::prompts::{qa_prompt, Prompt};
 use crate::sandbox::Sandbox;
 use crate::task::{Grade, PromptOptions, Task, TaskInfo};
 use std::path::Path;
 
-pub struct Qa;
+/// A short-answer QA task: its description, and whether the passage is hidden.
+pub struct ShortAnswerQa {
+    pub info: &'static TaskInfo,
+    /// The knowledge must come from the weights: the item's passage is never shown.
+    pub closed_book: bool,
+}
 
 static INFO: TaskInfo = TaskInfo {
     name: "qa",
@@ -20,11 +27,16 @@ static INFO: TaskInfo = TaskInfo {
     needs_sandbox: false,
 };
 
-impl Task for Qa {
+pub const QA: ShortAnswerQa = ShortAnswerQa {
+    info: &INFO,
+    closed_book: false,
+};
+
+impl Task for ShortAnswerQa {
     type Item = QaItem;
 
     fn info(&self) -> &'static TaskInfo {
-        &INFO
+        self.info
     }
 
     fn parse(&self, path: &Path, text: &str) -> Result<Vec<QaItem>, DatasetError> {
@@ -40,7 +52,12 @@ impl Task for Qa {
     }
 
     fn prompt(&self, item: &QaItem, _: &PromptOptions) -> Prompt {
-        qa_prompt(&item.question, item.context.as_deref())
+        let context = if self.closed_book {
+            None
+        } else {
+            item.context.as_deref()
+        };
+        qa_prompt(&item.question, context)
     }
 
     fn grade(
@@ -49,6 +66,24 @@ impl Task for Qa {
         outputs: &[&str],
         _: Option<&Sandbox>,
     ) -> Result<Vec<Grade>, EvalError> {
-        Ok(super::grade_qa_items(items, outputs))
+        Ok(items
+            .iter()
+            .zip(outputs)
+            .map(|(item, out)| {
+                let g = grade_qa(out, &item.answers, item.unanswerable);
+                Grade {
+                    extracted: Some(g.pred.clone()),
+                    pred: Some(g.pred),
+                    correct: g.scores.em == 1.0,
+                    scores: [
+                        ("em".to_string(), g.scores.em),
+                        ("f1".to_string(), g.scores.f1),
+                        ("contains".to_string(), g.scores.contains),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }
+            })
+            .collect())
     }
 }
