@@ -15,7 +15,7 @@ use crate::generate::{GenSettings, Generate, GenerateError};
 use crate::prompts::{Prompt, PromptStyle};
 use crate::sandbox::{IsolationLayers, Sandbox, SandboxError};
 use crate::stats::{bootstrap_ci95, ConfidenceInterval};
-use crate::task::{PromptOptions, Task, TaskInfo};
+use crate::task::{PromptOptions, Task, TaskInfo, TaskItem};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,11 +176,8 @@ pub fn evaluate<T: Task>(
     let info = task.info();
     let done: HashSet<&str> = run.previous.iter().map(|r| r.id.as_str()).collect();
     let scope = &items[..run.opts.limit.unwrap_or(items.len()).min(items.len())];
-    let in_scope: HashSet<&str> = scope.iter().map(|i| task.id(i)).collect();
-    let todo: Vec<&T::Item> = scope
-        .iter()
-        .filter(|i| !done.contains(task.id(i)))
-        .collect();
+    let in_scope: HashSet<&str> = scope.iter().map(|i| i.id()).collect();
+    let todo: Vec<&T::Item> = scope.iter().filter(|i| !done.contains(i.id())).collect();
     let resumed = scope.len() - todo.len();
     let batch = if run.opts.batch_size == 0 {
         8
@@ -235,7 +232,7 @@ pub fn evaluate<T: Task>(
         for ((item, p), c) in chunk.iter().zip(&prompts).zip(&completions) {
             if p.len() >= 16 && c.text.starts_with(p.as_str()) {
                 return Err(EvalError::PromptEchoed {
-                    id: task.id(item).to_string(),
+                    id: item.id().to_string(),
                 });
             }
         }
@@ -258,12 +255,12 @@ pub fn evaluate<T: Task>(
             let program_ran = g.run.is_some();
             let outcome = g.run;
             let rec = QuestionRecord {
-                id: task.id(item).to_string(),
+                id: item.id().to_string(),
                 task: info.name.to_string(),
                 prompt,
                 raw_output: c.text.clone(),
                 extracted: g.extracted,
-                gold: task.gold(item),
+                gold: item.gold_text(),
                 pred: g.pred,
                 verdict: g.verdict,
                 correct: g.correct,

@@ -9,7 +9,7 @@
 //! task touches no other crate.
 
 use crate::codemath::Verdict;
-use crate::datasets::DatasetError;
+use crate::datasets::{CodeExercise, DatasetError, MathItem, QaItem};
 use crate::driver::{self, EvalError, EvalRun, EvalSummary};
 use crate::prompts::Prompt;
 use crate::sandbox::{RunOutcome, Sandbox};
@@ -58,17 +58,49 @@ pub struct Grade {
     pub run: Option<RunOutcome>,
 }
 
+/// What the driver needs of any item: its id in the dataset and its gold as text (for the
+/// record).
+pub trait TaskItem: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn gold_text(&self) -> String;
+}
+
+impl TaskItem for MathItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn gold_text(&self) -> String {
+        crate::mathcot::format_gold(self.gold)
+    }
+}
+
+impl TaskItem for QaItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn gold_text(&self) -> String {
+        self.answers.join(" | ")
+    }
+}
+
+impl TaskItem for CodeExercise {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    /// The tests the program must pass.
+    fn gold_text(&self) -> String {
+        self.test.clone()
+    }
+}
+
 /// A task over items of one type. Implement this in a new file under `tasks/` and add one line
 /// to the registry; the blanket impl turns it into an [`EvalTask`].
 pub trait Task: Send + Sync + 'static {
-    type Item: Send + Sync + 'static;
+    type Item: TaskItem;
 
     fn info(&self) -> &'static TaskInfo;
     /// Reads a dataset file's text; errors name the file and line.
     fn parse(&self, path: &Path, text: &str) -> Result<Vec<Self::Item>, DatasetError>;
-    fn id<'a>(&self, item: &'a Self::Item) -> &'a str;
-    /// The gold answer as text, for the record.
-    fn gold(&self, item: &Self::Item) -> String;
     /// The prompt in both forms (plain text and chat turns) with its stop strings.
     fn prompt(&self, item: &Self::Item, opts: &PromptOptions) -> Prompt;
     /// Grades a batch of answers (newly generated text only), one [`Grade`] per item in order.

@@ -32,14 +32,6 @@ impl Task for Code {
         parse_code(path, text)
     }
 
-    fn id<'a>(&self, item: &'a CodeExercise) -> &'a str {
-        &item.id
-    }
-
-    fn gold(&self, item: &CodeExercise) -> String {
-        item.test.clone()
-    }
-
     fn prompt(&self, item: &CodeExercise, _: &PromptOptions) -> Prompt {
         code_prompt(&item.instruction, &item.input)
     }

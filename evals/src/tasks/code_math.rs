@@ -4,7 +4,6 @@
 use crate::codemath;
 use crate::datasets::{parse_math, DatasetError, MathItem};
 use crate::driver::EvalError;
-use crate::mathcot::format_gold;
 use crate::prompts::{pot_prompt, Prompt};
 use crate::sandbox::Sandbox;
 use crate::task::{Grade, PromptOptions, Task, TaskInfo};
@@ -31,14 +30,6 @@ impl Task for CodeMath {
 
     fn parse(&self, path: &Path, text: &str) -> Result<Vec<MathItem>, DatasetError> {
         parse_math(path, text)
-    }
-
-    fn id<'a>(&self, item: &'a MathItem) -> &'a str {
-        &item.id
-    }
-
-    fn gold(&self, item: &MathItem) -> String {
-        format_gold(item.gold)
     }
 
     fn prompt(&self, item: &MathItem, opts: &PromptOptions) -> Prompt {

@@ -68,14 +68,6 @@ impl Task for GameQa {
         parse_qa(path, text)
     }
 
-    fn id<'a>(&self, item: &'a QaItem) -> &'a str {
-        &item.id
-    }
-
-    fn gold(&self, item: &QaItem) -> String {
-        item.answers.join(" | ")
-    }
-
     fn prompt(&self, item: &QaItem, _: &PromptOptions) -> Prompt {
         let user = format!("{INSTRUCTION}\n\nQuestion: {}", item.question);
         Prompt {

@@ -3,7 +3,7 @@
 
 use crate::datasets::{parse_math, DatasetError, MathItem};
 use crate::driver::EvalError;
-use crate::mathcot::{format_gold, grade_cot};
+use crate::mathcot::grade_cot;
 use crate::prompts::{cot_prompt, Prompt};
 use crate::sandbox::Sandbox;
 use crate::task::{Grade, PromptOptions, Task, TaskInfo};
@@ -30,14 +30,6 @@ impl Task for MathCot {
 
     fn parse(&self, path: &Path, text: &str) -> Result<Vec<MathItem>, DatasetError> {
         parse_math(path, text)
-    }
-
-    fn id<'a>(&self, item: &'a MathItem) -> &'a str {
-        &item.id
-    }
-
-    fn gold(&self, item: &MathItem) -> String {
-        format_gold(item.gold)
     }
 
     fn prompt(&self, item: &MathItem, opts: &PromptOptions) -> Prompt {

@@ -43,14 +43,6 @@ impl Task for ShortAnswerQa {
         parse_qa(path, text)
     }
 
-    fn id<'a>(&self, item: &'a QaItem) -> &'a str {
-        &item.id
-    }
-
-    fn gold(&self, item: &QaItem) -> String {
-        item.answers.join(" | ")
-    }
-
     fn prompt(&self, item: &QaItem, _: &PromptOptions) -> Prompt {
         let context = if self.closed_book {
             None
