@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use soup_store::{QuestionRecord, RecordQuery, RunId, RunKind, Store};
+use soup_store::{RecordQuery, RunId, RunKind, Store, StoredQuestion};
 
 /// A record shaped like a real code-math evaluation: a question with its instruction, a
 /// generated program, its output.
-fn typical(run: RunId, index: u64) -> QuestionRecord {
+fn typical(run: RunId, index: u64) -> StoredQuestion {
     let verdict = ["correct", "wrong", "error", "wrong"][(index % 4) as usize];
     let question = format!(
         "Q{index}: Natalia sold clips to {} of her friends in April, and then she sold half as \
@@ -25,7 +25,7 @@ fn typical(run: RunId, index: u64) -> QuestionRecord {
          arithmetic step by step: april plus may gives the total number of clips sold\n",
         index % 97
     );
-    QuestionRecord {
+    StoredQuestion {
         run,
         index,
         id: format!("gsm8k-test-{index}"),

@@ -139,7 +139,7 @@ pub struct RecordQuery {
 /// One page of records.
 #[derive(Debug)]
 pub struct RecordPage {
-    pub items: Vec<QuestionRecord>,
+    pub items: Vec<StoredQuestion>,
     pub skipped: Vec<StoreError>,
     /// Where the next page starts (`RecordQuery::from`), `None` at the end.
     pub next: Option<u64>,
@@ -929,19 +929,19 @@ impl Store {
     // ---- per-question records --------------------------------------------------------
 
     /// Adds or replaces one finished question; durable on return.
-    pub fn put_record(&self, record: &QuestionRecord) -> Result<()> {
+    pub fn put_record(&self, record: &StoredQuestion) -> Result<()> {
         self.put_records_unflushed(std::slice::from_ref(record))?;
         self.flush()
     }
 
     /// Adds or replaces many questions (bulk import, resumed runs), flushing once at the end:
     /// none is durable before the call returns, all are after.
-    pub fn put_records(&self, records: &[QuestionRecord]) -> Result<()> {
+    pub fn put_records(&self, records: &[StoredQuestion]) -> Result<()> {
         self.put_records_unflushed(records)?;
         self.flush()
     }
 
-    fn put_records_unflushed(&self, records: &[QuestionRecord]) -> Result<()> {
+    fn put_records_unflushed(&self, records: &[StoredQuestion]) -> Result<()> {
         let mut runs_seen = std::collections::HashSet::new();
         for r in records {
             check_name("verdict", &r.verdict)?;
@@ -977,7 +977,7 @@ impl Store {
     /// One transaction over records and their two indexes.
     fn insert_records_txn(
         &self,
-        chunk: &[QuestionRecord],
+        chunk: &[StoredQuestion],
         encoded: &[([u8; ULID_LEN + 8], Vec<u8>)],
         unreadable_is_unindexed: bool,
     ) -> std::result::Result<(), NeedsReindex> {
@@ -992,7 +992,7 @@ impl Store {
                     let old = records.insert(&key[..], value.as_slice())?;
                     let old_verdict = match old {
                         None => None,
-                        Some(v) => match envelope::decode::<QuestionRecord>(&v) {
+                        Some(v) => match envelope::decode::<StoredQuestion>(&v) {
                             Ok(old) => Some(old.verdict),
                             Err(_) if unreadable_is_unindexed => None,
                             Err(_) => return Err(ConflictableTransactionError::Abort(r.run)),
@@ -1043,7 +1043,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         for kv in self.t.records.scan_prefix(prefix) {
             let (_, v) = kv?;
-            if let Ok(r) = envelope::decode::<QuestionRecord>(&v) {
+            if let Ok(r) = envelope::decode::<StoredQuestion>(&v) {
                 batch.insert(keys::verdict_index_key(run, &r.verdict, r.index), &[]);
                 *counts.entry(r.verdict).or_default() += 1;
             }
@@ -1057,7 +1057,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_record(&self, run: RunId, index: u64) -> Result<Option<QuestionRecord>> {
+    pub fn get_record(&self, run: RunId, index: u64) -> Result<Option<StoredQuestion>> {
         self.get_typed(
             &self.t.records,
             tree::RECORDS,

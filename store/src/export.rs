@@ -148,7 +148,7 @@ impl Store {
             &dir.join("scores.jsonl"),
             &mut skipped,
         )?;
-        report.records = dump_jsonl::<QuestionRecord>(
+        report.records = dump_jsonl::<StoredQuestion>(
             &self.t.records,
             tree::RECORDS,
             &dir.join("records.jsonl"),
@@ -283,7 +283,7 @@ impl Store {
         let mut detail_keys = std::collections::BTreeSet::new();
         for kv in self.t.records.iter() {
             let (_, v) = kv?;
-            if let Ok(r) = envelope::decode::<QuestionRecord>(&v) {
+            if let Ok(r) = envelope::decode::<StoredQuestion>(&v) {
                 if let Some(o) = r.detail.as_object() {
                     detail_keys.extend(o.keys().cloned());
                 }
@@ -300,7 +300,7 @@ impl Store {
         csv_row(&mut out, &path, &header)?;
         for kv in self.t.records.iter() {
             let (k, v) = kv?;
-            match envelope::decode::<QuestionRecord>(&v) {
+            match envelope::decode::<StoredQuestion>(&v) {
                 Ok(r) => {
                     let mut row = vec![
                         r.run.to_string(),
@@ -363,7 +363,7 @@ impl Store {
         })?;
         self.put_scores(&all_scores)?;
         let mut batch = Vec::with_capacity(1000);
-        let records = for_each_line::<QuestionRecord>(&dir.join("records.jsonl"), |r| {
+        let records = for_each_line::<StoredQuestion>(&dir.join("records.jsonl"), |r| {
             batch.push(r);
             if batch.len() == 1000 {
                 self.put_records(&std::mem::take(&mut batch))?;

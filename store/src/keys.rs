@@ -18,7 +18,7 @@
 //! | `runs`               | `ulid`                                      | envelope(RunRecord)  |
 //! | `runs_by_status`     | `status byte ++ ulid`                       | empty                |
 //! | `scores`             | `ulid ++ metric`                            | envelope(Score)      |
-//! | `records`            | `ulid ++ be64(index)`                       | envelope(QuestionRecord)|
+//! | `records`            | `ulid ++ be64(index)`                       | envelope(StoredQuestion)|
 //! | `records_by_verdict` | `ulid ++ verdict ++ 0x00 ++ be64(index)`    | empty                |
 //! | `verdict_counts`     | `ulid ++ verdict`                           | be64(count)          |
 //! | `gen_cache`          | 32-byte SHA-256 of the request (caller's)   | envelope(GenCacheEntry)|

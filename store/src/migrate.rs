@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Store, SCHEMA_KEY};
 use crate::envelope;
-use crate::schema::{QuestionRecord, RunId, SCHEMA_VERSION};
+use crate::schema::{RunId, StoredQuestion, SCHEMA_VERSION};
 use crate::StoreError;
 
 /// Reads the schema version of an open store; `None` for a brand-new database.
@@ -95,7 +95,7 @@ pub struct QuestionRecordV2 {
 
 impl QuestionRecordV2 {
     /// The v3 record; `task` is the run spec's task name when it has one.
-    fn into_v3(self, task: Option<&str>) -> QuestionRecord {
+    fn into_v3(self, task: Option<&str>) -> StoredQuestion {
         // Program tasks kept the sandbox's verdict; the others only correct/wrong.
         let program = self.scores.contains_key("accuracy")
             || !matches!(self.verdict.as_str(), "correct" | "wrong");
@@ -121,7 +121,7 @@ impl QuestionRecordV2 {
             "latency_s": self.latency_ms as f64 / 1000.0,
             "cached": self.cached,
         });
-        QuestionRecord {
+        StoredQuestion {
             run: self.run,
             index: self.index,
             id: self.id,
@@ -203,7 +203,7 @@ fn upgrade_records(store: &Store) -> Result<(), StoreError> {
         if let Some(run) = crate::keys::run_from_key(&k) {
             runs.insert(run);
         }
-        if envelope::decode::<QuestionRecord>(&v).is_ok() {
+        if envelope::decode::<StoredQuestion>(&v).is_ok() {
             continue;
         }
         let old = match envelope::decode::<QuestionRecordV2>(&v) {

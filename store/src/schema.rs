@@ -220,7 +220,7 @@ pub struct Score {
 /// One graded question of an evaluation run: the index fields the store queries by, and the
 /// grader's own record kept whole, so a score can always be traced to the answer behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QuestionRecord {
+pub struct StoredQuestion {
     pub run: RunId,
     pub index: u64,
     /// The question's id in its dataset.

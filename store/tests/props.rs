@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use soup_store::envelope::{decode, decode_raw, encode, encode_raw};
 use soup_store::keys;
-use soup_store::{Progress, QuestionRecord, RunKind, RunRecord, RunStatus, Score};
+use soup_store::{Progress, RunKind, RunRecord, RunStatus, Score, StoredQuestion};
 use ulid::Ulid;
 
 fn ulid() -> impl Strategy<Value = Ulid> {
@@ -17,7 +17,7 @@ fn name() -> impl Strategy<Value = String> {
     "[^\u{0}]{0,12}"
 }
 
-fn record() -> impl Strategy<Value = QuestionRecord> {
+fn record() -> impl Strategy<Value = StoredQuestion> {
     (
         ulid(),
         any::<u64>(),
@@ -29,7 +29,7 @@ fn record() -> impl Strategy<Value = QuestionRecord> {
         any::<bool>(),
     )
         .prop_map(
-            |(run, index, prompt, output, exit_status, verdict, scores, cached)| QuestionRecord {
+            |(run, index, prompt, output, exit_status, verdict, scores, cached)| StoredQuestion {
                 run,
                 index,
                 id: format!("q{index}"),
@@ -98,7 +98,7 @@ proptest! {
     #[test]
     fn question_records_round_trip(r in record()) {
         let bytes = encode(&r).expect("encode");
-        prop_assert_eq!(decode::<QuestionRecord>(&bytes).expect("decode"), r);
+        prop_assert_eq!(decode::<StoredQuestion>(&bytes).expect("decode"), r);
     }
 
     #[test]
@@ -125,7 +125,7 @@ proptest! {
         let mut bytes = encode(&r).expect("encode");
         let at = bit.index(bytes.len() * 8);
         bytes[at / 8] ^= 1 << (at % 8);
-        prop_assert!(decode::<QuestionRecord>(&bytes).is_err());
+        prop_assert!(decode::<StoredQuestion>(&bytes).is_err());
     }
 
     #[test]

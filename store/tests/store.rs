@@ -11,8 +11,8 @@ fn open() -> (tempfile::TempDir, Store) {
     (tmp, store)
 }
 
-fn record(run: RunId, index: u64, verdict: &str) -> QuestionRecord {
-    QuestionRecord {
+fn record(run: RunId, index: u64, verdict: &str) -> StoredQuestion {
+    StoredQuestion {
         run,
         index,
         id: format!("q{index}"),

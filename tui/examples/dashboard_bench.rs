@@ -23,8 +23,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use soup_core::engine::{DataSource, EvalJob, EvalTarget, JobSpec};
 use soup_store::{
-    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,
-    RunStatus, Score, Store,
+    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, RunId, RunKind, RunStatus,
+    Score, Store, StoredQuestion,
 };
 
 use dashboard::app::{update, Action, App};
@@ -116,7 +116,7 @@ fn seed(store: &Store, adapters: usize, records: u64) -> anyhow::Result<RunId> {
     let mut batch = Vec::with_capacity(5000);
     for index in 0..records {
         let verdict = ["correct", "wrong", "wrong", "timeout"][(index % 4) as usize];
-        batch.push(QuestionRecord {
+        batch.push(StoredQuestion {
             run: run.id,
             index,
             id: format!("q-{index:06}"),

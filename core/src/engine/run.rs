@@ -23,7 +23,7 @@ use soup_evals::sandbox::{Sandbox, SandboxConfig};
 use soup_evals::task::PromptOptions;
 use soup_evals::{Completion, GenSettings, Generate, GenerateError};
 use soup_store::{
-    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, QuestionRecord, RecordQuery, RunId, Score,
+    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, RecordQuery, RunId, Score, StoredQuestion,
 };
 
 /// What a finished job reports: one JSON object (printed by `--json`).
@@ -638,8 +638,8 @@ fn weights_identity(engine: &Engine, model: &LoadedModel, target: &EvalTarget) -
 }
 
 /// The store's record of a graded question: its index fields and the grader's record whole.
-fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> Result<QuestionRecord> {
-    Ok(QuestionRecord {
+fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> Result<StoredQuestion> {
+    Ok(StoredQuestion {
         run,
         index,
         id: r.id.clone(),

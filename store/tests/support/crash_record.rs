@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use soup_store::{QuestionRecord, RunId};
+use soup_store::{RunId, StoredQuestion};
 
 /// The record with question index `index` of run `run`.
-pub fn crash_record(run: RunId, index: u64) -> QuestionRecord {
+pub fn crash_record(run: RunId, index: u64) -> StoredQuestion {
     let verdict = ["correct", "wrong", "error"][(index % 3) as usize];
     let mut scores = BTreeMap::new();
     scores.insert(
         "exact_match".to_string(),
         if verdict == "correct" { 1.0 } else { 0.0 },
     );
-    QuestionRecord {
+    StoredQuestion {
         run,
         index,
         id: format!("crash-{index}"),

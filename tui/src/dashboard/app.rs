@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use soup_core::engine::{JobEvent, JobSpec};
 use soup_core::runtime::DEFAULT_MODEL;
-use soup_store::{AdapterRecord, QuestionRecord, RunId, RunRecord, RunStatus};
+use soup_store::{AdapterRecord, RunId, RunRecord, RunStatus, StoredQuestion};
 
 use super::export::ResultsTable;
 use super::screens::adapters::{self, AdaptersState};
@@ -133,7 +133,7 @@ pub enum Loaded {
     Compare {
         generation: u64,
         run: RunId,
-        record: Option<Box<QuestionRecord>>,
+        record: Option<Box<StoredQuestion>>,
     },
     Submitted(Vec<RunId>),
     /// A cancel or resume went through; the text says which.
@@ -147,7 +147,7 @@ pub struct RecordsPage {
     pub generation: u64,
     pub run: RunId,
     pub from: u64,
-    pub items: Vec<QuestionRecord>,
+    pub items: Vec<StoredQuestion>,
     pub next: Option<u64>,
     pub verdict_counts: BTreeMap<String, u64>,
     /// Records read to find `items` (search scans; page reads read exactly the page).

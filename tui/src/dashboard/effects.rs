@@ -229,7 +229,7 @@ impl Effects {
 }
 
 /// Case-insensitive search over what a reader looks for in a record; `needle` is lowercase.
-pub fn record_matches(stored: &soup_store::QuestionRecord, needle: &str) -> bool {
+pub fn record_matches(stored: &soup_store::StoredQuestion, needle: &str) -> bool {
     let record = crate::dashboard::question::graded(stored);
     let fields = [
         Some(record.id.as_str()),

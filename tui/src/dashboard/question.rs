@@ -3,10 +3,10 @@
 //! another soup) is still shown, with what the index fields say.
 
 use soup_evals::driver::QuestionRecord as Graded;
-use soup_store::QuestionRecord;
+use soup_store::StoredQuestion;
 
 /// The grader's record of `r`.
-pub fn graded(r: &QuestionRecord) -> Graded {
+pub fn graded(r: &StoredQuestion) -> Graded {
     serde_json::from_value(r.detail.clone()).unwrap_or_else(|e| Graded {
         id: r.id.clone(),
         task: String::new(),
@@ -40,7 +40,7 @@ mod tests {
 
     #[test]
     fn unreadable_detail_is_still_shown() {
-        let r = QuestionRecord {
+        let r = StoredQuestion {
             run: soup_store::RunId::nil(),
             index: 3,
             id: "q3".into(),

@@ -15,8 +15,8 @@ use soup_core::engine::{
     TrainJob,
 };
 use soup_store::{
-    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, QuestionRecord, RunId, RunKind,
-    RunRecord, RunStatus, Score, Store,
+    AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, Progress, RunId, RunKind, RunRecord,
+    RunStatus, Score, Store, StoredQuestion,
 };
 
 use super::app::{update, Action, App, Command, Tab};
@@ -258,7 +258,7 @@ fn eval_runs() -> Vec<(RunId, EvalTarget, f64)> {
 
 const RECORDS_PER_RUN: u64 = 120;
 
-fn question(run: RunId, index: u64, good: bool) -> QuestionRecord {
+fn question(run: RunId, index: u64, good: bool) -> StoredQuestion {
     let verdict = match (good, index % 7) {
         (_, 6) => "timeout",
         (true, _) => "correct",
@@ -302,7 +302,7 @@ fn question(run: RunId, index: u64, good: bool) -> QuestionRecord {
         prompt_style: None,
         dtype: None,
     };
-    QuestionRecord {
+    StoredQuestion {
         run,
         index,
         id: graded.id.clone(),
@@ -384,7 +384,7 @@ fn seed_store(store: &Store) {
             0
         };
         if good_every > 0 {
-            let records: Vec<QuestionRecord> = (0..RECORDS_PER_RUN)
+            let records: Vec<StoredQuestion> = (0..RECORDS_PER_RUN)
                 .map(|i| question(id, i, i % good_every == 0))
                 .collect();
             store.put_records(&records).expect("records");
@@ -689,7 +689,7 @@ fn a_finished_evaluation_lands_in_results_and_inspect() {
         update: JobUpdate::Started,
     }));
     h.act(progress(run, 100, 0.0));
-    let records: Vec<QuestionRecord> = (0..75).map(|i| question(run, i, i % 2 == 0)).collect();
+    let records: Vec<StoredQuestion> = (0..75).map(|i| question(run, i, i % 2 == 0)).collect();
     h.store.put_records(&records).expect("records");
     h.store
         .put_scores(&[Score {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use soup_store::{QuestionRecord, RunId};
+use soup_store::{RunId, StoredQuestion};
 
 use super::{move_cursor, text_input};
 use crate::dashboard::app::{Action, App, Command, InputTarget, RecordRequest, RecordsPage};
@@ -25,7 +25,7 @@ pub struct InspectState {
     /// The search being typed or applied.
     pub search: String,
     pub applied_search: Option<String>,
-    pub page: Vec<QuestionRecord>,
+    pub page: Vec<StoredQuestion>,
     pub page_from: u64,
     /// Where the pages before this one started (paging back without reading backwards).
     pub back: Vec<u64>,
@@ -35,7 +35,7 @@ pub struct InspectState {
     pub detail: bool,
     pub compare_run: Option<RunId>,
     /// The same question under `compare_run`; `None` while loading or missing.
-    pub compare_record: Option<QuestionRecord>,
+    pub compare_record: Option<StoredQuestion>,
     pub compare_loaded: bool,
     /// Lines scrolled in the detail view.
     pub scroll: u16,
@@ -45,7 +45,7 @@ pub struct InspectState {
 }
 
 impl InspectState {
-    pub fn selected(&self) -> Option<&QuestionRecord> {
+    pub fn selected(&self) -> Option<&StoredQuestion> {
         self.page.get(self.cursor)
     }
 
@@ -102,7 +102,7 @@ pub fn on_compare(
     app: &mut App,
     generation: u64,
     run: RunId,
-    record: Option<Box<QuestionRecord>>,
+    record: Option<Box<StoredQuestion>>,
 ) -> Option<Command> {
     if generation == app.inspect.generation && app.inspect.compare_run == Some(run) {
         app.inspect.compare_record = record.map(|r| *r);

@@ -9,7 +9,7 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
 use soup_evals::driver::QuestionRecord as Graded;
-use soup_store::QuestionRecord;
+use soup_store::StoredQuestion;
 
 use super::adapters::window_start;
 use super::{field, pane, selected_style};
@@ -247,7 +247,7 @@ fn section<'a>(lines: &mut Vec<Line<'a>>, title: &'a str, body: &str, highlight:
     }
 }
 
-fn record_lines<'a>(stored: &QuestionRecord, other: Option<&QuestionRecord>) -> Vec<Line<'a>> {
+fn record_lines<'a>(stored: &StoredQuestion, other: Option<&StoredQuestion>) -> Vec<Line<'a>> {
     let record = &graded(stored);
     let other_graded = other.map(graded);
     let (other_verdict, other) = (other.map(|o| o.verdict.as_str()), other_graded.as_ref());
@@ -352,7 +352,7 @@ fn record_lines<'a>(stored: &QuestionRecord, other: Option<&QuestionRecord>) -> 
     lines
 }
 
-fn draw_detail(app: &App, record: &QuestionRecord, frame: &mut Frame, area: Rect) {
+fn draw_detail(app: &App, record: &StoredQuestion, frame: &mut Frame, area: Rect) {
     let run = app
         .inspect
         .open_run
@@ -373,7 +373,7 @@ fn draw_detail(app: &App, record: &QuestionRecord, frame: &mut Frame, area: Rect
 
 fn draw_compare(
     app: &App,
-    record: &QuestionRecord,
+    record: &StoredQuestion,
     other_run: soup_store::RunId,
     frame: &mut Frame,
     area: Rect,
