@@ -245,3 +245,44 @@ fn generation_cache_is_keyed_by_precision_and_recorded() {
     let spec = e.store().get_run(first).unwrap().unwrap().spec;
     assert_eq!(spec["dtype"], "f32");
 }
+
+/// Asked for chat prompts, a model without a chat template is evaluated with the plain form,
+/// and every record says so (it used to record `chat` while sending plain text).
+#[test]
+fn a_missing_chat_template_is_recorded_as_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain_model = dir.path().join("tiny-llama-no-template");
+    std::fs::create_dir(&plain_model).unwrap();
+    for f in std::fs::read_dir(fixtures().join("tiny-llama")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, plain_model.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = plain_model.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+
+    let e = engine(dir.path());
+    let mut ev = EvalJob::new(
+        &plain_model.display().to_string(),
+        EvalTarget::Base,
+        tasks::MANUAL_QA,
+        DataSource::parse("builtin:manualqa-test"),
+    );
+    ev.limit = Some(2);
+    ev.max_new_tokens = 6;
+    ev.chat = Some(true);
+    let (run, out) = e.run_now(JobSpec::Eval(ev), &mut |_| {}).unwrap();
+    assert_eq!(out.summary["prompt_style"], "plain");
+    for r in e
+        .store()
+        .records_page(run, &RecordQuery::default())
+        .unwrap()
+        .items
+    {
+        assert_eq!(r.detail["prompt_style"], "plain");
+        // The plain form, as the task wrote it: no chat markup.
+        assert!(r.detail["prompt"].as_str().unwrap().ends_with("Answer:"));
+    }
+}

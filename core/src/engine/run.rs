@@ -718,6 +718,12 @@ fn run_eval(
     } else {
         PromptStyle::Plain
     };
+    if job.chat == Some(true) && style == PromptStyle::Plain {
+        tracing::warn!(
+            "model {} has no chat template: the evaluation uses the plain prompt form (recorded as plain)",
+            model.name
+        );
+    }
     let (path, text) = read(engine.data_dir(), &job.data)?;
     let data = job.task.load(&path, &text)?;
     let previous = previous_records(store, id)?;
