@@ -2,12 +2,14 @@
 //! store keeps the record whole (`detail`); a value that no longer reads as one (written by
 //! another soup) is still shown, with what the index fields say.
 
+use serde::Deserialize;
 use soup_evals::driver::QuestionRecord as Graded;
 use soup_store::StoredQuestion;
 
-/// The grader's record of `r`.
+/// The grader's record of `r`, read from the stored JSON in place (screens and the search call
+/// this for every record they show or scan, so the value is not cloned first).
 pub fn graded(r: &StoredQuestion) -> Graded {
-    serde_json::from_value(r.detail.clone()).unwrap_or_else(|e| Graded {
+    Graded::deserialize(&r.detail).unwrap_or_else(|e| Graded {
         id: r.id.clone(),
         task: String::new(),
         prompt: format!("(this record cannot be read as a graded question: {e})"),
