@@ -26,6 +26,13 @@ pub enum CoreError {
     Adapter { adapter: String, message: String },
     #[error("input of {tokens} tokens is longer than the model's context of {limit} tokens")]
     TooLong { tokens: usize, limit: usize },
+    /// The prompt fits but the new tokens asked for do not.
+    #[error("a prompt of {prompt} tokens leaves room for {} new tokens in the model's context of {limit}, but {new_tokens} were asked for: lower --max-new-tokens to at most {}", limit - prompt, limit - prompt)]
+    NoRoomToGenerate {
+        prompt: usize,
+        new_tokens: usize,
+        limit: usize,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     /// A name that must be one of a fixed list (a dtype, device, projection, merge method,

@@ -53,9 +53,16 @@ pub fn generate_ids(
     }
     let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let limit = model.cfg.max_position_embeddings;
-    if longest + cfg.max_new_tokens > limit {
+    if longest >= limit {
         return Err(CoreError::TooLong {
-            tokens: longest + cfg.max_new_tokens,
+            tokens: longest,
+            limit,
+        });
+    }
+    if longest + cfg.max_new_tokens > limit {
+        return Err(CoreError::NoRoomToGenerate {
+            prompt: longest,
+            new_tokens: cfg.max_new_tokens,
             limit,
         });
     }

@@ -67,11 +67,11 @@ fn read_chunk(
     line_no: &mut usize,
 ) -> Result<Vec<Line>, GradeError> {
     let mut out = Vec::new();
-    let mut buf = String::new();
+    let mut bytes = Vec::new();
     while out.len() < CHUNK {
-        buf.clear();
+        bytes.clear();
         let n = input
-            .read_line(&mut buf)
+            .read_until(b'\n', &mut bytes)
             .map_err(|source| GradeError::Read {
                 path: PathBuf::from(source_name),
                 source,
@@ -80,15 +80,27 @@ fn read_chunk(
             break;
         }
         *line_no += 1;
-        if buf.trim().is_empty() {
-            continue;
-        }
         let err = |message: String| GradeError::Line {
             source_name: source_name.to_string(),
             line: *line_no,
             message,
         };
-        match serde_json::from_str::<Value>(buf.trim()) {
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            err(format!(
+                "not UTF-8 text (bad byte at column {}); save the file as UTF-8",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        // A byte-order mark opens files saved by some editors, as `soup eval` accepts.
+        let text = if *line_no == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(text.trim()) {
             Ok(Value::Object(obj)) => {
                 for key in ["id", "output", "answer"] {
                     if !obj.contains_key(key) {
@@ -353,6 +365,26 @@ mod tests {
                 .starts_with("p.jsonl:2: missing field \"output\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_and_bad_utf8_names_its_line() {
+        let input = "\u{feff}{\"id\": 1, \"output\": \"blue\", \"answer\": \"blue\"}\n";
+        let s = grade_manual_qa_jsonl(&mut input.as_bytes(), "p", &mut Vec::new(), "o").unwrap();
+        assert_eq!(s.em, Some(1.0));
+
+        let mut bad = b"{\"id\": 1, \"output\": \"a\", \"answer\": \"a\"}\n".to_vec();
+        bad.extend_from_slice(b"{\"id\": 2, \"output\": \"\xff\xfe\", \"answer\": \"a\"}\n");
+        let e = grade_manual_qa_jsonl(&mut bad.as_slice(), "p.jsonl", &mut Vec::new(), "o")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.jsonl:2: not UTF-8 text"), "{e}");
+        // A mark anywhere but the file's start is not skipped: it is not JSON.
+        let late = "{\"id\": 1, \"output\": \"a\", \"answer\": \"a\"}\n\u{feff}{}\n";
+        let e = grade_manual_qa_jsonl(&mut late.as_bytes(), "p", &mut Vec::new(), "o")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p:2:"), "{e}");
     }
 
     #[test]

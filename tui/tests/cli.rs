@@ -436,6 +436,13 @@ fn eval_then_runs_list_show_records() {
     assert!(some.lines().count() >= 1);
     assert!(some.lines().all(|l| l.contains(verdict)));
 
+    // A finished run asked to resume says so, without a resume hint.
+    let err = fails(data.path(), &["runs", "resume", &run]);
+    assert!(
+        err.contains("already done") && !err.contains("resume with"),
+        "{err}"
+    );
+
     // Human forms run too.
     let human = ok(data.path(), &["runs", "show", &run]);
     assert!(human.contains("code-math"), "{human}");
@@ -501,9 +508,36 @@ fn a_malformed_data_file_is_named_with_its_line() {
         ],
     );
     assert!(err.contains("broken.jsonl") && err.contains(":2"), "{err}");
-    // The failed run is recorded as failed, with the message.
+    // Refused before the run is recorded: no `failed` run whose resume hint cannot help.
+    assert!(!err.contains("resume"), "{err}");
     let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
-    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
+    // Out-of-range flags likewise, each named.
+    for (flag, value) in [
+        ("--lr", "nan"),
+        ("--rank", "0"),
+        ("--dropout", "1"),
+        ("--alpha", "-1"),
+    ] {
+        let setting = format!("{flag}={value}");
+        let err = fails(
+            data.path(),
+            &[
+                "train",
+                "lora",
+                "--model",
+                &model,
+                "--data",
+                "builtin:math-train",
+                "--name",
+                "x",
+                &setting,
+            ],
+        );
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
 }
 
 #[test]

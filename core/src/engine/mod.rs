@@ -5,6 +5,7 @@
 //! A run's life is recorded in the store as it happens (queued → running → done | failed |
 //! cancelled); its results (adapters, records, scores) are written by the job itself.
 
+mod check;
 mod data;
 pub mod plan;
 pub mod recipe;
@@ -66,6 +67,9 @@ struct Shared {
     subscribers: Mutex<Vec<Sender<JobEvent>>>,
     models: Mutex<HashMap<String, Arc<LoadedModel>>>,
     shutdown: std::sync::atomic::AtomicBool,
+    /// Tests: the next job panics as it starts (the worker must survive it).
+    #[cfg(any(test, feature = "test-support"))]
+    panic_next_job: std::sync::atomic::AtomicBool,
 }
 
 /// The engine. Cheap to clone; all clones share one queue and worker.
@@ -96,6 +100,8 @@ impl Engine {
                 subscribers: Mutex::new(Vec::new()),
                 models: Mutex::new(HashMap::new()),
                 shutdown: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(any(test, feature = "test-support"))]
+                panic_next_job: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         engine.recover_interrupted()?;
@@ -168,8 +174,10 @@ impl Engine {
         lock(&self.shared.subscribers).retain(|s| s.send(ev.clone()).is_ok());
     }
 
-    /// Records a queued run and hands it to the worker.
+    /// Records a queued run and hands it to the worker; a job that cannot run (see
+    /// [`Engine::check`]) is refused before anything is recorded.
     pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
+        self.check(&spec)?;
         spec.fix_precision(self.precision());
         let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
         let run = self
@@ -237,13 +245,15 @@ impl Engine {
             })
     }
 
-    /// Runs a job on this thread (the command line): records it, runs it, returns its
-    /// outcome. `on_event` sees every update.
+    /// Runs a job on this thread (the command line): checks it (with the model, see
+    /// [`Engine::check_with_model`]), records it, runs it, returns its outcome. `on_event` sees
+    /// every update.
     pub fn run_now(
         &self,
         mut spec: JobSpec,
         on_event: &mut dyn FnMut(&JobUpdate),
     ) -> Result<(RunId, RunOutcome)> {
+        self.check_with_model(&spec)?;
         spec.fix_precision(self.precision());
         let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
         let run = self
@@ -303,8 +313,20 @@ impl Engine {
                     q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            // Errors are recorded on the run and sent as events; the worker goes on.
-            let _ = self.execute(id, &mut |_| {});
+            // Errors are recorded on the run and sent as events; the worker goes on, even
+            // past a panic outside the job itself (the store's bookkeeping).
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.execute(id, &mut |_| {})
+            }));
+            if let Err(payload) = caught {
+                let message = panic_message(payload.as_ref());
+                tracing::error!("run {id}: {message}");
+                let _ = self
+                    .shared
+                    .store
+                    .finish_run(id, RunStatus::Failed, Some(message.clone()));
+                self.emit(id, JobUpdate::Failed(message));
+            }
         }
     }
 
@@ -336,7 +358,20 @@ impl Engine {
         emit(JobUpdate::Started);
         let spec: std::result::Result<JobSpec, _> = serde_json::from_value(run.spec.clone());
         let result = match spec {
-            Ok(spec) => run::run_job(self, id, &spec, &ctl, &mut emit),
+            // A panic in a job is a bug in soup: the job fails with it, the process and the
+            // queue go on.
+            Ok(spec) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(any(test, feature = "test-support"))]
+                if self
+                    .shared
+                    .panic_next_job
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    panic!("injected by a test");
+                }
+                run::run_job(self, id, &spec, &ctl, &mut emit)
+            }))
+            .unwrap_or_else(|payload| Err(CoreError::Internal(panic_message(payload.as_ref())))),
             Err(source) => Err(CoreError::UnreadableSpec {
                 id: id.to_string(),
                 source,
@@ -376,10 +411,28 @@ impl Engine {
         Ok(m)
     }
 
+    /// Tests: makes the next job panic as it starts, to show that the worker survives it.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn panic_next_job(&self) {
+        self.shared
+            .panic_next_job
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Where a job keeps its checkpoints.
     pub fn job_dir(&self, id: RunId) -> PathBuf {
         self.shared.data_dir.join("jobs").join(id.to_string())
     }
+}
+
+/// A panic's message, as a job's failure.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    format!("the job panicked ({text})")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -140,8 +140,14 @@ pub fn run_job(
         Ok(r) => Ok(r),
         Err(CoreError::Cancelled) => Err(Cancelled { run: run_id }.into()),
         Err(e) => {
+            // The resume hint only for a run that ran and failed: not for one refused before
+            // it started (a finished run asked to resume, say).
+            let failed = run_id.filter(|id| {
+                !matches!(e, CoreError::NotResumable { .. })
+                    && matches!(engine.store().get_run(*id), Ok(Some(r)) if r.status == RunStatus::Failed)
+            });
             let err = anyhow::Error::new(e);
-            Err(match run_id {
+            Err(match failed {
                 Some(id) => err.context(format!(
                     "run {id} failed (see `soup runs show {id}`; resume with `soup runs resume {id}`)"
                 )),
