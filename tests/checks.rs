@@ -181,3 +181,17 @@ fn the_worker_survives_a_job_that_panics() {
     assert_eq!(run.status, RunStatus::Failed);
     e.shutdown();
 }
+
+/// New tokens that fit the context alone but not after the prompt: the message is about the
+/// new tokens and says how many fit.
+#[test]
+fn too_many_new_tokens_after_the_prompt_say_how_many_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    // The fixture's context is 256 tokens; any prompt leaves fewer than 255 for new tokens.
+    let err = e
+        .run_now(eval(|j| j.max_new_tokens = 255), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lower --max-new-tokens to at most"), "{err}");
+}
