@@ -186,7 +186,7 @@ impl Engine {
         // The task parses its own file: a malformed line is named now, not as a failed run.
         let (path, text) = read(self.data_dir(), &j.data)?;
         let loaded = j.task.load(&path, &text)?;
-        if loaded.len() == 0 {
+        if loaded.is_empty() {
             return Err(CoreError::bad_file(&path, "has no questions"));
         }
         Ok(())
