@@ -192,11 +192,11 @@ fn hostile_programs_among_honest_ones_each_get_their_own_verdict() {
         assert_eq!(g["correct"], false, "{id}: {g:#?}");
         assert!(!g.to_string().contains("FORGED"), "{id}: {g:#?}");
     }
-    assert_ne!(
-        by_id("fork-bomb")["verdict"],
-        "ok",
-        "{:#?}",
-        by_id("fork-bomb")
+    let bomb = by_id("fork-bomb");
+    let verdict = bomb["verdict"].as_str().unwrap_or("");
+    assert!(
+        ["timeout", "resource_limit", "runtime_error"].contains(&verdict),
+        "{bomb:#?}"
     );
     for g in &graded {
         assert!(g["verdict"].is_string(), "{g:#?}");

@@ -69,7 +69,8 @@ impl Cgroups {
                         v2: false,
                     });
                 }
-                if c == "pids" && dir.join("pids.max").exists() {
+                // A root cgroup has no pids.max of its own, but its children do.
+                if c == "pids" && dir.join("cgroup.procs").exists() {
                     pids = Some(ControllerDir {
                         parent: dir,
                         v2: false,
