@@ -12,7 +12,10 @@ use std::path::Path;
 const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
 const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
 // Filesystem access rights (include/uapi/linux/landlock.h).
+const EXECUTE: u64 = 1 << 0;
 const WRITE_FILE: u64 = 1 << 1;
+const READ_FILE: u64 = 1 << 2;
+const READ_DIR: u64 = 1 << 3;
 const REMOVE_DIR: u64 = 1 << 4;
 const REMOVE_FILE: u64 = 1 << 5;
 const MAKE_CHAR: u64 = 1 << 6;
@@ -24,10 +27,27 @@ const MAKE_BLOCK: u64 = 1 << 11;
 const MAKE_SYM: u64 = 1 << 12;
 const REFER: u64 = 1 << 13; // ABI 2
 const TRUNCATE: u64 = 1 << 14; // ABI 3
+const IOCTL_DEV: u64 = 1 << 15; // ABI 5
 const NET_BIND_TCP: u64 = 1 << 0; // ABI 4
 const NET_CONNECT_TCP: u64 = 1 << 1; // ABI 4
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0; // ABI 6
 const SCOPE_SIGNAL: u64 = 1 << 1; // ABI 6
+/// Rights that only make sense on a directory: a rule on a file may not name them.
+const DIR_ONLY: u64 = READ_DIR
+    | REMOVE_DIR
+    | REMOVE_FILE
+    | MAKE_CHAR
+    | MAKE_DIR
+    | MAKE_REG
+    | MAKE_SOCK
+    | MAKE_FIFO
+    | MAKE_BLOCK
+    | MAKE_SYM
+    | REFER;
+/// Reading a file or a directory and executing (the interpreter and its shared libraries).
+pub const READ_EXEC: u64 = EXECUTE | READ_FILE | READ_DIR;
+/// Reading and writing a device such as /dev/null.
+pub const DEV_RW: u64 = READ_FILE | WRITE_FILE | TRUNCATE | IOCTL_DEV;
 
 #[repr(C)]
 struct RulesetAttr {
@@ -73,10 +93,8 @@ pub fn landlock_abi() -> Result<u32, String> {
     Ok(r as u32)
 }
 
-/// A Landlock ruleset that forbids all writes except beneath `dir` (and, from ABI 4, all TCP
-/// bind/connect). Reads stay allowed: Python must read its standard library.
-/// From ABI 6 it also scopes signals and abstract unix sockets to the sandbox.
-pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd, LandlockExtras)> {
+/// Every write-like right this ABI knows.
+fn write_rights(abi: u32) -> u64 {
     let mut fs = WRITE_FILE
         | REMOVE_DIR
         | REMOVE_FILE
@@ -93,103 +111,229 @@ pub fn landlock_write_only_beneath(dir: &Path, abi: u32) -> io::Result<(OwnedFd,
     if abi >= 3 {
         fs |= TRUNCATE;
     }
-    let net = abi >= 4;
-    let scoped = abi >= 6;
-    let attr = RulesetAttr {
-        handled_access_fs: fs,
-        handled_access_net: if net {
-            NET_BIND_TCP | NET_CONNECT_TCP
-        } else {
-            0
-        },
-        scoped: if scoped {
-            SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET
-        } else {
-            0
-        },
-    };
-    // Older kernels reject a larger struct with unknown fields: pass only the prefix this ABI
-    // knows.
-    let size = match abi {
-        0..=3 => 8,
-        4 | 5 => 16,
-        _ => std::mem::size_of::<RulesetAttr>(),
-    };
-    // SAFETY: attr is a valid landlock_ruleset_attr prefix of `size` bytes.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            &attr as *const RulesetAttr,
-            size,
-            0u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    if abi >= 5 {
+        fs |= IOCTL_DEV;
     }
-    // SAFETY: the kernel just returned this fd to us.
-    let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let cdir = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
-    // SAFETY: valid C string.
-    let dfd = unsafe { libc::open(cdir.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if dfd < 0 {
-        return Err(io::Error::last_os_error());
+    fs
+}
+
+/// A Landlock ruleset under construction; [`PreExec`] adds the program directory's rule in
+/// the child (the directory may be a tmpfs mounted there) and enforces it.
+pub struct Ruleset {
+    pub fd: OwnedFd,
+    /// Rights the ruleset handles: everything not granted by a rule is denied.
+    pub handled: u64,
+    pub extras: LandlockExtras,
+}
+
+impl Ruleset {
+    /// A ruleset that denies every write and, when `restrict_reads`, every read and execute,
+    /// except what rules grant; from ABI 4 it also denies TCP bind/connect, and from ABI 6 it
+    /// scopes signals and abstract unix sockets to the sandbox.
+    pub fn new(abi: u32, restrict_reads: bool) -> io::Result<Ruleset> {
+        let mut fs = write_rights(abi);
+        if restrict_reads {
+            fs |= READ_EXEC;
+        }
+        let net = abi >= 4;
+        let scoped = abi >= 6;
+        let attr = RulesetAttr {
+            handled_access_fs: fs,
+            handled_access_net: if net {
+                NET_BIND_TCP | NET_CONNECT_TCP
+            } else {
+                0
+            },
+            scoped: if scoped {
+                SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET
+            } else {
+                0
+            },
+        };
+        // Older kernels reject a larger struct with unknown fields: pass only the prefix this
+        // ABI knows.
+        let size = match abi {
+            0..=3 => 8,
+            4 | 5 => 16,
+            _ => std::mem::size_of::<RulesetAttr>(),
+        };
+        // SAFETY: attr is a valid landlock_ruleset_attr prefix of `size` bytes.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                size,
+                0u32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Ruleset {
+            // SAFETY: the kernel just returned this fd to us.
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            handled: fs,
+            extras: LandlockExtras { tcp: net, scoped },
+        })
     }
-    // SAFETY: just opened.
-    let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+
+    /// Allow `rights` (masked to what the ruleset handles, and to file rights on a file)
+    /// beneath `path`. A path that does not exist is skipped: the list of system directories
+    /// is the same on every machine.
+    pub fn allow(&self, path: &Path, rights: u64) -> io::Result<()> {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Ok(());
+        };
+        let mut rights = rights & self.handled;
+        if !meta.is_dir() {
+            rights &= !DIR_ONLY;
+        }
+        if rights == 0 {
+            return Ok(());
+        }
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+        // SAFETY: valid C string.
+        let dfd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if dfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just opened.
+        let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+        // SAFETY: plain syscalls on fds we own.
+        unsafe { add_rule(self.fd.as_raw_fd(), dfd.as_raw_fd(), rights) }
+    }
+
+    /// Every right this ruleset handles except executing: what the program directory gets.
+    pub fn scratch_rights(&self) -> u64 {
+        self.handled & !EXECUTE
+    }
+}
+
+/// # Safety
+/// Async-signal-safe: one syscall on a stack value.
+unsafe fn add_rule(ruleset: i32, dir: i32, rights: u64) -> io::Result<()> {
     let rule = PathBeneathAttr {
-        allowed_access: fs,
-        parent_fd: dfd.as_raw_fd(),
+        allowed_access: rights,
+        parent_fd: dir,
     };
-    // SAFETY: valid ruleset fd and rule struct.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset.as_raw_fd(),
-            LANDLOCK_RULE_PATH_BENEATH,
-            &rule as *const PathBeneathAttr,
-            0u32,
-        )
-    };
+    let r = libc::syscall(
+        libc::SYS_landlock_add_rule,
+        ruleset,
+        LANDLOCK_RULE_PATH_BENEATH,
+        &rule as *const PathBeneathAttr,
+        0u32,
+    );
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((ruleset, LandlockExtras { tcp: net, scoped }))
+    Ok(())
 }
 
 /// What the forked child must do before exec'ing the worker. Built in the parent.
 pub struct PreExec {
-    pub landlock_fd: Option<i32>,
-    pub netns: NetNs,
+    pub namespaces: Namespaces,
+    /// Cgroup `cgroup.procs` files the worker joins (its programs inherit them).
+    pub cgroup_procs: Vec<CString>,
+    /// A ruleset, and the directory (opened in the child, after the mounts) that programs may
+    /// write in, with its rights.
+    pub landlock: Option<(i32, CString, u64)>,
 }
 
-/// How to get a private network namespace.
-pub enum NetNs {
-    None,
-    /// We are root: a plain `unshare(CLONE_NEWNET)`.
-    Root,
-    /// Not root: a user namespace first, mapping our own uid/gid, then the network namespace.
-    User {
-        uid_map: CString,
-        gid_map: CString,
-        uid_map_line: Vec<u8>,
-        gid_map_line: Vec<u8>,
-        setgroups: CString,
-    },
+/// The namespaces a worker gets. Not root: a user namespace first, mapping our own uid/gid.
+#[derive(Default)]
+pub struct Namespaces {
+    pub user: Option<UserMaps>,
+    pub net: bool,
+    /// A private IPC namespace where System V shared memory dies with its last user.
+    pub ipc: Option<CString>,
+    pub mount: Option<MountPlan>,
 }
 
-impl NetNs {
-    pub fn user() -> NetNs {
+/// The uid/gid maps of a user namespace that maps our own ids.
+pub struct UserMaps {
+    uid_map: CString,
+    gid_map: CString,
+    uid_map_line: Vec<u8>,
+    gid_map_line: Vec<u8>,
+    setgroups: CString,
+}
+
+impl UserMaps {
+    pub fn ours() -> UserMaps {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        NetNs::User {
+        UserMaps {
             uid_map: CString::new("/proc/self/uid_map").unwrap_or_default(),
             gid_map: CString::new("/proc/self/gid_map").unwrap_or_default(),
             uid_map_line: format!("{uid} {uid} 1\n").into_bytes(),
             gid_map_line: format!("{gid} {gid} 1\n").into_bytes(),
             setgroups: CString::new("/proc/self/setgroups").unwrap_or_default(),
         }
+    }
+}
+
+/// A private mount namespace: `scratch` becomes a size-capped tmpfs (the programs' only
+/// writable place, counted in RAM but bounded), and each of `covers` (/dev/shm, /tmp,
+/// /var/tmp ...) an empty read-only tmpfs, so nothing a program writes outside its scratch
+/// can land in shared RAM.
+pub struct MountPlan {
+    pub scratch: CString,
+    pub scratch_options: CString,
+    pub covers: Vec<CString>,
+    root: CString,
+    tmpfs: CString,
+    cover_options: CString,
+}
+
+impl MountPlan {
+    /// `scratch` must exist; `covers` that do not exist or equal `scratch` are left out.
+    pub fn new(scratch: &Path, bytes: u64, covers: &[&Path]) -> Option<MountPlan> {
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let covers = covers
+            .iter()
+            .filter(|p| **p != scratch && std::fs::metadata(p).is_ok_and(|m| m.is_dir()))
+            .filter_map(|p| c(p))
+            .collect();
+        Some(MountPlan {
+            scratch: c(scratch)?,
+            scratch_options: CString::new(format!("size={bytes},nr_inodes=4096,mode=0711")).ok()?,
+            covers,
+            root: c(Path::new("/"))?,
+            tmpfs: c(Path::new("tmpfs"))?,
+            cover_options: CString::new("size=4096,nr_inodes=16,mode=0755").ok()?,
+        })
+    }
+
+    /// # Safety
+    /// Between fork and exec only; syscalls on prepared strings.
+    unsafe fn apply(&self) -> io::Result<()> {
+        // Nothing mounted here may propagate back to the host.
+        check(libc::mount(
+            std::ptr::null(),
+            self.root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        for cover in &self.covers {
+            check(libc::mount(
+                self.tmpfs.as_ptr(),
+                cover.as_ptr(),
+                self.tmpfs.as_ptr(),
+                flags | libc::MS_RDONLY,
+                self.cover_options.as_ptr().cast(),
+            ))?;
+        }
+        check(libc::mount(
+            self.tmpfs.as_ptr(),
+            self.scratch.as_ptr(),
+            self.tmpfs.as_ptr(),
+            flags,
+            self.scratch_options.as_ptr().cast(),
+        ))?;
+        check(libc::chdir(self.scratch.as_ptr()))
     }
 }
 
@@ -224,25 +368,49 @@ impl PreExec {
         check(libc::setsid())?;
         // Orphans of a program re-parent to the worker, which reaps them.
         check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))?;
-        match &self.netns {
-            NetNs::None => {}
-            NetNs::Root => check(libc::unshare(libc::CLONE_NEWNET))?,
-            NetNs::User {
-                uid_map,
-                gid_map,
-                uid_map_line,
-                gid_map_line,
-                setgroups,
-            } => {
-                check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
-                write_file(setgroups, b"deny")?;
-                write_file(uid_map, uid_map_line)?;
-                write_file(gid_map, gid_map_line)?;
-            }
+        // Join the cgroups first, while /sys is still reachable: memory and processes of the
+        // worker and every program it forks are counted and capped there.
+        for procs in &self.cgroup_procs {
+            write_file(procs, b"0")?;
         }
-        if let Some(fd) = self.landlock_fd {
+        let ns = &self.namespaces;
+        let mut flags = 0;
+        if ns.user.is_some() {
+            flags |= libc::CLONE_NEWUSER;
+        }
+        if ns.net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        if ns.ipc.is_some() {
+            flags |= libc::CLONE_NEWIPC;
+        }
+        if ns.mount.is_some() {
+            flags |= libc::CLONE_NEWNS;
+        }
+        if flags != 0 {
+            check(libc::unshare(flags))?;
+        }
+        if let Some(m) = &ns.user {
+            write_file(&m.setgroups, b"deny")?;
+            write_file(&m.uid_map, &m.uid_map_line)?;
+            write_file(&m.gid_map, &m.gid_map_line)?;
+        }
+        if let Some(rmid) = &ns.ipc {
+            // System V segments are destroyed when their last user detaches or exits, so a
+            // program cannot park memory there for after it was killed.
+            write_file(rmid, b"1")?;
+        }
+        if let Some(m) = &ns.mount {
+            m.apply()?;
+        }
+        if let Some((ruleset, scratch, rights)) = &self.landlock {
+            let dfd = libc::open(scratch.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            check(dfd)?;
+            let added = add_rule(*ruleset, dfd, *rights);
+            libc::close(dfd);
+            added?;
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) < 0 {
+            if libc::syscall(libc::SYS_landlock_restrict_self, *ruleset, 0u32) < 0 {
                 return Err(io::Error::last_os_error());
             }
         }

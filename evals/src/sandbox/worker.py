@@ -1,11 +1,19 @@
 # soup sandbox worker ("zygote"). Started by soup-evals with the process-wide isolation layers
-# already applied (own session, empty environment, network namespace, Landlock write rules).
+# already applied (own session, empty environment, namespaces, cgroup, Landlock rules).
 # It reads one JSON request per line on stdin, forks a FRESH child per program, and writes
 # one JSON response per line on stdout. The child gets a fresh directory, its own session and
 # process group, rlimits, a separate unprivileged uid (when we are root), stdin on /dev/null,
 # captured stdout/stderr, and nothing else open. The worker never runs untrusted code itself,
 # and after each program it kills every process left under the program's uid.
-import os, sys, gc, json, time, signal, selectors, traceback, resource, errno, shutil
+#
+# The verdict is the worker's, not the program's. The child tells the worker on a set-up pipe,
+# closed before any program code runs, that its process is ready; after that, all the program
+# side can send is one report line on fd 3, which the worker believes only when it is a single
+# well-formed line (known status, typed value, bounded size) from a child that exited with 0.
+# Anything else a program writes there makes its own runtime_error; nothing it writes can
+# become a set-up failure or a worker error, or change the exit status, output or timing the
+# worker reports.
+import os, sys, gc, json, time, signal, selectors, traceback, resource, errno, shutil, fcntl
 
 CFG = json.loads(sys.argv[1])
 if CFG.get("preload", True):
@@ -21,6 +29,10 @@ HARD_CAP = CFG["hard_cap"]
 RES_ERRNOS = {errno.EFBIG, errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
               errno.ENOSPC, errno.EDQUOT}
 HAS_PIDFD = hasattr(os, "pidfd_open")
+# What a program's report may say: the verdicts a program can earn by its own behaviour.
+PROGRAM_STATUSES = {"ok", "no_entry", "syntax_error", "runtime_error", "resource_limit"}
+REPORT_CAP = 1 << 20      # bytes kept from the report channel
+REPORT_LINE_CAP = 128 << 10  # longest report line believed
 
 
 def reap():
@@ -103,7 +115,7 @@ def encode(v):
     return {"value_kind": "other", "value": r}
 
 
-def child(req, d, out_w, err_w, res_w):
+def child(req, d, out_w, err_w, res_w, setup_w):
     mypid = os.getpid()
     # Bound now, before the program runs: a program that monkeypatches json or os cannot
     # change how its result is reported.
@@ -125,18 +137,25 @@ def child(req, d, out_w, err_w, res_w):
                 pass
 
     try:
+        # Above the fds about to be replaced, so no dup2 below can overwrite it.
+        setup_w = fcntl.fcntl(setup_w, fcntl.F_DUPFD, 10)
+    except BaseException:
+        os._exit(72)
+    try:
         os.setsid()
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(res_w, 3)
-        os.closerange(4, 65536)
+        os.closerange(4, setup_w)
         cpu = CFG["cpu"]
+        nofile = CFG.get("nofile", 64)
         for lim, soft, hard in ((resource.RLIMIT_AS, CFG["mem"], CFG["mem"]),
                                 (resource.RLIMIT_CPU, cpu, cpu + 1),
                                 (resource.RLIMIT_FSIZE, CFG["fsize"], CFG["fsize"]),
                                 (resource.RLIMIT_NPROC, CFG["nproc"], CFG["nproc"]),
+                                (resource.RLIMIT_NOFILE, nofile, nofile),
                                 (resource.RLIMIT_CORE, 0, 0)):
             resource.setrlimit(lim, (soft, hard))
         if UID >= 0:
@@ -145,9 +164,15 @@ def child(req, d, out_w, err_w, res_w):
             os.setuid(UID)
         os.chdir(d)
         sys.argv = ["solution.py"]
+        os.write(setup_w, b"R")
     except BaseException as e:
-        emit({"status": "setup_error", "message": short_exc(e)})
+        try:
+            os.write(setup_w, b"E" + short_exc(e).encode("utf-8", "replace")[:2000])
+        except BaseException:
+            pass
         os._exit(70)
+    # From here on program code may run: the set-up channel is gone.
+    os.closerange(4, 65536)
 
     try:
         code = compile(req["code"], "solution.py", "exec")
@@ -194,6 +219,43 @@ def child(req, d, out_w, err_w, res_w):
     os._exit(0)
 
 
+def read_report(buf, overflowed):
+    """The program's report, checked; None when it is not exactly what the child writes."""
+    if overflowed or buf.count(b"\n") != 1 or not buf.endswith(b"\n"):
+        return None
+    line = bytes(buf[:-1])
+    if len(line) > REPORT_LINE_CAP:
+        return None
+    try:
+        r = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(r, dict) or set(r) - {"status", "message", "value_kind", "value"}:
+        return None
+    st, msg = r.get("status"), r.get("message", "")
+    kind, value = r.get("value_kind"), r.get("value")
+    if st not in PROGRAM_STATUSES or not isinstance(msg, str):
+        return None
+    if st == "ok":
+        if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            try:
+                value = float(value)
+            except (OverflowError, ValueError):
+                return None
+            if value != value or value in (float("inf"), float("-inf")):
+                return None
+        elif kind in ("text", "other"):
+            if not isinstance(value, str) or len(value) > 4096:
+                return None
+        elif kind is not None or value is not None:
+            return None
+    elif kind is not None or value is not None:
+        return None
+    return {"status": st, "message": msg[:2000], "value_kind": kind, "value": value}
+
+
 def run_one(req, seq):
     t0 = time.monotonic()
     timeout = float(req.get("timeout", CFG["timeout"]))
@@ -205,29 +267,41 @@ def run_one(req, seq):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
+    setup_r, setup_w = os.pipe()
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
         try:
-            child(req, d, out_w, err_w, res_w)
+            child(req, d, out_w, err_w, res_w, setup_w)
         finally:
             os._exit(71)
     os.close(out_w)
     os.close(err_w)
     os.close(res_w)
+    os.close(setup_w)
     pfd = os.pidfd_open(pid) if HAS_PIDFD else None
     sel = selectors.DefaultSelector()
-    for fd in (out_r, err_r, res_r):
+    for fd in (out_r, err_r, res_r, setup_r):
         sel.register(fd, selectors.EVENT_READ)
     if pfd is not None:
         sel.register(pfd, selectors.EVENT_READ)
-    bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-    st = {"total": 0, "truncated": False, "overflow": False}
+    bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray(), setup_r: bytearray()}
+    st = {"total": 0, "truncated": False, "overflow": False, "report_overflow": False}
 
     def absorb(fd, data):
+        if fd == setup_r:
+            if len(bufs[setup_r]) < 4096:
+                bufs[setup_r] += data
+            return
         if fd == res_r:
-            if len(bufs[res_r]) < (1 << 20):
+            # Report bytes count toward the output cap too: a program cannot spin on them.
+            st["total"] += len(data)
+            if len(bufs[res_r]) + len(data) <= REPORT_CAP:
                 bufs[res_r] += data
+            else:
+                st["report_overflow"] = True
+            if st["total"] > HARD_CAP:
+                st["overflow"] = True
             return
         st["total"] += len(data)
         room = OUT_CAP - len(bufs[fd])
@@ -283,7 +357,7 @@ def run_one(req, seq):
         except OSError:
             pass
     kill_strays()
-    for fd in (out_r, err_r, res_r):
+    for fd in (out_r, err_r, res_r, setup_r):
         os.set_blocking(fd, False)
         while not st["overflow"]:
             try:
@@ -300,13 +374,7 @@ def run_one(req, seq):
     shutil.rmtree(d, ignore_errors=True)
     reap()
 
-    res = None
-    line = bytes(bufs[res_r]).split(b"\n", 1)[0]
-    if line:
-        try:
-            res = json.loads(line)
-        except ValueError:
-            res = None
+    setup = bytes(bufs[setup_r])
     sig = os.WTERMSIG(wst) if os.WIFSIGNALED(wst) else None
     code = os.WEXITSTATUS(wst) if os.WIFEXITED(wst) else None
     out = {"value_kind": None, "value": None, "message": ""}
@@ -315,8 +383,11 @@ def run_one(req, seq):
     elif st["overflow"]:
         out.update(status="resource_limit",
                    message="the program wrote more than %d bytes of output" % HARD_CAP)
-    elif res is not None and isinstance(res, dict) and "status" in res:
-        out.update(res)
+    elif setup != b"R":
+        # No program code ran: the only verdict that is the worker's own failure.
+        why = setup[1:].decode("utf-8", "replace") if setup[:1] == b"E" else (
+            "the process died during set-up (status %s, signal %s)" % (code, sig))
+        return {"status": "setup_error", "message": why[:2000]}
     elif sig == signal.SIGXCPU:
         out.update(status="timeout", message="CPU time limit reached")
     elif sig == signal.SIGXFSZ:
@@ -325,9 +396,17 @@ def run_one(req, seq):
         extra = " (often a stack overflow from deep recursion)" if sig == signal.SIGSEGV else ""
         out.update(status="runtime_error",
                    message="the program was killed by signal %d%s" % (sig, extra))
-    else:
+    elif code != 0:
         out.update(status="runtime_error",
                    message="the program exited with status %s before returning" % code)
+    else:
+        report = read_report(bufs[res_r], st["report_overflow"])
+        if report is None:
+            out.update(status="runtime_error",
+                       message="the program left no well-formed result: it wrote to, closed "
+                               "or replaced the sandbox's result channel, or exited early")
+        else:
+            out.update(report)
     out.update(stdout=bytes(bufs[out_r]).decode("utf-8", "replace"),
                stderr=bytes(bufs[err_r]).decode("utf-8", "replace"),
                truncated=st["truncated"], exit_code=code, signal=sig, seconds=seconds)
