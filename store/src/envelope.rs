@@ -121,6 +121,10 @@ pub fn decode_raw(value: &[u8]) -> Result<&[u8], EnvelopeError> {
 }
 
 #[cfg(test)]
+#[path = "envelope_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
