@@ -174,3 +174,16 @@ fn cat_weights_with_huge_claimed_sizes_do_not_overflow() {
     assert_eq!(w.get(1, (1 << 63) - 1, 1), None);
     assert_eq!(w.get(0, 0, 0), Some(0.5));
 }
+
+/// A deflate bomb (a small payload that inflates far beyond any record) is refused at the
+/// cap instead of being inflated whole.
+#[test]
+fn a_deflate_bomb_is_refused_at_the_cap() {
+    let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    deflater.write_all(&[b' '; 1 << 20]).expect("deflates");
+    let bomb = deflater.finish().expect("deflates");
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    let err = inflate(&bomb, 64 << 10).expect_err("over the cap");
+    assert!(err.to_string().contains("more than"), "{err}");
+    assert_eq!(inflate(&bomb, 1 << 20).expect("at the cap").len(), 1 << 20);
+}

@@ -198,6 +198,17 @@ fn gguf_huge_claimed_lengths_are_refused_before_allocating() {
     refused(gguf_header(&[("a", 9, v)], &[]), "nest");
 }
 
+/// Regression (found by `fuzz_gguf` at 25k cases): a tensor with a dimension of 0 made
+/// candle build a slice from the dangling pointer of an empty Vec<u8> cast to its block type,
+/// undefined behaviour that debug builds abort on.
+#[test]
+fn gguf_empty_tensor_is_an_error() {
+    refused(
+        gguf_header(&[], &[("token_embd.weight", &[0, 8], 1, 0)]),
+        "dimension of 0",
+    );
+}
+
 /// Regression: `general.alignment = 0` made candle's reader divide by zero (a panic).
 #[test]
 fn gguf_zero_alignment_is_an_error() {

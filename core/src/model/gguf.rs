@@ -361,7 +361,8 @@ fn llama3_scaling_from_factors(
 
 /// Walks a GGUF header (metadata and tensor infos) without keeping any of it, to refuse what
 /// candle's reader would panic on or trust blindly: a `general.alignment` of 0 (a division by
-/// zero there) and tensor shapes whose element count overflows or exceeds what the file's
+/// zero there), empty tensors (candle reads their data through a dangling pointer) and
+/// tensor shapes whose element count overflows or exceeds what the file's
 /// bytes could hold (at most [`MAX_ELEMS_PER_BYTE`] elements per byte, the densest ggml
 /// quantization being 1.5 bits a weight). Every length is checked against the bytes left
 /// before anything is read for it, so a small file claiming 2^60 elements fails at once.
@@ -572,6 +573,11 @@ impl<R: std::io::Read> HeaderScan<'_, R> {
                             "tensor {name} claims more elements than the {size}-byte file holds"
                         )
                     })?;
+            }
+            // candle views an empty tensor's data (a dangling, unaligned pointer) as a slice
+            // of blocks: undefined behaviour, an abort in debug builds. No model has one.
+            if elems == 0 {
+                return Err(format!("tensor {name} has a dimension of 0"));
             }
             self.u32()?; // ggml type, checked by candle
             self.u64()?; // offset, checked against the file when the tensor is read
