@@ -174,19 +174,25 @@ fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let at = any::<Index>();
-    let hot = any::<bool>();
+    fn at() -> impl Strategy<Value = Index> {
+        any::<Index>()
+    }
+    fn hot() -> impl Strategy<Value = bool> {
+        any::<bool>()
+    }
     prop_oneof![
-        3 => (at.clone(), hot.clone(), 0u8..8).prop_map(|(at, hot, bit)| Mutation::FlipBit { at, hot, bit }),
-        2 => (at.clone(), hot.clone(), any::<u8>()).prop_map(|(at, hot, value)| Mutation::SetByte { at, hot, value }),
-        1 => at.clone().prop_map(|at| Mutation::Truncate { at }),
-        1 => (at.clone(), hot.clone(), 1usize..64).prop_map(|(at, hot, len)| Mutation::Delete { at, hot, len }),
-        1 => (at.clone(), hot.clone(), proptest::collection::vec(any::<u8>(), 1..16))
+        3 => (at(), hot(), 0u8..8).prop_map(|(at, hot, bit)| Mutation::FlipBit { at, hot, bit }),
+        2 => (at(), hot(), any::<u8>())
+            .prop_map(|(at, hot, value)| Mutation::SetByte { at, hot, value }),
+        1 => at().prop_map(|at| Mutation::Truncate { at }),
+        1 => (at(), hot(), 1usize..64).prop_map(|(at, hot, len)| Mutation::Delete { at, hot, len }),
+        1 => (at(), hot(), proptest::collection::vec(any::<u8>(), 1..16))
             .prop_map(|(at, hot, bytes)| Mutation::Insert { at, hot, bytes }),
-        3 => (at.clone(), hot.clone(), any::<Index>()).prop_map(|(at, hot, token)| Mutation::Token { at, hot, token }),
-        3 => (at.clone(), hot.clone(), any::<bool>(), any::<Index>())
+        3 => (at(), hot(), any::<Index>())
+            .prop_map(|(at, hot, token)| Mutation::Token { at, hot, token }),
+        3 => (at(), hot(), any::<bool>(), any::<Index>())
             .prop_map(|(at, hot, wide, value)| Mutation::HugeLength { at, hot, wide, value }),
-        1 => (at.clone(), 1usize..256, any::<Index>(), hot)
+        1 => (at(), 1usize..256, at(), hot())
             .prop_map(|(from, len, to, hot)| Mutation::Duplicate { from, len, to, hot }),
     ]
 }
@@ -376,11 +382,11 @@ fn inputs(t: &Target) -> BoxedStrategy<Vec<u8>> {
     prop_oneof![5 => mutated, 4 => structural, 1 => random].boxed()
 }
 
+/// A parser under test: returns whether it accepted the input.
+type Check = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// Runs `check` on one input in its own thread under the time and allocation guards.
-fn guarded(
-    input: Vec<u8>,
-    check: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
-) -> Result<bool, String> {
+fn guarded(input: Vec<u8>, check: Check) -> Result<bool, String> {
     let len = input.len();
     let limit = alloc_limit(len);
     let (tx, rx) = mpsc::channel();
@@ -427,7 +433,7 @@ pub fn fuzz(target: Target, check: impl Fn(&[u8]) -> bool + Send + Sync + 'stati
     };
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-    let check: Arc<dyn Fn(&[u8]) -> bool + Send + Sync> = Arc::new(check);
+    let check: Check = Arc::new(check);
     let strategy = inputs(&target);
     let started = std::time::Instant::now();
     let accepted = std::sync::atomic::AtomicU32::new(0);

@@ -22,7 +22,7 @@ fn check(bytes: &[u8]) -> bool {
     let accepted = grade_manual_qa_jsonl(&mut &bytes[..], "fuzz.jsonl", &mut out, "out.jsonl")
         .is_ok_and(|s| s.n > 0);
     // Code-math: every line the reader accepts, up to the sandbox.
-    let mut input = &bytes[..];
+    let mut input = bytes;
     let mut line_no = 0;
     while let Ok(lines) = read_chunk(&mut input, "fuzz.jsonl", &mut line_no) {
         if lines.is_empty() {
