@@ -6,6 +6,9 @@ pub mod bench;
 pub mod device;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+#[path = "../../fuzz/harness.rs"]
+pub(crate) mod fuzz_harness;
 pub mod generate;
 pub mod lora;
 pub mod merge;

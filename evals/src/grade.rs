@@ -318,6 +318,10 @@ pub fn grade_manual_qa_file(predictions: &Path, out: &Path) -> Result<GradeSumma
 }
 
 #[cfg(test)]
+#[path = "grade_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::sandbox::SandboxConfig;

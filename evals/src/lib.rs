@@ -55,6 +55,9 @@
 pub mod codemath;
 pub mod datasets;
 pub mod driver;
+#[cfg(test)]
+#[path = "../../fuzz/harness.rs"]
+pub(crate) mod fuzz_harness;
 pub mod generate;
 pub mod grade;
 pub mod manualqa;

@@ -101,13 +101,30 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
 pub fn decode<T: DeserializeOwned>(value: &[u8]) -> Result<T, EnvelopeError> {
     let payload = unwrap_checked(FORMAT_JSON, value)?;
     if value[0] == FORMAT_JSON_DEFLATE {
-        let mut json = Vec::with_capacity(payload.len() * 3);
-        flate2::read::DeflateDecoder::new(payload)
-            .read_to_end(&mut json)
-            .map_err(|e| EnvelopeError::Decode(format!("deflate: {e}")))?;
+        let json = inflate(payload, MAX_INFLATED)?;
         return serde_json::from_slice(&json).map_err(|e| EnvelopeError::Decode(e.to_string()));
     }
     serde_json::from_slice(payload).map_err(|e| EnvelopeError::Decode(e.to_string()))
+}
+
+/// The most a deflated record may inflate to. Deflate expands up to 1032 times, so without a
+/// cap a damaged or hand-made value of a few megabytes could ask for gigabytes; soup's own
+/// records are far smaller (a question record is kilobytes).
+const MAX_INFLATED: u64 = 256 << 20;
+
+/// Inflates a deflated payload, refusing one that inflates to more than `cap` bytes.
+fn inflate(payload: &[u8], cap: u64) -> Result<Vec<u8>, EnvelopeError> {
+    let mut json = Vec::with_capacity(payload.len() * 3);
+    flate2::read::DeflateDecoder::new(payload)
+        .take(cap + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| EnvelopeError::Decode(format!("deflate: {e}")))?;
+    if json.len() as u64 > cap {
+        return Err(EnvelopeError::Decode(format!(
+            "deflated record inflates to more than {cap} bytes"
+        )));
+    }
+    Ok(json)
 }
 
 /// Wraps raw bytes (a blob chunk) in an envelope.
@@ -119,6 +136,10 @@ pub fn encode_raw(bytes: &[u8]) -> Vec<u8> {
 pub fn decode_raw(value: &[u8]) -> Result<&[u8], EnvelopeError> {
     unwrap_checked(FORMAT_RAW, value)
 }
+
+#[cfg(test)]
+#[path = "envelope_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

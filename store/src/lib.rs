@@ -29,6 +29,9 @@ mod db;
 pub mod envelope;
 mod error;
 mod export;
+#[cfg(test)]
+#[path = "../../fuzz/harness.rs"]
+pub(crate) mod fuzz_harness;
 pub mod keys;
 mod lock;
 mod migrate;

@@ -76,9 +76,13 @@ impl CatWeights {
         if a >= self.adapters.len() || l >= self.layers || m >= self.modules.len() {
             return None;
         }
-        self.values
-            .get((a * self.layers + l) * self.modules.len() + m)
-            .copied()
+        // Checked: `layers` comes from a stored record and may claim anything.
+        let i = a
+            .checked_mul(self.layers)
+            .and_then(|x| x.checked_add(l))
+            .and_then(|x| x.checked_mul(self.modules.len()))
+            .and_then(|x| x.checked_add(m))?;
+        self.values.get(i).copied()
     }
 }
 

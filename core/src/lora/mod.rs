@@ -2,6 +2,8 @@
 //! projection of the model can carry (`stack`), and PEFT's file format (`peft`).
 
 pub mod adapter;
+#[cfg(test)]
+mod fuzz;
 pub mod peft;
 pub mod stack;
 

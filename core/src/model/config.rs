@@ -63,6 +63,14 @@ struct RawConfig {
     eos_token_id: Option<serde_json::Value>,
 }
 
+/// Upper bounds of [`ModelConfig::check_limits`], far above any released Llama-family model
+/// (hidden 16384, intermediate 53248, vocab 256k, 126 layers, 128 heads).
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_LAYERS: usize = 1 << 12;
+/// Rotary table entries (positions x head_dim / 2): 1M positions at head_dim 128 is 2^26.
+const MAX_ROPE_TABLE: usize = 1 << 28;
+
 const SUPPORTED: &[(&str, &str)] = &[
     ("LlamaForCausalLM", "llama"),
     ("MistralForCausalLM", "mistral"),
@@ -141,7 +149,7 @@ impl ModelConfig {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             head_dim: raw
                 .head_dim
                 .unwrap_or(raw.hidden_size / raw.num_attention_heads),
@@ -160,7 +168,44 @@ impl ModelConfig {
             attention_bias: raw.attention_bias.unwrap_or(is_qwen2),
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
-        })
+        };
+        config.check_limits()?;
+        Ok(config)
+    }
+
+    /// Refuses sizes no real model has before anything is allocated for them: the decoder
+    /// builds its rotary tables (positions x head_dim / 2) from the config alone, so a
+    /// 200-byte config.json claiming 2^40 positions would otherwise ask for terabytes.
+    pub fn check_limits(&self) -> Result<()> {
+        let limits: [(&str, usize, usize); 7] = [
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("head_dim", self.head_dim, MAX_WIDTH),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_LAYERS),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_LAYERS),
+        ];
+        for (name, value, max) in limits {
+            if value > max {
+                return Err(CoreError::BadConfig(format!(
+                    "{name} {value} is larger than any supported model (at most {max}); \
+                     check the config for a corrupted value"
+                )));
+            }
+        }
+        let rope_table = self
+            .max_position_embeddings
+            .saturating_mul(self.head_dim / 2);
+        if rope_table > MAX_ROPE_TABLE {
+            return Err(CoreError::BadConfig(format!(
+                "max_position_embeddings {} with head_dim {} needs rotary tables of {rope_table} \
+                 entries (at most {MAX_ROPE_TABLE}); lower max_position_embeddings in the config \
+                 to the context you will use",
+                self.max_position_embeddings, self.head_dim
+            )));
+        }
+        Ok(())
     }
 
     /// An HF-style `config.json` for this config, so converted models load in transformers too.

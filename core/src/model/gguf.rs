@@ -16,11 +16,12 @@
 
 use crate::error::{CoreError, Result};
 use crate::model::config::{Llama3RopeScaling, ModelConfig};
-use crate::model::tokenizer::{SoupTokenizer, SpecialTokens};
+use crate::model::tokenizer::{tokenizer_from_json, SoupTokenizer, SpecialTokens};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::json;
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::Path;
 
 /// A GGUF model as the engine needs it: HF-named f32 tensors, config and tokenizer.
@@ -88,8 +89,12 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 // w: (n_head * hd, in) or (n_head * hd,) -> same shape, rows of each head reordered
 pub fn unpermute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let dims = w.dims().to_vec();
-    let rows = dims[0];
-    if n_head == 0 || !rows.is_multiple_of(n_head * 2) {
+    // A scalar (0 dimensions) is what a GGUF header may claim for any tensor.
+    let rows = dims.first().copied().unwrap_or(0);
+    let splits = n_head
+        .checked_mul(2)
+        .is_some_and(|h| h > 0 && rows > 0 && rows.is_multiple_of(h));
+    if !splits {
         candle_core::bail!("{rows} rows do not split into {n_head} heads of even size");
     }
     let half = rows / n_head / 2;
@@ -106,8 +111,12 @@ pub fn unpermute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
 // w: (n_head * hd, in) or (n_head * hd,) -> same shape
 pub fn permute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let dims = w.dims().to_vec();
-    let rows = dims[0];
-    if n_head == 0 || !rows.is_multiple_of(n_head * 2) {
+    // A scalar (0 dimensions) is what a GGUF header may claim for any tensor.
+    let rows = dims.first().copied().unwrap_or(0);
+    let splits = n_head
+        .checked_mul(2)
+        .is_some_and(|h| h > 0 && rows > 0 && rows.is_multiple_of(h));
+    if !splits {
         candle_core::bail!("{rows} rows do not split into {n_head} heads of even size");
     }
     let half = rows / n_head / 2;
@@ -133,7 +142,19 @@ pub fn load_gguf_with_progress(
 ) -> Result<GgufModel> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let mut reader = std::io::BufReader::new(file);
-    let content = gguf_file::Content::read(&mut reader)
+    read_gguf(&mut reader, path, device, progress)
+}
+
+/// `load_gguf_with_progress` on any seekable reader; `path` only names the file in errors.
+pub(super) fn read_gguf<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &Path,
+    device: &Device,
+    progress: &dyn Fn(usize, usize, &str),
+) -> Result<GgufModel> {
+    check_header(reader)
+        .map_err(|e| CoreError::bad_file(path, format!("not a readable GGUF file: {e}")))?;
+    let content = gguf_file::Content::read(reader)
         .map_err(|e| CoreError::bad_file(path, format!("not a readable GGUF file: {e}")))?;
     let md = Metadata {
         map: &content.metadata,
@@ -164,9 +185,7 @@ pub fn load_gguf_with_progress(
         };
         let Some(hf) = hf_name(name) else {
             if name == "rope_freqs.weight" {
-                let q = content
-                    .tensor(&mut reader, name, &Device::Cpu)
-                    .map_err(bad)?;
+                let q = content.tensor(reader, name, &Device::Cpu).map_err(bad)?;
                 rope_freqs = Some(q.dequantize(&Device::Cpu).map_err(bad)?);
             } else {
                 tracing::warn!(
@@ -177,9 +196,7 @@ pub fn load_gguf_with_progress(
             continue;
         };
         progress(i, total, &hf);
-        let q = content
-            .tensor(&mut reader, name, &Device::Cpu)
-            .map_err(bad)?;
+        let q = content.tensor(reader, name, &Device::Cpu).map_err(bad)?;
         let mut t = q.dequantize(&Device::Cpu).map_err(bad)?;
         if permuted {
             if hf.contains(".self_attn.q_proj.") {
@@ -240,7 +257,7 @@ fn config_from_metadata(
         None => None,
     };
     let eos = md.opt_usize("tokenizer.ggml.eos_token_id")?;
-    Ok(ModelConfig {
+    let config = ModelConfig {
         architecture: hf_arch.to_string(),
         hidden_size: hidden,
         intermediate_size: md.usize(&key("feed_forward_length"))?,
@@ -259,7 +276,12 @@ fn config_from_metadata(
             .opt_usize("tokenizer.ggml.bos_token_id")?
             .map(|v| v as u32),
         eos_token_ids: eos.map(|v| vec![v as u32]).unwrap_or_default(),
-    })
+    };
+    config.check_limits().map_err(|e| match e {
+        CoreError::BadConfig(m) => CoreError::bad_file(md.path, m),
+        other => other,
+    })?;
+    Ok(config)
 }
 
 /// Llama 3.1/3.2 GGUFs carry their rope scaling as `rope_freqs.weight` (one divisor per
@@ -276,6 +298,19 @@ fn llama3_scaling_from_factors(
         .flatten_all()
         .and_then(|t| t.to_vec1())
         .map_err(|e| CoreError::tensor("rope_freqs.weight", e.to_string()))?;
+    // Checked before the expected factors are computed: their count comes from metadata
+    // (key_length), which may claim any size.
+    if got.len() != head_dim / 2 {
+        return Err(CoreError::tensor(
+            "rope_freqs.weight",
+            format!(
+                "{}: {} rope factors for a head dimension of {head_dim} (expected {})",
+                md.path.display(),
+                got.len(),
+                head_dim / 2
+            ),
+        ));
+    }
     let factor = got.iter().cloned().fold(1f32, f32::max) as f64;
     let arch = md.string("general.architecture")?;
     let scaling = Llama3RopeScaling {
@@ -322,6 +357,233 @@ fn llama3_scaling_from_factors(
         ));
     }
     Ok(scaling)
+}
+
+/// Walks a GGUF header (metadata and tensor infos) without keeping any of it, to refuse what
+/// candle's reader would panic on or trust blindly: a `general.alignment` of 0 (a division by
+/// zero there), empty tensors (candle reads their data through a dangling pointer) and
+/// tensor shapes whose element count overflows or exceeds what the file's
+/// bytes could hold (at most [`MAX_ELEMS_PER_BYTE`] elements per byte, the densest ggml
+/// quantization being 1.5 bits a weight). Every length is checked against the bytes left
+/// before anything is read for it, so a small file claiming 2^60 elements fails at once.
+/// Leaves the reader where it found it.
+fn check_header<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+) -> std::result::Result<(), String> {
+    use std::io::SeekFrom;
+    let start = reader.stream_position().map_err(|e| e.to_string())?;
+    let size = reader.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    reader
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    let mut scan = HeaderScan {
+        reader: &mut *reader,
+        left: size.saturating_sub(start),
+        wide: true,
+    };
+    let result = scan.header(size);
+    reader
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    result
+}
+
+/// The most tensor elements one byte of a GGUF file can hold (1.5-bit quantizations need
+/// 3/16 of a byte per weight; 8 leaves room).
+const MAX_ELEMS_PER_BYTE: u64 = 8;
+
+/// Nested metadata arrays deeper than this are refused (real files nest at most once).
+const MAX_VALUE_DEPTH: usize = 16;
+
+struct HeaderScan<'a, R> {
+    reader: &'a mut R,
+    /// Bytes of the file not yet scanned.
+    left: u64,
+    /// Version 2+ lengths are u64, version 1 lengths u32.
+    wide: bool,
+}
+
+impl<R: std::io::Read> HeaderScan<'_, R> {
+    fn bytes<const N: usize>(&mut self) -> std::result::Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        self.reader
+            .read_exact(&mut b)
+            .map_err(|_| "the header ends early".to_string())?;
+        self.left = self.left.saturating_sub(N as u64);
+        Ok(b)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.bytes()?))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.bytes()?))
+    }
+
+    fn len(&mut self) -> std::result::Result<u64, String> {
+        if self.wide {
+            self.u64()
+        } else {
+            Ok(self.u32()? as u64)
+        }
+    }
+
+    /// Skips `n` bytes that must lie inside the file.
+    fn skip(&mut self, n: u64, what: &str) -> std::result::Result<(), String> {
+        if n > self.left {
+            return Err(format!(
+                "{what} claims {n} bytes but only {} remain",
+                self.left
+            ));
+        }
+        let copied = std::io::copy(&mut (&mut *self.reader).take(n), &mut std::io::sink())
+            .map_err(|e| e.to_string())?;
+        if copied != n {
+            return Err("the header ends early".into());
+        }
+        self.left -= n;
+        Ok(())
+    }
+
+    fn string(&mut self, what: &str) -> std::result::Result<Vec<u8>, String> {
+        let n = self.len()?;
+        if n > self.left {
+            return Err(format!(
+                "{what} claims {n} bytes but only {} remain",
+                self.left
+            ));
+        }
+        let mut v = Vec::new();
+        (&mut *self.reader)
+            .take(n)
+            .read_to_end(&mut v)
+            .map_err(|e| e.to_string())?;
+        if v.len() as u64 != n {
+            return Err("the header ends early".into());
+        }
+        self.left -= n;
+        Ok(v)
+    }
+
+    /// Skips one value of type `ty`; returns it when it is an integer (for the alignment).
+    fn value(&mut self, ty: u32, depth: usize) -> std::result::Result<Option<i128>, String> {
+        let fixed = |ty| match ty {
+            0 | 1 | 7 => Some(1u64),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        Ok(match ty {
+            0 => Some(self.bytes::<1>()?[0] as i128),
+            1 => Some(self.bytes::<1>()?[0] as i8 as i128),
+            2 => Some(u16::from_le_bytes(self.bytes()?) as i128),
+            3 => Some(i16::from_le_bytes(self.bytes()?) as i128),
+            4 => Some(self.u32()? as i128),
+            5 => Some(self.u32()? as i32 as i128),
+            6 | 7 | 10..=12 => {
+                self.skip(fixed(ty).unwrap_or(0), "a metadata value")?;
+                None
+            }
+            8 => {
+                self.skip_string("a metadata string")?;
+                None
+            }
+            9 => {
+                if depth >= MAX_VALUE_DEPTH {
+                    return Err(format!(
+                        "metadata arrays nest deeper than {MAX_VALUE_DEPTH}"
+                    ));
+                }
+                let item = self.u32()?;
+                let n = self.len()?;
+                match fixed(item) {
+                    Some(w) => self.skip(n.saturating_mul(w), "a metadata array")?,
+                    None => {
+                        // Each string or array item takes at least 4 bytes.
+                        if n > self.left / 4 {
+                            return Err(format!(
+                                "a metadata array claims {n} items but only {} bytes remain",
+                                self.left
+                            ));
+                        }
+                        for _ in 0..n {
+                            self.value(item, depth + 1)?;
+                        }
+                    }
+                }
+                None
+            }
+            other => return Err(format!("unknown metadata value type {other}")),
+        })
+    }
+
+    fn skip_string(&mut self, what: &str) -> std::result::Result<(), String> {
+        let n = self.len()?;
+        self.skip(n, what)
+    }
+
+    fn header(&mut self, size: u64) -> std::result::Result<(), String> {
+        let magic = self.u32()?;
+        if magic != 0x4655_4747 && magic != 0x4747_5546 {
+            return Err(format!("unknown magic 0x{magic:08x}"));
+        }
+        self.wide = match self.u32()? {
+            1 => false,
+            2 | 3 => true,
+            v => return Err(format!("unsupported GGUF version {v}")),
+        };
+        let tensors = self.len()?;
+        let kvs = self.len()?;
+        // A key-value pair takes at least 13 bytes, a tensor info at least 24.
+        if kvs
+            .saturating_mul(13)
+            .saturating_add(tensors.saturating_mul(24))
+            > self.left
+        {
+            return Err(format!(
+                "the header claims {kvs} metadata entries and {tensors} tensors, more than \
+                 its {size} bytes can hold"
+            ));
+        }
+        for _ in 0..kvs {
+            let key = self.string("a metadata key")?;
+            let ty = self.u32()?;
+            let v = self.value(ty, 0)?;
+            if key == b"general.alignment" && v == Some(0) {
+                return Err("general.alignment is 0".into());
+            }
+        }
+        for _ in 0..tensors {
+            let name = self.string("a tensor name")?;
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let n_dims = self.u32()?;
+            if n_dims > 4 {
+                return Err(format!("tensor {name} has {n_dims} dimensions (at most 4)"));
+            }
+            let mut elems: u64 = 1;
+            for _ in 0..n_dims {
+                let d = self.len()?;
+                elems = elems
+                    .checked_mul(d)
+                    .filter(|&e| e <= size.saturating_mul(MAX_ELEMS_PER_BYTE))
+                    .ok_or_else(|| {
+                        format!(
+                            "tensor {name} claims more elements than the {size}-byte file holds"
+                        )
+                    })?;
+            }
+            // candle views an empty tensor's data (a dangling, unaligned pointer) as a slice
+            // of blocks: undefined behaviour, an abort in debug builds. No model has one.
+            if elems == 0 {
+                return Err(format!("tensor {name} has a dimension of 0"));
+            }
+            self.u32()?; // ggml type, checked by candle
+            self.u64()?; // offset, checked against the file when the tensor is read
+        }
+        Ok(())
+    }
 }
 
 /// Typed access to GGUF metadata with errors that name the file and key.
@@ -638,7 +900,7 @@ fn tokenizer_from_metadata(md: &Metadata) -> Result<SoupTokenizer> {
             "ignore_merges": false, "vocab": vocab, "merges": merges,
         },
     });
-    let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.to_string().as_bytes())
+    let inner = tokenizer_from_json(tokenizer_json.to_string().as_bytes())
         .map_err(|e| CoreError::bad_file(md.path, format!("cannot build its tokenizer: {e}")))?;
 
     // llama.cpp also stops on end-of-turn / end-of-message tokens.

@@ -3,6 +3,8 @@
 pub mod backward;
 pub mod config;
 pub mod fetch;
+#[cfg(test)]
+mod fuzz;
 pub mod gguf;
 pub mod llama;
 pub mod load;

@@ -89,7 +89,7 @@ impl SoupTokenizer {
             ));
         }
         let bytes = std::fs::read(&tok_path).map_err(|e| CoreError::io(&tok_path, e))?;
-        let inner = Tokenizer::from_bytes(&bytes)
+        let inner = tokenizer_from_json(&bytes)
             .map_err(|e| CoreError::bad_file(&tok_path, format!("not a valid tokenizer: {e}")))?;
 
         let cfg_path = dir.join("tokenizer_config.json");
@@ -539,6 +539,52 @@ fn write_py_json(
 
 fn json_err(e: serde_json::Error) -> minijinja::Error {
     minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+}
+
+/// Parses the bytes of a tokenizer.json. The tokenizers crate panics on some malformed files
+/// instead of returning an error (a JSON syntax error inside `decoder` hits an `expect`, so
+/// does a `Precompiled` normalizer with a bad charsmap): the JSON is parsed first, so syntax
+/// errors get serde's message with line and column, and a panic left inside the crate is
+/// caught and returned as an error.
+pub(crate) fn tokenizer_from_json(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
+    serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    match catch_quietly(|| Tokenizer::from_bytes(bytes)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(why) => Err(format!("the tokenizers library cannot read it ({why})")),
+    }
+}
+
+thread_local! {
+    /// Set while [`catch_quietly`] runs on this thread: the panic hook then stays silent.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, returning a panic inside it as `Err(message)` without the panic hook printing
+/// "thread panicked at ..." (which reads as a crash although the caller reports a clean
+/// error). Other threads' panics are printed as before.
+fn catch_quietly<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> std::result::Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.try_with(|q| q.get()).unwrap_or(false) {
+                previous(info)
+            }
+        }));
+    });
+    let _ = QUIET_PANICS.try_with(|q| q.set(true));
+    let out = std::panic::catch_unwind(f);
+    let _ = QUIET_PANICS.try_with(|q| q.set(false));
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into())
+    })
 }
 
 /// A special token in tokenizer_config.json: a string, or an AddedToken object `{content: ...}`.

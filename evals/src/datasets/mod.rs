@@ -479,4 +479,6 @@ pub fn load_manual(path: &Path) -> Result<Manual, DatasetError> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
