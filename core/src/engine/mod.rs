@@ -171,7 +171,7 @@ impl Engine {
     /// Records a queued run and hands it to the worker.
     pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
+        let value = spec.to_record()?;
         let run = self
             .shared
             .store
@@ -245,7 +245,7 @@ impl Engine {
         on_event: &mut dyn FnMut(&JobUpdate),
     ) -> Result<(RunId, RunOutcome)> {
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
+        let value = spec.to_record()?;
         let run = self
             .shared
             .store

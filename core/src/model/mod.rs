@@ -3,6 +3,7 @@
 pub mod backward;
 pub mod config;
 pub mod fetch;
+pub mod finite;
 pub mod gguf;
 pub mod llama;
 pub mod load;
