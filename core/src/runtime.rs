@@ -284,7 +284,12 @@ pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Re
         .get("peft_config")
         .cloned()
         .ok_or_else(|| CoreError::adapter(spec, "stored without its PEFT config"))?;
-    peft::from_bytes(spec, &bytes, &config, device)
+    let mut adapter = peft::from_bytes(spec, &bytes, &config, device)?;
+    // The record's base model is the one checked at import (the config may name none).
+    if adapter.meta.base_model.is_empty() {
+        adapter.meta.base_model = rec.base_model.clone();
+    }
+    Ok(adapter)
 }
 
 /// Generation through a loaded model and a fixed adapter stack: evals' view of the model.

@@ -1047,10 +1047,8 @@ fn nan_and_inf_are_refused_where_they_enter() {
     // Merge weights that are not finite never make a run.
     let (a, b) = (fixture("adapter-a"), fixture("adapter-b"));
     for w in ["nan,1", "1,inf", "-inf,0.5"] {
-        let err = fails(
-            data.path(),
-            &["merge", "--method", "linear", "--weights", w, &a, &b],
-        );
+        let flag = format!("--weights={w}");
+        let err = fails(data.path(), &["merge", "--method", "linear", &flag, &a, &b]);
         assert!(
             err.contains("--weights") && err.contains("finite"),
             "{w}: {err}"

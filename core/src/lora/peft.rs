@@ -325,12 +325,12 @@ impl PeftSettings {
             Some(Value::Bool(b)) => *b,
             Some(v) => return Err(format!("`use_rslora` is {v}: it must be true or false")),
         };
+        // Training-only: any number is harmless to what the adapter computes.
         let dropout = match obj.get("lora_dropout") {
             None | Some(Value::Null) => 0.0,
-            Some(v) => match v.as_f64() {
-                Some(d) if (0.0..1.0).contains(&d) => d,
-                _ => return Err(format!("`lora_dropout` is {v}: it must be in [0, 1)")),
-            },
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("`lora_dropout` is {v}: it must be a number"))?,
         };
         let base_model = match obj.get("base_model_name_or_path") {
             None | Some(Value::Null) => None,
@@ -432,16 +432,6 @@ fn positive_number(field: &str, v: &Value) -> std::result::Result<f64, String> {
             "`{field}` is {v}: it must be a positive number (the LoRA update is scaled by alpha / r)"
         )),
     }
-}
-
-/// The base model an adapter directory's config names, if any (`None` for PEFT's null).
-pub fn config_base_model(dir: &Path) -> Result<Option<String>> {
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| CoreError::io(&cfg_path, e))?;
-    let cfg: Value = serde_json::from_str(&text)
-        .map_err(|e| CoreError::bad_file(&cfg_path, format!("not valid JSON: {e}")))?;
-    let s = PeftSettings::parse(&cfg).map_err(|m| CoreError::bad_file(&cfg_path, m))?;
-    Ok(s.base_model)
 }
 
 /// Loads a PEFT adapter directory onto `device`, checking everything that can be checked
@@ -867,7 +857,6 @@ mod tests {
             load_peft(dir.path(), &Device::Cpu).unwrap().meta.base_model,
             ""
         );
-        assert_eq!(config_base_model(dir.path()).unwrap(), None);
     }
 
     /// Every PEFT feature soup does not apply exactly is refused by name, never applied as
@@ -980,7 +969,7 @@ mod tests {
             ("alpha_pattern", json!({"q_proj": 0}), "alpha_pattern"),
             ("alpha_pattern", json!({"q_proj": -1.5}), "alpha_pattern"),
             ("use_rslora", json!("yes"), "use_rslora"),
-            ("lora_dropout", json!(1.5), "lora_dropout"),
+            ("lora_dropout", json!("high"), "lora_dropout"),
             (
                 "base_model_name_or_path",
                 json!(7),

@@ -255,6 +255,8 @@ fn import(
         .with_context(|| format!("importing {}", dir.display()))?;
     adapter.name = name.to_string();
     let base = import_base(ctx, store, &adapter, dir, base_model.as_deref())?;
+    // The stored PEFT config names the base it was checked against, so an export says it too.
+    adapter.meta.base_model = base.clone();
     let (bytes, config) = peft::to_bytes(&adapter)?;
     let mut modules: BTreeMap<&str, ModuleSpec> = BTreeMap::new();
     for ((_, m), p) in &adapter.pairs {
