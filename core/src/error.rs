@@ -101,6 +101,14 @@ pub enum CoreError {
         /// The step of the checkpoint kept, if any.
         checkpoint: Option<usize>,
     },
+    /// A non-finite loss that a lower learning rate would not cure: `cause` says what is
+    /// non-finite (a frozen weight, a damaged checkpoint, a forward that overflows).
+    #[error("loss became {loss} at step {step}, and not from too high a learning rate: {cause}")]
+    NonFiniteLoss {
+        loss: f64,
+        step: usize,
+        cause: String,
+    },
     #[error("CMA-ES: all {evaluations} evaluations gave a non-finite value")]
     SearchFailed { evaluations: usize },
     /// A run asked to resume that is not in a state to be resumed.

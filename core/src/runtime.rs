@@ -95,6 +95,91 @@ pub fn locate_model(
     })
 }
 
+/// A model's config from its files alone (an HF directory's `config.json`, a GGUF file's
+/// metadata), without reading its weights: enough to check an adapter's shapes at import.
+pub fn model_config_at(path: &Path) -> Result<crate::model::ModelConfig> {
+    if path.is_file() {
+        if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+            return Err(CoreError::bad_file(
+                path,
+                "not a model: expected an HF directory or a .gguf file",
+            ));
+        }
+        crate::model::gguf::read_config(path)
+    } else {
+        crate::model::ModelConfig::from_file(&path.join("config.json"))
+    }
+}
+
+/// Checks that an adapter fits a model described by its config: every layer it targets
+/// exists and every factor has the projection's sizes. An adapter made for another model
+/// (a Qwen2 adapter on a Llama, a 7B adapter on a 135M) fails here, naming the projection.
+pub fn check_adapter_fits(
+    adapter: &LoraAdapter,
+    cfg: &crate::model::ModelConfig,
+    model: &str,
+) -> Result<()> {
+    adapter
+        .check_shapes(cfg.num_hidden_layers, &|m| cfg.projection_shape(m))
+        .map_err(|e| match e {
+            CoreError::Adapter { adapter, message } => CoreError::Adapter {
+                adapter,
+                message: format!(
+                    "{message} (checked against {model}: {}, {} layers, hidden size {})",
+                    cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size
+                ),
+            },
+            other => other,
+        })
+}
+
+/// The architecture a model name points to by its family (`Qwen/Qwen2-0.5B` -> Qwen2,
+/// `HuggingFaceTB/SmolLM2-135M` -> Llama), when exactly one family's name is in it. Adapters
+/// name their base model by hub id, which soup cannot open; the family in the name is what
+/// still tells a Qwen2 adapter from a Llama one when their shapes happen to agree.
+pub fn architecture_from_name(name: &str) -> Option<&'static str> {
+    let lower = name.to_lowercase();
+    let families: &[(&[&str], &str)] = &[
+        (&["qwen"], "Qwen2ForCausalLM"),
+        (&["mistral", "mixtral"], "MistralForCausalLM"),
+        (&["llama", "smollm"], "LlamaForCausalLM"),
+    ];
+    let hits: Vec<&str> = families
+        .iter()
+        .filter(|(keys, _)| keys.iter().any(|k| lower.contains(k)))
+        .map(|(_, arch)| *arch)
+        .collect();
+    match hits.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Refuses an adapter whose own config names a base model of another architecture than the
+/// model it is being placed on. `named_arch` is that base's architecture when soup can open
+/// it, else the one its name implies ([`architecture_from_name`]).
+pub fn check_adapter_architecture(
+    adapter: &LoraAdapter,
+    named_arch: Option<&str>,
+    target: &crate::model::ModelConfig,
+    target_name: &str,
+) -> Result<()> {
+    let named = adapter.meta.base_model.as_str();
+    let Some(arch) = named_arch.or_else(|| architecture_from_name(named)) else {
+        return Ok(());
+    };
+    if arch == target.architecture {
+        return Ok(());
+    }
+    Err(CoreError::adapter(
+        &adapter.name,
+        format!(
+            "it was made for {named:?} ({arch}) but {target_name} is a {}: an adapter only means something on the model it was trained on (if it really belongs to {target_name}, set base_model_name_or_path in its adapter_config.json)",
+            target.architecture
+        ),
+    ))
+}
+
 /// Loads an HF directory or a GGUF file with its frozen weights in `precision`.
 pub fn load_model_at(
     name: &str,
@@ -199,7 +284,12 @@ pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Re
         .get("peft_config")
         .cloned()
         .ok_or_else(|| CoreError::adapter(spec, "stored without its PEFT config"))?;
-    peft::from_bytes(spec, &bytes, &config, device)
+    let mut adapter = peft::from_bytes(spec, &bytes, &config, device)?;
+    // The record's base model is the one checked at import (the config may name none).
+    if adapter.meta.base_model.is_empty() {
+        adapter.meta.base_model = rec.base_model.clone();
+    }
+    Ok(adapter)
 }
 
 /// Generation through a loaded model and a fixed adapter stack: evals' view of the model.

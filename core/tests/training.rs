@@ -465,3 +465,105 @@ fn hand_written_backward_matches_autodiff() {
         }
     }
 }
+
+/// A non-finite loss is blamed on the learning rate only when it is one: NaN in a frozen
+/// weight (the model, or an adapter CAT composes) is named as such, and only a run whose
+/// finite weights were driven to overflow by its updates is told to lower the rate.
+#[test]
+fn a_non_finite_loss_says_what_caused_it() {
+    let data = toy_data(6);
+    let spec = LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        use_rslora: false,
+        targets: vec![Module::Q, Module::Down],
+    };
+    let cfg = LoopConfig {
+        epochs: 1,
+        batch_size: 3,
+        max_steps: Some(2),
+        ..Default::default()
+    };
+    let run = |model: &Llama, t: &dyn Trainable, cfg: &LoopConfig| {
+        train_loop(
+            model,
+            t,
+            &data,
+            &[],
+            cfg,
+            None,
+            &JobControl::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
+
+    // A NaN weight in the model: named, and no advice about the learning rate.
+    let mut bad = model();
+    let w = &bad.layers[1].o.weight;
+    let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[0] = f32::NAN;
+    bad.layers[1].o.weight = Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap();
+    let t = LoraTrainable::new(&bad, "x", "tiny", &spec, 1, 0.0).unwrap();
+    let err = run(&bad, &t, &cfg);
+    assert!(
+        err.contains("model.layers.1.self_attn.o_proj.weight")
+            && err.contains("NaN")
+            && !err.contains("lower the learning rate"),
+        "{err}"
+    );
+
+    // CAT over a frozen adapter holding Inf: the adapter is named.
+    let good = model();
+    let dev = Device::Cpu;
+    let fresh = |name: &str, seed| {
+        let mut a = LoraAdapter::init(
+            name,
+            "tiny",
+            &|m| good.projection_shape(m),
+            good.layers.len(),
+            &[Module::Q],
+            2,
+            4.0,
+            false,
+            seed,
+            &dev,
+        )
+        .unwrap();
+        for p in a.pairs.values_mut() {
+            p.b = Tensor::ones(p.b.dims(), DType::F32, &dev).unwrap();
+        }
+        a
+    };
+    let mut broken = fresh("broken", 2);
+    let p = broken.pairs.get_mut(&(0, Module::Q)).unwrap();
+    p.b = (Tensor::ones(p.b.dims(), DType::F32, &dev).unwrap() * f64::INFINITY).unwrap();
+    let cat = CatTrainable::new(
+        vec![fresh("ok", 1), broken],
+        good.layers.len(),
+        CatParam::Softmax,
+        0,
+        &dev,
+    )
+    .unwrap();
+    let err = run(&good, &cat, &cfg);
+    assert!(
+        err.contains("adapter broken layer 0 q_proj lora_B")
+            && err.contains("infinite")
+            && !err.contains("lower the learning rate"),
+        "{err}"
+    );
+
+    // Real divergence: clean weights, an absurd learning rate.
+    let t = LoraTrainable::new(&good, "x", "tiny", &spec, 1, 0.0).unwrap();
+    let wild = LoopConfig {
+        lr: 1e38,
+        warmup_ratio: 0.0,
+        epochs: 4,
+        max_steps: Some(8),
+        ..cfg.clone()
+    };
+    let err = run(&good, &t, &wild);
+    assert!(err.contains("lower the learning rate"), "{err}");
+}

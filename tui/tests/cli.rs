@@ -788,3 +788,306 @@ fn engine_warnings_reach_stderr_unless_filtered() {
     assert!(!err.contains("cached wheel unusable"), "{err}");
     assert!(err.contains("python3-for-soup"), "{err}");
 }
+
+/// Copies a fixture PEFT adapter into `dir`, editing its config with `edit`.
+fn peft_copy(fixture_name: &str, dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = fixtures().join(fixture_name);
+    let text = std::fs::read_to_string(src.join("adapter_config.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        dir.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    dir.display().to_string()
+}
+
+/// PEFT writes `base_model_name_or_path: null` for a model built from a config: such adapters
+/// import with `--base-model` (and are asked for it without), and merge without one.
+#[test]
+fn peft_adapters_without_a_base_model_import_and_merge() {
+    let data = tempfile::tempdir().unwrap();
+    let null_base =
+        |c: &mut serde_json::Value| c["base_model_name_or_path"] = serde_json::Value::Null;
+    let a = peft_copy("adapter-a", &data.path().join("pa"), null_base);
+    let b = peft_copy("adapter-b", &data.path().join("pb"), null_base);
+
+    let err = fails(data.path(), &["adapter", "import", &a, "--name", "a"]);
+    assert!(
+        err.contains("names no base model") && err.contains("--base-model"),
+        "{err}"
+    );
+    let model = model();
+    let v = last_json(&ok(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &a,
+            "--name",
+            "a",
+            "--base-model",
+            &model,
+            "--json",
+        ],
+    ));
+    assert_eq!(v["base_model"], "tiny-llama", "{v}");
+
+    let v = last_json(&ok(
+        data.path(),
+        &[
+            "merge",
+            "--method",
+            "linear",
+            "--weights",
+            "0.5,0.5",
+            "--name",
+            "ab",
+            "--json",
+            &a,
+            &b,
+        ],
+    ));
+    assert_eq!(v["name"], "ab", "{v}");
+    let shown = last_json(&ok(data.path(), &["adapter", "show", "ab", "--json"]));
+    assert_eq!(shown["base_model"], "unknown", "{shown}");
+    // With a stored input that names its base, the merge takes that one.
+    let v = last_json(&ok(
+        data.path(),
+        &[
+            "merge",
+            "--method",
+            "cat",
+            "--weights",
+            "1,1",
+            "--name",
+            "ab2",
+            "--json",
+            &b,
+            "a",
+        ],
+    ));
+    assert_eq!(v["name"], "ab2", "{v}");
+    let shown = last_json(&ok(data.path(), &["adapter", "show", "ab2", "--json"]));
+    assert_eq!(shown["base_model"], "tiny-llama", "{shown}");
+}
+
+/// An adapter is checked against the base model it is imported onto: a base that does not
+/// exist, or an adapter made for another architecture's shapes, is refused naming the
+/// model and the projection; nothing is stored.
+#[test]
+fn import_checks_the_adapter_against_its_base_model() {
+    let data = tempfile::tempdir().unwrap();
+    let model = model();
+    let qwen = fixture("adapter-qwen");
+    let err = fails(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &qwen,
+            "--name",
+            "q",
+            "--base-model",
+            &model,
+        ],
+    );
+    assert!(
+        err.contains("Qwen2ForCausalLM")
+            && err.contains("LlamaForCausalLM")
+            && err.contains("tiny-llama"),
+        "{err}"
+    );
+    // A model whose MLP is narrower than the adapter's factors (only its config is read).
+    let narrow = data.path().join("narrow");
+    std::fs::create_dir_all(&narrow).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("tiny-llama/config.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["intermediate_size"] = 96.into();
+    std::fs::write(narrow.join("config.json"), cfg.to_string()).unwrap();
+    let err = fails(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &fixture("adapter-a"),
+            "--name",
+            "a",
+            "--base-model",
+            narrow.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("made for another base model")
+            && err.contains("up_proj")
+            && err.contains("(96, 64)"),
+        "{err}"
+    );
+    let err = fails(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &fixture("adapter-a"),
+            "--name",
+            "a",
+            "--base-model",
+            "no-such-model",
+        ],
+    );
+    assert!(
+        err.contains("no-such-model") && err.contains("no model"),
+        "{err}"
+    );
+    let qwen_model = fixture("tiny-qwen2");
+    ok(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &qwen,
+            "--name",
+            "q",
+            "--base-model",
+            &qwen_model,
+        ],
+    );
+    // The GGUF twin of tiny-llama is read for its config alone.
+    ok(
+        data.path(),
+        &[
+            "adapter",
+            "import",
+            &fixture("adapter-a"),
+            "--name",
+            "a",
+            "--base-model",
+            &fixture("tiny-llama.gguf"),
+        ],
+    );
+    let list = last_json(&ok(data.path(), &["adapter", "list", "--json"]));
+    assert_eq!(list.as_array().map(|a| a.len()), Some(2), "{list}");
+
+    // A spoiled config is refused by field, the weights file by tensor.
+    let dora = peft_copy("adapter-a", &data.path().join("dora"), |c| {
+        c["use_dora"] = true.into()
+    });
+    let err = fails(data.path(), &["adapter", "import", &dora, "--name", "d"]);
+    assert!(err.contains("DoRA") && err.contains("use_dora"), "{err}");
+    let r = peft_copy("adapter-a", &data.path().join("r16"), |c| {
+        c["r"] = 16.into()
+    });
+    let err = fails(data.path(), &["adapter", "import", &r, "--name", "r"]);
+    assert!(err.contains("`r` says 16"), "{err}");
+    let err = fails(
+        data.path(),
+        &[
+            "merge",
+            "--method",
+            "linear",
+            "--weights",
+            "1,1",
+            &r,
+            &fixture("adapter-b"),
+        ],
+    );
+    assert!(err.contains("`r` says 16"), "{err}");
+}
+
+/// Writes `src`'s safetensors file to `dst` with one value of tensor `name` set to `value`.
+fn spoil_safetensors(src: &Path, dst: &Path, name: &str, value: f32) {
+    let dev = candle_core::Device::Cpu;
+    let mut t = candle_core::safetensors::load(src, &dev).unwrap();
+    let x = &t[name];
+    let mut v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[3] = value;
+    let y = candle_core::Tensor::from_vec(v, x.dims(), &dev).unwrap();
+    t.insert(name.to_string(), y);
+    candle_core::safetensors::save(&t, dst).unwrap();
+}
+
+/// NaN and Inf are refused where they enter, naming the file and the tensor: a model's
+/// weights, an adapter's factors, merge weights (before any run is recorded).
+#[test]
+fn nan_and_inf_are_refused_where_they_enter() {
+    let data = tempfile::tempdir().unwrap();
+    // A model with one NaN weight.
+    let bad_model = data.path().join("nan-model");
+    std::fs::create_dir_all(&bad_model).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(fixtures().join("tiny-llama").join(f), bad_model.join(f)).unwrap();
+    }
+    let w = "model.layers.1.self_attn.o_proj.weight";
+    spoil_safetensors(
+        &fixtures().join("tiny-llama/model.safetensors"),
+        &bad_model.join("model.safetensors"),
+        w,
+        f32::NAN,
+    );
+    let m = bad_model.display().to_string();
+    let err = fails(
+        data.path(),
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert!(
+        err.contains(w) && err.contains("model.safetensors") && err.contains("NaN"),
+        "{err}"
+    );
+
+    // An adapter with one infinite factor value.
+    let bad = peft_copy("adapter-a", &data.path().join("inf-adapter"), |_| {});
+    let t = "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight";
+    spoil_safetensors(
+        &fixtures().join("adapter-a/adapter_model.safetensors"),
+        &data.path().join("inf-adapter/adapter_model.safetensors"),
+        t,
+        f32::INFINITY,
+    );
+    let err = fails(data.path(), &["adapter", "import", &bad, "--name", "x"]);
+    assert!(err.contains(t) && err.contains("infinite"), "{err}");
+    let model = model();
+    let err = fails(
+        data.path(),
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--adapter",
+            &bad,
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert!(err.contains(t) && err.contains("infinite"), "{err}");
+
+    // Merge weights that are not finite never make a run.
+    let (a, b) = (fixture("adapter-a"), fixture("adapter-b"));
+    for w in ["nan,1", "1,inf", "-inf,0.5"] {
+        let flag = format!("--weights={w}");
+        let err = fails(data.path(), &["merge", "--method", "linear", &flag, &a, &b]);
+        assert!(
+            err.contains("--weights") && err.contains("finite"),
+            "{w}: {err}"
+        );
+    }
+    let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().map(|r| r.len()), Some(0), "{runs}");
+}

@@ -179,7 +179,7 @@ impl Engine {
     pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
         self.check(&spec)?;
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
+        let value = spec.to_record()?;
         let run = self
             .shared
             .store
@@ -255,7 +255,7 @@ impl Engine {
     ) -> Result<(RunId, RunOutcome)> {
         self.check_with_model(&spec)?;
         spec.fix_precision(self.precision());
-        let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
+        let value = spec.to_record()?;
         let run = self
             .shared
             .store

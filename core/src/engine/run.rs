@@ -435,6 +435,21 @@ fn merge_method(
     method.method(&opts)
 }
 
+/// The base model a merge without `--model` is recorded under: the first one its adapters
+/// name. PEFT adapters built on a model made from a config name none, and a merge never needs
+/// one, so then the record says so rather than failing.
+fn merged_base_model(adapters: &[LoraAdapter]) -> String {
+    adapters
+        .iter()
+        .map(|a| a.meta.base_model.trim())
+        .find(|b| !b.is_empty())
+        .unwrap_or(UNKNOWN_BASE)
+        .to_string()
+}
+
+/// What a merged adapter records as its base when none of its inputs names one.
+pub const UNKNOWN_BASE: &str = "unknown";
+
 fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutcome> {
     let store = engine.store();
     let device = engine.device().clone();
@@ -452,10 +467,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
                 .iter()
                 .map(|n| crate::runtime::resolve_adapter(Some(store), n, &device))
                 .collect::<Result<_>>()?;
-            let base = a
-                .first()
-                .map(|x| x.meta.base_model.clone())
-                .unwrap_or_default();
+            let base = merged_base_model(&a);
             (a, base)
         }
     };

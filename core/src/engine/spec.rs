@@ -197,6 +197,75 @@ impl JobSpec {
         dtype.get_or_insert(default);
     }
 
+    /// Every float the spec holds, under the name a user knows it by (a flag or a recipe
+    /// key), for [`JobSpec::to_record`].
+    fn floats(&self) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = Vec::new();
+        let loop_cfg = |out: &mut Vec<(String, f64)>, t: &LoopConfig| {
+            out.push(("--lr".into(), t.lr));
+            out.push(("--weight-decay".into(), t.weight_decay));
+            out.push(("--warmup-ratio".into(), t.warmup_ratio));
+            out.push(("--max-grad-norm".into(), t.max_grad_norm));
+            out.push(("--dropout".into(), t.dropout as f64));
+        };
+        let list = |out: &mut Vec<(String, f64)>, flag: &str, vs: &[f64]| {
+            for (i, v) in vs.iter().enumerate() {
+                out.push((format!("{flag} (value {})", i + 1), *v));
+            }
+        };
+        match self {
+            JobSpec::Train(j) => {
+                list(&mut out, "--mix", j.mix.as_deref().unwrap_or_default());
+                out.push(("--val-fraction".into(), j.val_fraction));
+                out.push(("--alpha".into(), j.lora.alpha));
+                loop_cfg(&mut out, &j.train);
+            }
+            JobSpec::Cat(j) => {
+                out.push(("--sample-fraction".into(), j.sample_fraction));
+                loop_cfg(&mut out, &j.train);
+            }
+            JobSpec::Merge(j) => {
+                list(&mut out, "--weights", &j.weights);
+                if let Some(d) = j.density {
+                    out.push(("--density".into(), d));
+                }
+            }
+            JobSpec::Eval(j) => {
+                if let EvalTarget::Merge { weights, .. } = &j.target {
+                    list(&mut out, "--weights", weights);
+                }
+            }
+        }
+        out
+    }
+
+    /// The spec as the JSON a run records, refused when it would not read back as the same
+    /// spec: serde_json writes NaN and Infinity as `null`, which would leave a run whose spec
+    /// can never be read (resumed, reused, shown). Non-finite numbers are named by their flag;
+    /// anything else that does not round-trip is caught by reading the JSON back.
+    pub fn to_record(&self) -> crate::error::Result<serde_json::Value> {
+        use crate::error::CoreError;
+        if let Some((name, v)) = self.floats().into_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::bad_setting(
+                name,
+                v,
+                "must be a finite number (a run records its settings as JSON, which has no NaN or Infinity)",
+            ));
+        }
+        let value =
+            serde_json::to_value(self).map_err(|e| CoreError::serialize("the job's spec", e))?;
+        let back: JobSpec = serde_json::from_value(value.clone())
+            .map_err(|e| CoreError::serialize("the job's spec (it would not read back)", e))?;
+        if &back != self {
+            return Err(CoreError::Internal(format!(
+                "the job's spec reads back differently from how it was written ({} vs {})",
+                serde_json::to_string(self).unwrap_or_default(),
+                serde_json::to_string(&back).unwrap_or_default()
+            )));
+        }
+        Ok(value)
+    }
+
     /// A short human label for lists.
     pub fn label(&self) -> String {
         match self {
@@ -318,5 +387,138 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown merge method"), "{err}");
+    }
+
+    /// One spec of each kind with every float field set by `set(field index, value)`; the
+    /// fields are those [`JobSpec::floats`] names, in its order.
+    fn specs_with(value: f64) -> Vec<(String, JobSpec)> {
+        let mut out = Vec::new();
+        let data = vec![DataSource::Builtin("math-train".into())];
+        let loop_fields = 5;
+        // Train: mix (2), val_fraction, alpha, then the loop's five.
+        for field in 0..(2 + 2 + loop_fields) {
+            let mut j = TrainJob::new("t", "default", data.clone());
+            j.mix = Some(vec![1.0, 2.0]);
+            match field {
+                0 | 1 => j.mix.as_mut().unwrap()[field] = value,
+                2 => j.val_fraction = value,
+                3 => j.lora.alpha = value,
+                f => set_loop(&mut j.train, f - 4, value),
+            }
+            out.push((format!("train field {field}"), JobSpec::Train(j)));
+        }
+        for field in 0..(1 + loop_fields) {
+            let mut j = CatJob::new("c", "default", vec!["a".into(), "b".into()], data.clone());
+            match field {
+                0 => j.sample_fraction = value,
+                f => set_loop(&mut j.train, f - 1, value),
+            }
+            out.push((format!("cat field {field}"), JobSpec::Cat(j)));
+        }
+        for field in 0..3 {
+            let mut j = MergeJob {
+                name: "m".into(),
+                method: MergeKind::Ties,
+                adapters: vec!["a".into(), "b".into()],
+                weights: vec![0.5, 0.5],
+                density: Some(0.5),
+                svd_rank: None,
+                majority_sign_method: None,
+                seed: 0,
+                out: None,
+                model: None,
+                data: Vec::new(),
+                budget: None,
+                dtype: None,
+            };
+            match field {
+                0 | 1 => j.weights[field] = value,
+                _ => j.density = Some(value),
+            }
+            out.push((format!("merge field {field}"), JobSpec::Merge(j)));
+        }
+        for field in 0..2 {
+            let mut weights = vec![0.5, 0.5];
+            weights[field] = value;
+            let target = EvalTarget::Merge {
+                method: MergeKind::Linear,
+                adapters: vec!["a".into(), "b".into()],
+                weights,
+            };
+            let j = EvalJob::new("default", target, tasks::CODE_MATH, data[0].clone());
+            out.push((format!("eval field {field}"), JobSpec::Eval(j)));
+        }
+        out
+    }
+
+    fn set_loop(t: &mut LoopConfig, field: usize, value: f64) {
+        match field {
+            0 => t.lr = value,
+            1 => t.weight_decay = value,
+            2 => t.warmup_ratio = value,
+            3 => t.max_grad_norm = value,
+            _ => t.dropout = value as f32,
+        }
+    }
+
+    /// Every float field at every awkward value either goes through the store and reads back
+    /// as the same spec, or is refused by `to_record` (so before a run exists) naming the field.
+    /// NaN and ±Inf must be refused: serde_json would write them as null, and the run's spec
+    /// could never be read again.
+    #[test]
+    fn every_float_field_at_a_weird_value_round_trips_or_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = soup_store::Store::open(dir.path()).unwrap();
+        let weird = [
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            1e-300,
+            0.1 + 0.2,
+            f32::MAX as f64 * 2.0,
+        ];
+        let mut refused = 0;
+        let mut stored = 0;
+        for value in weird {
+            for (what, spec) in specs_with(value) {
+                // The spec must actually hold the value (a field the list misses would not).
+                let floats = spec.floats();
+                let holds = floats.iter().any(|(_, v)| {
+                    v.to_bits() == value.to_bits()
+                        || (v.is_nan() && value.is_nan())
+                        || *v == value as f32 as f64
+                });
+                assert!(holds, "{what}: {value} not among {floats:?}");
+                let finite = floats.iter().all(|(_, v)| v.is_finite());
+                match spec.to_record() {
+                    Ok(v) => {
+                        assert!(finite, "{what}: {value} accepted");
+                        let run = store.create_run(spec.kind(), &spec.label(), v).unwrap();
+                        let back = store.get_run(run.id).unwrap().unwrap();
+                        let read: JobSpec = serde_json::from_value(back.spec)
+                            .unwrap_or_else(|e| panic!("{what} = {value}: unreadable: {e}"));
+                        assert_eq!(read, spec, "{what} = {value}");
+                        stored += 1;
+                    }
+                    Err(e) => {
+                        assert!(!finite, "{what}: {value} refused: {e}");
+                        let m = e.to_string();
+                        let named = floats.iter().find(|(_, v)| !v.is_finite()).unwrap();
+                        assert!(m.contains(&named.0) && m.contains("finite"), "{what}: {m}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            refused > 0 && stored > 0,
+            "{refused} refused, {stored} stored"
+        );
     }
 }

@@ -133,6 +133,17 @@ impl ModelConfig {
                     .and_then(|v| v.as_f64())
             })
             .unwrap_or(10_000.0);
+        for (k, v) in [
+            ("rms_norm_eps", raw.rms_norm_eps),
+            ("rope_theta", rope_theta),
+        ] {
+            // A zero or negative epsilon divides by zero on a zero activation; NaN logits follow.
+            if !(v.is_finite() && v > 0.0) {
+                return Err(CoreError::BadConfig(format!(
+                    "{k} is {v}: it must be a finite positive number"
+                )));
+            }
+        }
         let scaling = raw.rope_scaling.as_ref().or(params);
         let rope_scaling = match scaling {
             Some(s) => parse_scaling(s)?,
@@ -206,6 +217,23 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The (out_features, in_features) of a projection in every layer: what a LoRA pair on it
+    /// must match (A: (r, in), B: (out, r)).
+    pub fn projection_shape(&self, m: crate::lora::Module) -> (usize, usize) {
+        use crate::lora::Module;
+        let h = self.hidden_size;
+        let qd = self.num_attention_heads * self.head_dim;
+        let kvd = self.num_key_value_heads * self.head_dim;
+        let i = self.intermediate_size;
+        match m {
+            Module::Q => (qd, h),
+            Module::K | Module::V => (kvd, h),
+            Module::O => (h, qd),
+            Module::Gate | Module::Up => (i, h),
+            Module::Down => (h, i),
+        }
     }
 
     /// An HF-style `config.json` for this config, so converted models load in transformers too.

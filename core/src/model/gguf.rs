@@ -186,7 +186,9 @@ pub(super) fn read_gguf<R: std::io::Read + std::io::Seek>(
         let Some(hf) = hf_name(name) else {
             if name == "rope_freqs.weight" {
                 let q = content.tensor(reader, name, &Device::Cpu).map_err(bad)?;
-                rope_freqs = Some(q.dequantize(&Device::Cpu).map_err(bad)?);
+                let f = q.dequantize(&Device::Cpu).map_err(bad)?;
+                super::load::check_finite(path, name, &f)?;
+                rope_freqs = Some(f);
             } else {
                 tracing::warn!(
                     "{}: ignoring tensor {name}, which HF models do not have",
@@ -198,6 +200,7 @@ pub(super) fn read_gguf<R: std::io::Read + std::io::Seek>(
         progress(i, total, &hf);
         let q = content.tensor(reader, name, &Device::Cpu).map_err(bad)?;
         let mut t = q.dequantize(&Device::Cpu).map_err(bad)?;
+        super::load::check_finite(path, name, &t)?;
         if permuted {
             if hf.contains(".self_attn.q_proj.") {
                 t = unpermute_qk(&t, n_head).map_err(bad)?;
@@ -215,6 +218,28 @@ pub(super) fn read_gguf<R: std::io::Read + std::io::Seek>(
         tensors,
         tokenizer,
     })
+}
+
+/// The config of a GGUF file from its metadata alone, without reading a tensor: for checking
+/// an adapter's shapes against a model at import. Only the sizes are reliable; tied
+/// embeddings, attention bias and rope scaling depend on tensors and read as absent.
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
+    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| CoreError::bad_file(path, format!("not a readable GGUF file: {e}")))?;
+    let md = Metadata {
+        map: &content.metadata,
+        path,
+    };
+    let arch = md.string("general.architecture")?;
+    let hf_arch = match arch.as_str() {
+        "llama" => "LlamaForCausalLM",
+        "qwen2" => "Qwen2ForCausalLM",
+        other => return Err(CoreError::UnknownArchitecture(format!("GGUF {other}"))),
+    };
+    let tokenizer = tokenizer_from_metadata(&md)?;
+    config_from_metadata(&md, hf_arch, &HashMap::new(), None, &tokenizer)
 }
 
 fn config_from_metadata(
@@ -252,6 +277,19 @@ fn config_from_metadata(
         None => tokenizer.inner().get_vocab_size(false),
     };
     let rope_theta = md.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+    let rms_norm_eps = md.f64(&key("attention.layer_norm_rms_epsilon"))?;
+    for (k, v) in [
+        ("rope.freq_base", rope_theta),
+        ("attention.layer_norm_rms_epsilon", rms_norm_eps),
+    ] {
+        // NaN or Inf here turns every activation into NaN, as a NaN weight would.
+        if !(v.is_finite() && v > 0.0) {
+            return Err(CoreError::bad_file(
+                md.path,
+                format!("metadata {arch}.{k} is {v}: it must be a finite positive number"),
+            ));
+        }
+    }
     let rope_scaling = match rope_freqs {
         Some(f) => Some(llama3_scaling_from_factors(f, head_dim, rope_theta, md)?),
         None => None,
@@ -266,7 +304,7 @@ fn config_from_metadata(
         num_attention_heads: n_head,
         num_key_value_heads: n_kv,
         head_dim,
-        rms_norm_eps: md.f64(&key("attention.layer_norm_rms_epsilon"))?,
+        rms_norm_eps,
         rope_theta,
         rope_scaling,
         max_position_embeddings: md.opt_usize(&key("context_length"))?.unwrap_or(4096),
@@ -1364,6 +1402,77 @@ mod tests {
         assert!(err.to_string().contains("junk.gguf"), "{err}");
         let err = load_gguf(&dir.path().join("absent.gguf"), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("absent.gguf"), "{err}");
+    }
+
+    /// A NaN or Inf weight, or a NaN/Inf/zero norm epsilon or rope base, is refused when the
+    /// file is read, naming the file and the tensor or key; a clean file's config is read from
+    /// its metadata alone with the same sizes as a full load.
+    #[test]
+    fn non_finite_weights_and_metadata_are_refused_with_their_names() {
+        let dev = Device::Cpu;
+        let tok = SoupTokenizer::from_hf_dir(&fixtures().join("tokenizer")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (config, tensors) = tiny_random_model("LlamaForCausalLM", &dev);
+        let clean = dir.path().join("clean.gguf");
+        write_gguf(&clean, &config, &tensors, &tok).unwrap();
+        let shapes = read_config(&clean).unwrap();
+        let full = load_gguf(&clean, &dev).unwrap().config;
+        assert_eq!(
+            (
+                shapes.hidden_size,
+                shapes.intermediate_size,
+                shapes.num_hidden_layers
+            ),
+            (
+                full.hidden_size,
+                full.intermediate_size,
+                full.num_hidden_layers
+            )
+        );
+        assert_eq!(shapes.head_dim, full.head_dim);
+        assert_eq!(shapes.num_key_value_heads, full.num_key_value_heads);
+
+        for (i, bad) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY]
+            .into_iter()
+            .enumerate()
+        {
+            let name = "model.layers.1.mlp.down_proj.weight";
+            let mut t = tensors.clone();
+            let mut v = t[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[7] = bad;
+            t.insert(
+                name.into(),
+                Tensor::from_vec(v, t[name].dims(), &dev).unwrap(),
+            );
+            let path = dir.path().join(format!("bad{i}.gguf"));
+            write_gguf(&path, &config, &t, &tok).unwrap();
+            let err = load_gguf(&path, &dev).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("bad{i}.gguf")) && err.contains("blk.1.ffn_down.weight"),
+                "{err}"
+            );
+            assert!(
+                err.contains(if bad.is_nan() { "NaN" } else { "infinite" }),
+                "{err}"
+            );
+        }
+        for (field, value) in [("eps", f64::NAN), ("eps", 0.0), ("theta", f64::INFINITY)] {
+            let mut c = config.clone();
+            if field == "eps" {
+                c.rms_norm_eps = value;
+            } else {
+                c.rope_theta = value;
+            }
+            let path = dir.path().join("meta.gguf");
+            write_gguf(&path, &c, &tensors, &tok).unwrap();
+            let err = load_gguf(&path, &dev).unwrap_err().to_string();
+            let key = if field == "eps" {
+                "llama.attention.layer_norm_rms_epsilon"
+            } else {
+                "llama.rope.freq_base"
+            };
+            assert!(err.contains(key) && err.contains("meta.gguf"), "{err}");
+        }
     }
 
     /// By-hand check against the real SmolLM2-135M-Instruct Q4_1 GGUF (98 MB, fetched with

@@ -294,6 +294,42 @@ impl Llama {
         })
     }
 
+    /// The first weight holding NaN or Inf, by its HF name: weights are checked when read
+    /// from a file, so this only finds what was built in memory; it lets a non-finite loss be
+    /// traced to its cause before the learning rate is blamed.
+    pub fn first_non_finite(&self) -> Result<Option<(String, super::finite::NonFinite)>> {
+        let mut named: Vec<(String, &Tensor)> = vec![
+            ("model.embed_tokens.weight".into(), &self.embed),
+            ("model.norm.weight".into(), &self.norm),
+            ("lm_head.weight".into(), &self.lm_head),
+        ];
+        for (l, layer) in self.layers.iter().enumerate() {
+            for m in crate::lora::ALL_MODULES {
+                let p = layer.projection(m);
+                let base = format!("model.layers.{l}.{}.{}", m.block(), m.hf_name());
+                named.push((format!("{base}.weight"), &p.weight));
+                if let Some(b) = &p.bias {
+                    named.push((format!("{base}.bias"), b));
+                }
+            }
+            named.push((
+                format!("model.layers.{l}.input_layernorm.weight"),
+                &layer.input_norm,
+            ));
+            named.push((
+                format!("model.layers.{l}.post_attention_layernorm.weight"),
+                &layer.post_norm,
+            ));
+        }
+        for (name, t) in named {
+            let c = super::finite::non_finite(t)?;
+            if !c.is_clean() {
+                return Ok(Some((name, c)));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -53,10 +53,27 @@ pub fn read_safetensors(files: &[PathBuf], device: &Device) -> Result<HashMap<St
             let t = st
                 .load(&name, device)
                 .map_err(|e| CoreError::bad_file(f, format!("tensor {name}: {e}")))?;
+            check_finite(f, &name, &t)?;
             out.insert(name, t);
         }
     }
     Ok(out)
+}
+
+/// Refuses a weight holding NaN or Inf, naming the file and the tensor: such a model computes
+/// NaN logits for every input (see [`super::finite`]).
+pub fn check_finite(file: &Path, name: &str, t: &Tensor) -> Result<()> {
+    let c = super::finite::non_finite(t)?;
+    if c.is_clean() {
+        return Ok(());
+    }
+    Err(CoreError::bad_file(
+        file,
+        format!(
+            "tensor {name} holds {}: the file is damaged or was saved from a diverged run, and every output computed with it would be NaN; re-download or re-convert it",
+            c.describe()
+        ),
+    ))
 }
 
 /// Loads the decoder of an HF directory (no tokenizer).

@@ -3,6 +3,7 @@
 pub mod backward;
 pub mod config;
 pub mod fetch;
+pub mod finite;
 #[cfg(test)]
 mod fuzz;
 pub mod gguf;

@@ -226,11 +226,15 @@ pub fn train_loop(
             tokens_now += out.tokens;
             let lv = out.loss;
             if !lv.is_finite() {
-                return Err(CoreError::Diverged {
-                    loss: lv as f64,
+                return Err(explain_non_finite_loss(
+                    model,
+                    &stack,
+                    &vars,
+                    lv as f64,
                     step,
-                    checkpoint: (ckpt_dir.is_some() && meta.step > 0).then_some(meta.step),
-                });
+                    step == start_step,
+                    (ckpt_dir.is_some() && meta.step > 0).then_some(meta.step),
+                ));
             }
             loss_sum += lv * w;
             for (acc, gi) in grads.iter_mut().zip(out.grads) {
@@ -340,6 +344,75 @@ fn save_checkpoint(dir: &Path, vars: &[Var], opt: &AdamW, meta: &CheckpointMeta)
     Ok(())
 }
 
+/// Why the loss became NaN or Inf, so the advice fits the cause. Only divergence (finite
+/// weights that updates drove to overflow) is cured by a lower learning rate; non-finite
+/// frozen weights, or a forward that overflows before any update, are not.
+#[allow(clippy::too_many_arguments)]
+fn explain_non_finite_loss(
+    model: &Llama,
+    stack: &AdapterStack,
+    vars: &[Var],
+    loss: f64,
+    step: usize,
+    first_step: bool,
+    checkpoint: Option<usize>,
+) -> CoreError {
+    let input = |cause: String| CoreError::NonFiniteLoss { loss, step, cause };
+    match model.first_non_finite() {
+        Ok(Some((name, c))) => {
+            return input(format!(
+                "the model's weight {name} holds {}: the model is damaged, re-download or re-convert it",
+                c.describe()
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => return e,
+    }
+    let var_tensors: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let is_var = |t: &Tensor| var_tensors.iter().any(|v| v.id() == t.id());
+    for ad in &stack.adapters {
+        for (&(layer, m), p) in &ad.pairs {
+            for (which, t) in [("lora_A", &p.a), ("lora_B", &p.b)] {
+                let bad = match crate::model::finite::non_finite(t) {
+                    Ok(c) if !c.is_clean() => c,
+                    Ok(_) => continue,
+                    Err(e) => return e,
+                };
+                // A trained factor that went non-finite after updates is divergence.
+                if is_var(t) && !first_step {
+                    continue;
+                }
+                return input(format!(
+                    "adapter {} layer {layer} {} {which} holds {} before this step's update: the adapter or the checkpoint it was resumed from is damaged",
+                    ad.name,
+                    m.hf_name(),
+                    bad.describe()
+                ));
+            }
+        }
+    }
+    if first_step {
+        let vars_ok = var_tensors.iter().all(|t| {
+            crate::model::finite::non_finite(t)
+                .map(|c| c.is_clean())
+                .unwrap_or(false)
+        });
+        return input(if vars_ok {
+            format!(
+                "it is not finite on the first step, before any update, with every weight finite: the forward pass overflows in {:?} on this batch (try --dtype f32, or check the adapters' alpha)",
+                model.dtype()
+            )
+        } else {
+            "the trainable weights hold NaN or Inf before any update: the checkpoint resumed from is damaged; start the run afresh".into()
+        });
+    }
+    CoreError::Diverged {
+        loss,
+        step,
+        checkpoint,
+    }
+}
+
 fn load_checkpoint(dir: &Path, vars: &[Var], opt: &mut AdamW) -> Result<Option<CheckpointMeta>> {
     let (st, js) = ckpt_paths(dir);
     if !st.exists() || !js.exists() {
@@ -376,9 +449,13 @@ fn load_checkpoint(dir: &Path, vars: &[Var], opt: &mut AdamW) -> Result<Option<C
                 ),
             ));
         }
+        let (m, v) = (get(format!("m.{i}"))?, get(format!("v.{i}"))?);
+        for (name, t) in [("var", &val), ("m", &m), ("v", &v)] {
+            crate::model::load::check_finite(&st, &format!("{name}.{i}"), t)?;
+        }
         var.set(&val)?;
-        ms.push(get(format!("m.{i}"))?);
-        vs.push(get(format!("v.{i}"))?);
+        ms.push(m);
+        vs.push(v);
     }
     opt.restore(ms, vs, meta.adam_step);
     Ok(Some(meta))

@@ -254,7 +254,9 @@ fn import(
     let mut adapter = peft::load_peft(dir, &candle_core::Device::Cpu)
         .with_context(|| format!("importing {}", dir.display()))?;
     adapter.name = name.to_string();
-    let base = base_model.unwrap_or_else(|| adapter.meta.base_model.clone());
+    let base = import_base(ctx, store, &adapter, dir, base_model.as_deref())?;
+    // The stored PEFT config names the base it was checked against, so an export says it too.
+    adapter.meta.base_model = base.clone();
     let (bytes, config) = peft::to_bytes(&adapter)?;
     let mut modules: BTreeMap<&str, ModuleSpec> = BTreeMap::new();
     for ((_, m), p) in &adapter.pairs {
@@ -294,6 +296,67 @@ fn import(
             modules_summary(&saved.modules)
         );
         Ok(())
+    }
+}
+
+/// The base model an imported adapter is recorded under, checked against the adapter.
+///
+/// `--base-model` must name a model soup can find (a stored name, `default`, an HF directory
+/// or a GGUF file), and the adapter's layers and shapes must fit that model's config. Without
+/// it, the config's `base_model_name_or_path` is used, and checked too when it names a model
+/// soup has; PEFT writes `null` there for a model built from a config, and then
+/// `--base-model` is required, since soup would otherwise record an adapter it cannot place.
+fn import_base(
+    ctx: &super::Ctx,
+    store: &Store,
+    adapter: &LoraAdapter,
+    dir: &Path,
+    flag: Option<&str>,
+) -> Result<String> {
+    use soup_core::runtime::{
+        check_adapter_architecture, check_adapter_fits, locate_model, model_config_at,
+    };
+    let named = adapter.meta.base_model.clone();
+    // The architecture of the base the adapter's config names, when soup can open it.
+    let named_arch = (!named.is_empty())
+        .then(|| locate_model(Some(store), &ctx.data_dir, &named).ok())
+        .flatten()
+        .and_then(|(_, path)| model_config_at(&path).ok())
+        .map(|c| c.architecture);
+    let check = |located: &str, path: &Path| -> Result<()> {
+        let cfg = model_config_at(path)
+            .with_context(|| format!("reading the config of base model {located}"))?;
+        let context = || format!("importing {} onto {located}", dir.display());
+        check_adapter_fits(adapter, &cfg, located).with_context(context)?;
+        check_adapter_architecture(adapter, named_arch.as_deref(), &cfg, located)
+            .with_context(context)?;
+        Ok(())
+    };
+    if let Some(spec) = flag {
+        let (located, path) = locate_model(Some(store), &ctx.data_dir, spec)
+            .with_context(|| format!("--base-model {spec}"))?;
+        check(&located, &path)?;
+        return Ok(located);
+    }
+    if named.is_empty() {
+        bail!(
+            "{}: adapter_config.json names no base model (base_model_name_or_path is null): pass --base-model MODEL (a name from `soup model list`, `default`, an HF directory or a GGUF file) so soup can check the adapter against it",
+            dir.display()
+        );
+    }
+    match locate_model(Some(store), &ctx.data_dir, &named) {
+        Ok((located, path)) => {
+            check(&located, &path)?;
+            Ok(located)
+        }
+        Err(_) => {
+            // A hub name soup does not have: kept as written; the shapes are checked against
+            // whichever model the adapter is later used with.
+            eprintln!(
+                "note: the adapter's base model {named:?} is not a model soup has; recorded as written (pass --base-model to check the adapter against a local model now)"
+            );
+            Ok(named)
+        }
     }
 }
 
