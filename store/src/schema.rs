@@ -86,6 +86,8 @@ impl CatWeights {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobInfo {
     pub len: u64,
+    /// Chunks in the `blobs` tree (stores written before tensor files); 0 with `len > 0`:
+    /// the bytes are the file `tensors/<sha256>.safetensors` beside the database.
     pub chunks: u32,
     /// SHA-256 (hex) of the whole safetensors file, checked on read.
     pub sha256: String,

@@ -435,7 +435,22 @@ fn merge_method(
     method.method(&opts)
 }
 
+/// What a merge's `--out` must not harm: its input directories and the data dir.
+pub fn merge_output_rules(engine: &Engine, job: &MergeJob) -> crate::output::OutputRules {
+    let mut rules = crate::output::OutputRules::new(job.out_force).data_dir(engine.data_dir());
+    for a in &job.adapters {
+        if std::path::Path::new(a).exists() {
+            rules = rules.input(a);
+        }
+    }
+    rules
+}
+
 fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutcome> {
+    if let Some(out) = &job.out {
+        // Before any work or any stored adapter: a refused --out fails the run at once.
+        crate::output::check_dir(out, &merge_output_rules(engine, job))?;
+    }
     let store = engine.store();
     let device = engine.device().clone();
     let (adapters, base_model) = match &job.model {
@@ -534,7 +549,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
         None,
     )?;
     if let Some(out) = &job.out {
-        peft::save_peft(&merged, out)?;
+        peft::save_peft_with(&merged, out, &merge_output_rules(engine, job))?;
     }
     Ok(RunOutcome {
         summary: json!({ "name": job.name, "method": job.method, "weights": weights, "rank": merge::config_rank(&merged), "out": job.out, "search": search }),

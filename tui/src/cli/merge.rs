@@ -29,8 +29,12 @@ pub struct MergeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Also write the merged adapter as a PEFT directory here.
+    /// A new or empty folder (a non-empty one needs --force).
     #[arg(long, value_name = "PEFT_DIR")]
     out: Option<PathBuf>,
+    /// Replace --out if it is a non-empty folder (never an input, the data dir, `.`).
+    #[arg(long, requires = "out")]
+    force: bool,
     /// Name of the stored merged adapter (default: METHOD-A-B...).
     #[arg(long)]
     name: Option<String>,
@@ -87,6 +91,7 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
         let parts: Vec<String> = a.adapters.iter().map(|s| short_name(s)).collect();
         format!("{method}-{}", parts.join("-"))
     });
+    super::check_new_name("adapter", &name)?;
     let engine = ctx.engine()?;
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
@@ -111,6 +116,7 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
         seed: a.seed,
         dtype: ctx.dtype,
         out,
+        out_force: a.force,
         model: a.model.as_deref().map(super::absolute_if_exists),
         data: a
             .data
@@ -119,6 +125,11 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
             .collect(),
         budget: a.budget,
     };
+    if let Some(out) = &job.out {
+        // Refused now, before a run is recorded; the job checks again before it writes.
+        let rules = super::output_rules(ctx, a.force, &job.adapters);
+        soup_core::output::check_dir(out, &rules)?;
+    }
     if let Some(m) = &job.model {
         super::check_model(&engine, m)?;
     }

@@ -272,6 +272,7 @@ fn lora(ctx: &super::Ctx, a: LoraArgs) -> Result<()> {
     if job.lora.rank == 0 {
         bail!("--rank must be at least 1");
     }
+    super::check_new_name("adapter", &name)?;
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
@@ -322,6 +323,7 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
         job.max_len = v;
     }
     job.train_on_inputs = a.common.train_on_inputs;
+    super::check_new_name("adapter", &name)?;
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
