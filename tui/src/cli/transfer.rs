@@ -105,7 +105,7 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
     // Everything goes into a temporary sibling, renamed into place at the end: a failed
     // export leaves nothing behind, and a non-empty DIR is never written into.
     let staged = soup_core::output::StagedDir::new(&a.dir, &rules)?;
-    let mut report = if csv {
+    let report = if csv {
         store.export_csv(staged.path())?
     } else {
         store.export_json(staged.path())?
@@ -113,6 +113,7 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
     // Adapters as PEFT directories in either format: what other tools load. One whose
     // tensors are damaged is skipped and named; the others are exported.
     let mut peft_dirs = Vec::new();
+    let mut unreadable = Vec::new();
     let adapters = store.list_adapters()?;
     let names = dir_names(adapters.items.iter().map(|r| r.name.as_str()));
     for (rec, folder) in adapters.items.iter().zip(&names) {
@@ -122,12 +123,12 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
             &candle_core::Device::Cpu,
         ) {
             Ok(adapter) => adapter,
-            Err(soup_core::error::CoreError::Store(e)) if e.is_item_damage() => {
-                report.skipped.push(e);
-                continue;
-            }
+            // Already named in the JSON export's own skipped list.
+            Err(soup_core::error::CoreError::Store(e)) if !csv && e.is_item_damage() => continue,
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("exporting adapter {}", rec.name)))
+                // One unreadable adapter is named and skipped; the rest is exported.
+                unreadable.push(format!("adapter {:?}: {e}", rec.name));
+                continue;
             }
         };
         let dest = staged.path().join("adapters").join(folder);
@@ -141,10 +142,16 @@ pub fn export(ctx: &super::Ctx, a: ExportArgs) -> Result<()> {
     for e in &report.skipped {
         eprintln!("warning: skipped {e}");
     }
+    for e in &unreadable {
+        eprintln!("warning: skipped {e}");
+    }
     if ctx.json && (a.jsonl || csv) {
         let mut v = summary(&report);
         v["dir"] = serde_json::json!(a.dir);
         v["peft_dirs"] = serde_json::json!(peft_dirs);
+        if let Some(list) = v["skipped"].as_array_mut() {
+            list.extend(unreadable.into_iter().map(serde_json::Value::from));
+        }
         return super::print_json(&v);
     }
     println!(
