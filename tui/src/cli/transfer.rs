@@ -209,3 +209,48 @@ pub fn import(ctx: &super::Ctx, a: ImportArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_are_distinct_and_safe() {
+        let names = [
+            "a/b",
+            "a\nb",
+            "a_b",
+            "a%2Fb",
+            "a b",
+            "Math",
+            "math",
+            ".hidden",
+            "..",
+            "x.safetensors",
+            "0000-x.safetensors",
+            "数学",
+            "math-lora_v1.2",
+        ];
+        let folders = dir_names(names.iter().copied());
+        let distinct: std::collections::HashSet<String> =
+            folders.iter().map(|f| f.to_lowercase()).collect();
+        assert_eq!(distinct.len(), names.len(), "{folders:?}");
+        for f in &folders {
+            assert!(!f.is_empty() && !f.starts_with('.'), "{f}");
+            assert!(
+                f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.%~".contains(&b)),
+                "{f}"
+            );
+            assert!(!f.ends_with(".safetensors"), "{f}");
+        }
+        // Plain names keep their folder name (what earlier exports wrote).
+        assert_eq!(dir_name("math-lora_v1.2"), "math-lora_v1.2");
+        assert_eq!(dir_name("a/b"), "a%2Fb");
+        assert_eq!(dir_name("a\nb"), "a%0Ab");
+        // Long names are cut and keep a hash of the whole name.
+        let long_a = dir_name(&format!("{}a", "é".repeat(200)));
+        let long_b = dir_name(&format!("{}b", "é".repeat(200)));
+        assert!(long_a.len() <= MAX_DIR_NAME + 17 && long_a != long_b);
+    }
+}
