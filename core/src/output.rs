@@ -150,6 +150,34 @@ fn is_at_or_above(dir: &Path, path: &Path) -> bool {
     rp.ancestors().any(|a| file_id(a) == Some(id))
 }
 
+/// What soup itself keeps in a data dir; anything else there is the user's.
+const DATA_DIR_ENTRIES: &[&str] = &[
+    "db",
+    "tensors",
+    "set-aside",
+    "soup.pid",
+    "soup.log",
+    "models",
+    "jobs",
+    "exports",
+    "cache",
+];
+
+/// True when `path` is one of soup's own entries in the data dir, or inside one.
+fn in_soups_own_files(data: &Path, path: &Path) -> bool {
+    let (Ok(rd), Ok(rp)) = (resolve(data), resolve(path)) else {
+        return false;
+    };
+    match rp
+        .strip_prefix(&rd)
+        .ok()
+        .and_then(|r| r.components().next())
+    {
+        Some(Component::Normal(first)) => DATA_DIR_ENTRIES.iter().any(|e| first == *e),
+        _ => false,
+    }
+}
+
 /// The folders no output may replace, whatever the flags: the filesystem root, home, the
 /// current directory, each with a word for the message.
 fn always_protected() -> Vec<(PathBuf, String)> {
@@ -200,10 +228,10 @@ pub fn check_dir(target: &Path, rules: &OutputRules) -> Result<()> {
         }
     }
     if let Some(data) = &rules.data_dir {
-        if is_at_or_above(&resolved, data) || is_at_or_above(data, &resolved) {
+        if is_at_or_above(&resolved, data) || in_soups_own_files(data, &resolved) {
             return Err(OutputError::Protected {
                 path: target.to_path_buf(),
-                what: format!("the data dir {} or inside it", data.display()),
+                what: format!("the data dir {} or soup's own files in it", data.display()),
             });
         }
     }
@@ -336,10 +364,10 @@ pub fn check_file(target: &Path, rules: &OutputRules) -> Result<()> {
         }
     }
     if let Some(data) = &rules.data_dir {
-        if is_at_or_above(data, &resolved) {
+        if in_soups_own_files(data, &resolved) {
             return Err(OutputError::Protected {
                 path: target.to_path_buf(),
-                what: format!("inside the data dir {}", data.display()),
+                what: format!("one of soup's own files in the data dir {}", data.display()),
             });
         }
     }
@@ -470,7 +498,7 @@ mod tests {
             tmp.path().to_path_buf(),
             data.clone(),
             data.join("db"),
-            data.join("new"),
+            data.join("tensors/x"),
         ] {
             let err = check_dir(&bad, &rules).unwrap_err();
             assert!(
@@ -491,6 +519,8 @@ mod tests {
         }
         assert!(input.join("adapter_config.json").is_file());
         check_dir(&tmp.path().join("elsewhere"), &rules).unwrap();
+        // Beside soup's files in the data dir is the user's business.
+        check_dir(&data.join("merged"), &rules).unwrap();
     }
 
     #[test]
