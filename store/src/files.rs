@@ -118,12 +118,7 @@ pub(crate) fn write_tensors(
     let fail = |p: &Path, e: io::Error| write_error(probe, data_dir, p, what, len, e);
     std::fs::create_dir_all(&folder).map_err(|e| fail(&folder, e))?;
     let tmp = folder.join(format!(".{hex}.{}.partial", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
+    let written = write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
         // Our own partial file: removing it gives the space back.
         let _ = std::fs::remove_file(&tmp);
@@ -133,6 +128,13 @@ pub(crate) fn write_tensors(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` and waits until they are on disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Reads a blob's file and checks its length and SHA-256; the error says which check failed.
