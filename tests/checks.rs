@@ -108,6 +108,7 @@ fn bad_jobs_are_refused_before_a_run_is_recorded() {
                 majority_sign_method: None,
                 seed: 0,
                 out: None,
+                out_force: false,
                 model: None,
                 data: vec![],
                 budget: None,

@@ -78,6 +78,7 @@ fn train_cat_merge_eval_pipeline() {
     assert!(stored.modules.iter().all(|m| m.rank == 16));
 
     let merge = MergeJob {
+        out_force: false,
         name: "ties".into(),
         method: soup_core::merge::MergeKind::Ties,
         adapters: vec![a.clone(), b.clone()],

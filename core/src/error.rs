@@ -151,6 +151,9 @@ pub enum CoreError {
     Internal(String),
     #[error("job cancelled")]
     Cancelled,
+    /// An output path refused (it would destroy an input or a non-empty folder) or unwritable.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

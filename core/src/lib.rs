@@ -13,6 +13,7 @@ pub mod generate;
 pub mod lora;
 pub mod merge;
 pub mod model;
+pub mod output;
 pub mod runtime;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

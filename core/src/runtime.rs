@@ -276,9 +276,15 @@ pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Re
                 "neither a PEFT directory nor a stored adapter (see `soup adapter list`)",
             )
         })?;
-    let bytes = store
-        .adapter_blob(spec)
-        .map_err(|e| CoreError::adapter(spec, e.to_string()))?;
+    let bytes = store.adapter_blob(spec).map_err(|e| {
+        if e.is_item_damage() {
+            // Already names the adapter and says what to do; kept typed so callers that go
+            // through many adapters (export) can skip this one and go on.
+            CoreError::Store(e)
+        } else {
+            CoreError::adapter(spec, e.to_string())
+        }
+    })?;
     let config = rec
         .hyperparams
         .get("peft_config")

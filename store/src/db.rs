@@ -24,6 +24,7 @@ use sled::{Transactional, Tree};
 use ulid::Ulid;
 
 use crate::envelope::{self, EnvelopeError};
+use crate::files::{self, FreeSpaceProbe};
 use crate::keys::{self, HASH_LEN, ULID_LEN};
 use crate::lock::{self, DirLock};
 use crate::schema::*;
@@ -163,6 +164,8 @@ pub struct Store {
     /// one thread's collection could remove the chunks another thread has written but not yet
     /// pointed a record at.
     adapter_writes: Mutex<()>,
+    /// Free bytes of the data dir's disk (statvfs; replaced in tests to play a full disk).
+    free_space: FreeSpaceProbe,
     _lock: DirLock,
 }
 
@@ -218,6 +221,39 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
     })
 }
 
+/// Longest adapter or model name, in bytes: a name becomes a folder name on export (255 bytes
+/// on most filesystems) and a column in tables.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The rule for the names a user gives adapters and models, checked wherever one is created
+/// (training, CAT, merges, imports, fetches, and [`Store::save_adapter`]/[`Store::put_model`]
+/// themselves): a name is shown in tables, typed on command lines and becomes a folder name on
+/// export, so it must be non-empty, at most [`MAX_NAME_BYTES`], without `/` or `\\`, control
+/// characters (newlines, tabs, NUL, ...), surrounding spaces, and neither start with a dot nor
+/// be `..`. Names already stored are never checked again: old stores open and export as before.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "it is longer than 128 bytes"
+    } else if name.contains(['/', '\\']) {
+        "it contains a slash (names become folder names on export)"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character (newline, tab, NUL, ...)"
+    } else if name.starts_with('.') {
+        "it starts with a dot (`.`, `..` and hidden folders on export)"
+    } else if name.trim() != name {
+        "it starts or ends with a space"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidName {
+        what,
+        name: name.to_string(),
+        why,
+    })
+}
+
 fn be64(value: &[u8]) -> u64 {
     let mut be = [0u8; 8];
     if value.len() == 8 {
@@ -252,14 +288,46 @@ impl Store {
         if dir.exists() && !dir.is_dir() {
             return Err(StoreError::NotADirectory { dir });
         }
+        Self::open_with(data_dir, files::statvfs_available)
+    }
+
+    /// [`Store::open`] with the free-space probe given: tests pass one that reports a full
+    /// disk, to check that every write refuses cleanly.
+    #[doc(hidden)]
+    pub fn open_with(data_dir: impl AsRef<Path>, free_space: FreeSpaceProbe) -> Result<Store> {
+        let dir = data_dir.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::NotADirectory { dir });
+        }
+        // What opening needs: sled may add a log segment and writes a snapshot.
+        let open_error = |source: std::io::Error, dir: &Path| {
+            if files::is_disk_full(&source) {
+                StoreError::DiskFull {
+                    dir: dir.to_path_buf(),
+                    what: "opening the database".into(),
+                    needed: files::HEADROOM,
+                    available: free_space(dir).unwrap_or(0),
+                }
+            } else {
+                StoreError::DataDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            }
+        };
         if let Err(source) = std::fs::create_dir_all(&dir) {
             // A parent that is a file shows up as NotADirectory or AlreadyExists.
             if dir.ancestors().skip(1).any(|a| a.is_file()) {
                 return Err(StoreError::NotADirectory { dir });
             }
-            return Err(StoreError::DataDir { dir, source });
+            return Err(open_error(source, &dir));
         }
-        let lock = lock::acquire(&dir)?;
+        let lock = lock::acquire(&dir).map_err(|e| match e {
+            StoreError::DataDir { dir, source } => open_error(source, &dir),
+            other => other,
+        })?;
+        // A snapshot cut short (disk full, kill) would make sled call the database corrupt.
+        files::set_aside_broken_snapshots(&dir, &dir.join("db"))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .open()
@@ -271,10 +339,7 @@ impl Store {
                             pid: None,
                         }
                     } else {
-                        StoreError::DataDir {
-                            dir: dir.clone(),
-                            source,
-                        }
+                        open_error(source, &dir)
                     }
                 }
                 e @ sled::Error::Corruption { .. } => StoreError::Damaged {
@@ -290,6 +355,7 @@ impl Store {
             t,
             ids: Mutex::new(ulid::Generator::new()),
             adapter_writes: Mutex::new(()),
+            free_space,
             _lock: lock,
         };
         crate::migrate::upgrade(&store)?;
@@ -332,6 +398,12 @@ impl Store {
                 .sum()
         }
         walk(&self.dir.join("db"))
+    }
+
+    /// Fails with [`StoreError::DiskFull`] before a write of about `bytes` that the data dir's
+    /// disk has no room for (see `files.rs`: sled stalls rather than fails when it fills).
+    fn room_for(&self, what: &str, bytes: usize) -> Result<()> {
+        files::ensure_space(self.free_space, &self.dir, what, bytes as u64)
     }
 
     fn lock_adapter_writes(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -379,10 +451,10 @@ impl Store {
 
     /// Adds or replaces a model; durable on return.
     pub fn put_model(&self, model: &ModelRecord) -> Result<()> {
-        check_name("model", &model.name)?;
-        self.t
-            .models
-            .insert(model.name.as_bytes(), encode("model", model)?)?;
+        validate_name("model", &model.name)?;
+        let value = encode("model", model)?;
+        self.room_for(&format!("model {}", model.name), value.len())?;
+        self.t.models.insert(model.name.as_bytes(), value)?;
         self.flush()
     }
 
@@ -405,9 +477,9 @@ impl Store {
     /// Adds or replaces a dataset; durable on return.
     pub fn put_dataset(&self, dataset: &DatasetRecord) -> Result<()> {
         check_name("dataset", &dataset.name)?;
-        self.t
-            .datasets
-            .insert(dataset.name.as_bytes(), encode("dataset", dataset)?)?;
+        let value = encode("dataset", dataset)?;
+        self.room_for(&format!("dataset {}", dataset.name), value.len())?;
+        self.t.datasets.insert(dataset.name.as_bytes(), value)?;
         self.flush()
     }
 
@@ -436,36 +508,28 @@ impl Store {
         adapter: &AdapterRecord,
         safetensors: &[u8],
     ) -> Result<AdapterRecord> {
-        check_name("adapter", &adapter.name)?;
+        validate_name("adapter", &adapter.name)?;
         check_name("base model", &adapter.base_model)?;
         let (hash, hash_hex) = sha256(safetensors);
+        let what = format!("the tensors of adapter {}", adapter.name);
+        self.room_for(&what, safetensors.len())?;
         let _guard = self.lock_adapter_writes();
-        let chunks: Vec<&[u8]> = if safetensors.is_empty() {
-            Vec::new()
-        } else {
-            safetensors.chunks(BLOB_CHUNK).collect()
-        };
-        // Chunks first, under their content hash: until the record points at them they are
+        // The tensor file first, under its content hash: until the record points at it, it is
         // invisible. Both the new blob and the one it replaces are marked pending first, so
         // that whichever ends up unreferenced, even after a crash at any point, is collected
         // (here or at the next open) without scanning the blobs.
-        self.mark_pending((hash, chunks.len() as u32))?;
+        self.mark_pending((hash, 0))?;
         if let Some(old) = self.readable_blob_of(&adapter.name) {
             self.mark_pending(old)?;
         }
-        let mut batch = sled::Batch::default();
-        for (i, chunk) in chunks.iter().enumerate() {
-            batch.insert(
-                &keys::blob_chunk_key(&hash, i as u32)[..],
-                envelope::encode_raw(chunk),
-            );
+        if !safetensors.is_empty() {
+            files::write_tensors(self.free_space, &self.dir, &hash_hex, safetensors, &what)?;
         }
-        self.t.blobs.apply_batch(batch)?;
 
         let mut stored = adapter.clone();
         stored.blob = Some(BlobInfo {
             len: safetensors.len() as u64,
-            chunks: chunks.len() as u32,
+            chunks: 0,
             sha256: hash_hex,
         });
         let value = encode("adapter", &stored)?;
@@ -539,6 +603,17 @@ impl Store {
             )
         };
         let hash = keys::parse_hash(&info.sha256).ok_or_else(|| bad("blob hash is not hex"))?;
+        if info.chunks == 0 && info.len > 0 {
+            // Since tensor files: the bytes are a file of their own, checked here.
+            let path = files::tensor_path(&self.dir, &info.sha256);
+            return files::read_checked(&path, &info.sha256, info.len).map_err(|reason| {
+                StoreError::DamagedTensors {
+                    name: name.to_string(),
+                    path,
+                    reason,
+                }
+            });
+        }
         let mut out = Vec::with_capacity(info.len as usize);
         for i in 0..info.chunks {
             let key = keys::blob_chunk_key(&hash, i);
@@ -646,6 +721,13 @@ impl Store {
                         }
                     }
                     self.t.blobs.apply_batch(batch)?;
+                    // Our own file, named by its hash: nothing else points at it.
+                    let file = files::tensor_path(&self.dir, &keys::hex(&hash));
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::io(file, e)),
+                    }
                 }
             }
             self.t.blob_pending.remove(k)?;
@@ -687,6 +769,7 @@ impl Store {
     /// tools use it; jobs use the transitions below.
     pub fn put_run(&self, run: &RunRecord) -> Result<()> {
         let value = encode("run", run)?;
+        self.room_for(&format!("run {}", run.id), value.len())?;
         let key = keys::run_key(run.id);
         (&self.t.runs, &self.t.runs_by_status)
             .transaction(|(runs, by_status)| {
@@ -746,6 +829,7 @@ impl Store {
 
     /// Records progress; not flushed (losing the last 500 ms of progress costs nothing).
     pub fn set_progress(&self, id: RunId, progress: Progress) -> Result<()> {
+        self.room_for(&format!("the progress of run {id}"), 1024)?;
         self.update_run(id, |r| r.progress = progress.clone())?;
         Ok(())
     }
@@ -884,10 +968,14 @@ impl Store {
     /// Adds or replaces scores (keyed by run and metric); durable on return.
     pub fn put_scores(&self, scores: &[Score]) -> Result<()> {
         let mut batch = sled::Batch::default();
+        let mut bytes = 0;
         for s in scores {
             check_name("metric", &s.metric)?;
-            batch.insert(keys::score_key(s.run, &s.metric), encode("score", s)?);
+            let value = encode("score", s)?;
+            bytes += value.len();
+            batch.insert(keys::score_key(s.run, &s.metric), value);
         }
+        self.room_for("scores", bytes)?;
         self.t.scores.apply_batch(batch)?;
         self.flush()
     }
@@ -942,6 +1030,8 @@ impl Store {
     }
 
     fn put_records_unflushed(&self, records: &[StoredQuestion]) -> Result<()> {
+        // Each record takes a few kB at most; a real measurement would mean encoding twice.
+        self.room_for("question records", records.len().saturating_mul(4096))?;
         let mut runs_seen = std::collections::HashSet::new();
         for r in records {
             check_name("verdict", &r.verdict)?;
@@ -1168,9 +1258,9 @@ impl Store {
 
     /// Caches a generation; not flushed (a lost entry is regenerated).
     pub fn gen_cache_put(&self, key: &[u8; 32], entry: &GenCacheEntry) -> Result<()> {
-        self.t
-            .gen_cache
-            .insert(key, encode("cache entry", entry)?)?;
+        let value = encode("cache entry", entry)?;
+        self.room_for("the generation cache", value.len())?;
+        self.t.gen_cache.insert(key, value)?;
         Ok(())
     }
 

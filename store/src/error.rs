@@ -62,11 +62,41 @@ pub enum StoreError {
         why: &'static str,
     },
 
+    /// sled refused to open its files. Nothing was deleted, and the advice keeps it that way:
+    /// a full disk or a stray file is far more common than lost data.
     #[error(
-        "the database in {dir} is damaged ({detail}); move {dir}/db aside and import your last \
-         export (`soup import`), or start afresh"
+        "the database in {dir} cannot be opened ({detail}); soup changed nothing. Keep a copy \
+         of {dir}/db before anything else; if the disk was full, free some space and retry; if \
+         it still fails, open a copy of your last `soup export` with `soup import` under a new \
+         --data-dir and keep {dir}/db for recovery"
     )]
     Damaged { dir: PathBuf, detail: String },
+
+    /// The filesystem of the data dir is (about to be) full. Raised before a write when
+    /// statvfs shows too little room, or when a write fails with ENOSPC.
+    #[error(
+        "the disk holding data dir {dir} is full: {available} bytes free, about {needed} bytes \
+         needed for {what}; nothing was half-written. Free some space (or pass --data-dir to a \
+         disk with room) and retry"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        what: String,
+        needed: u64,
+        available: u64,
+    },
+
+    /// An adapter's tensor file is missing or does not match its recorded SHA-256: only that
+    /// adapter is lost, everything else in the store stays usable.
+    #[error(
+        "the tensors of adapter `{name}` are damaged ({reason}; file {path}); the rest of the \
+         store is fine: delete it with `soup adapter delete {name}` and import or train it again"
+    )]
+    DamagedTensors {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
 
     #[error(
         "database error: {0}; if the disk is full, free some space and retry (acknowledged \
@@ -93,6 +123,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True for the errors that lose one item (a value, an adapter's tensors) but leave the
+    /// rest of the store readable: listings and exports skip and report them.
+    pub fn is_item_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::DamagedTensors { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),

@@ -165,7 +165,7 @@ impl Store {
         for (n, adapter) in items.into_iter().enumerate() {
             let bytes = match self.adapter_blob(&adapter.name) {
                 Ok(bytes) => bytes,
-                Err(e @ StoreError::Corrupt { .. }) => {
+                Err(e) if e.is_item_damage() => {
                     skipped.push(e);
                     continue;
                 }
@@ -332,12 +332,26 @@ impl Store {
     /// id and keeping everything else. Missing files are taken as empty. Durable on return.
     pub fn import_json(&self, dir: impl AsRef<Path>) -> Result<TransferReport> {
         let dir = dir.as_ref();
-        let models =
-            for_each_line::<ModelRecord>(&dir.join("models.jsonl"), |m| self.put_model(&m))?;
+        // A name today's rules refuse (an export from before they existed) skips that one
+        // item, reported, instead of ending the import halfway.
+        let mut skipped = Vec::new();
+        let mut refused = |r: Result<()>| match r {
+            Err(e @ StoreError::InvalidName { .. }) => {
+                skipped.push(e);
+                Ok(false)
+            }
+            other => other.map(|()| true),
+        };
+        let mut models = 0;
+        for_each_line::<ModelRecord>(&dir.join("models.jsonl"), |m| {
+            models += usize::from(refused(self.put_model(&m))?);
+            Ok(())
+        })?;
         let datasets =
             for_each_line::<DatasetRecord>(&dir.join("datasets.jsonl"), |d| self.put_dataset(&d))?;
         let adapters_path = dir.join("adapters.jsonl");
-        let adapters = for_each_line::<AdapterLine>(&adapters_path, |line| {
+        let mut adapters = 0;
+        for_each_line::<AdapterLine>(&adapters_path, |line| {
             // Only files inside the export dir: an edited export must not pull in
             // arbitrary files.
             let rel = Path::new(&line.file);
@@ -352,7 +366,10 @@ impl Store {
             }
             let path = dir.join(rel);
             let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-            self.save_adapter(&line.adapter, &bytes).map(|_| ())
+            adapters += usize::from(refused(
+                self.save_adapter(&line.adapter, &bytes).map(|_| ()),
+            )?);
+            Ok(())
         })?;
         let runs = for_each_line::<RunRecord>(&dir.join("runs.jsonl"), |r| self.put_run(&r))?;
         self.flush()?;
@@ -378,7 +395,7 @@ impl Store {
             runs,
             scores,
             records,
-            skipped: Vec::new(),
+            skipped,
         })
     }
 }

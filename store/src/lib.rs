@@ -29,6 +29,7 @@ mod db;
 pub mod envelope;
 mod error;
 mod export;
+pub mod files;
 #[cfg(test)]
 #[path = "../../fuzz/harness.rs"]
 pub(crate) mod fuzz_harness;
@@ -39,7 +40,8 @@ mod paths;
 pub mod schema;
 
 pub use db::{
-    gen_cache_key, Listing, RecordPage, RecordQuery, RunQuery, ScoreTable, Store, BLOB_CHUNK,
+    gen_cache_key, validate_name, Listing, RecordPage, RecordQuery, RunQuery, ScoreTable, Store,
+    BLOB_CHUNK, MAX_NAME_BYTES,
 };
 pub use error::StoreError;
 pub use export::TransferReport;

@@ -8,12 +8,17 @@
 //! - v2: free-form `verdict` (v1's `correct` becomes "correct"/"wrong", and a
 //!   `exact_match` score of 1/0), per-metric `scores`, `cached`; the `records_by_verdict`
 //!   index and `verdict_counts` counters, built by the migration.
-//! - v3 (current): a record is its index fields (run, index, id, verdict, scores) and the
+//! - v3: a record is its index fields (run, index, id, verdict, scores) and the
 //!   grader's record whole in `detail`. v2's flat fields move into `detail` under the names
 //!   the grader's record (soup-evals' `QuestionRecord`) gives them: `output` becomes
 //!   `raw_output`, `exit_status` `exit_code`, `duration_ms` `sandbox_seconds`, `latency_ms`
 //!   `latency_s`; the task comes from the run's spec; what v2 never kept (signal, sandbox
 //!   message, isolation, dtype, prompt style) stays absent.
+//! - v4 (current): an adapter's tensors may live in a checked file beside the database
+//!   (`tensors/<sha256>.safetensors`, `BlobInfo.chunks == 0`), so that one damaged file loses
+//!   one adapter, not the store. v3's chunks inside sled still read as before; nothing is
+//!   converted. The version exists so that an older soup refuses such a store with a clear
+//!   message instead of calling its new adapters damaged.
 //!
 //! Every step is idempotent and the version is written last, after a flush: a migration cut
 //! short by a crash runs again on the next open and finishes.
@@ -64,6 +69,9 @@ pub(crate) fn upgrade(store: &Store) -> Result<(), StoreError> {
     if found < 3 {
         upgrade_records(store)?;
         write_version(store, 3)?;
+    }
+    if found < 4 {
+        write_version(store, 4)?;
     }
     Ok(())
 }

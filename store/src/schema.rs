@@ -11,7 +11,7 @@ use ulid::Ulid;
 /// The schema version this build writes. v1 had `correct: bool` on question records and no
 /// verdict index; v2 has free-form verdicts, per-metric scores and the verdict index; v3 keeps
 /// the grader's record whole in `detail` beside the index fields.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Run ids are ULIDs: unique without coordination and sorted by creation time.
 pub type RunId = Ulid;
@@ -90,6 +90,8 @@ impl CatWeights {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobInfo {
     pub len: u64,
+    /// Chunks in the `blobs` tree (stores written before tensor files); 0 with `len > 0`:
+    /// the bytes are the file `tensors/<sha256>.safetensors` beside the database.
     pub chunks: u32,
     /// SHA-256 (hex) of the whole safetensors file, checked on read.
     pub sha256: String,

@@ -376,7 +376,8 @@ fn adapters_by_base_blobs_and_delete() {
     let saved = store
         .save_adapter(&adapter("cat-1", "smol"), &big)
         .expect("save");
-    assert_eq!(saved.blob.as_ref().map(|b| b.chunks), Some(3));
+    // Tensors are a file of their own beside the database, not chunks inside it.
+    assert_eq!(saved.blob.as_ref().map(|b| b.chunks), Some(0));
     store
         .save_adapter(&adapter("math", "smol"), b"small")
         .expect("save");
@@ -425,9 +426,11 @@ fn adapters_by_base_blobs_and_delete() {
     let data = store.dir().to_path_buf();
     drop(store);
 
-    // Replaced and deleted blobs were collected: one chunk each for "math" and "other".
-    let db = sled::open(data.join("db")).expect("raw");
-    assert_eq!(db.open_tree("blobs").expect("blobs").len(), 2);
+    // Replaced and deleted blobs were collected: one tensor file each for "math" and "other".
+    let files = std::fs::read_dir(data.join(files::TENSORS_DIR))
+        .expect("tensors dir")
+        .count();
+    assert_eq!(files, 2);
 }
 
 #[test]
@@ -712,13 +715,14 @@ fn chunks_of_a_save_cut_short_are_collected_at_open() {
             .insert(hash, &2u32.to_be_bytes())
             .expect("mark");
         db.flush().expect("flush");
-        assert_eq!(blobs.len(), 3);
+        assert_eq!(blobs.len(), 2);
     }
     let store = Store::open(&data).expect("reopen");
     assert_eq!(store.adapter_blob("kept").expect("kept"), b"kept bytes");
     drop(store);
     let db = sled::open(data.join("db")).expect("raw");
-    assert_eq!(db.open_tree("blobs").expect("blobs").len(), 1);
+    // The orphan chunks are gone; "kept" lives in its tensor file.
+    assert_eq!(db.open_tree("blobs").expect("blobs").len(), 0);
     assert!(db.open_tree("blob_pending").expect("pending").is_empty());
     drop(tmp);
 }

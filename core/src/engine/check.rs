@@ -73,7 +73,7 @@ impl Engine {
     }
 
     fn check_train(&self, j: &TrainJob) -> Result<()> {
-        check_name("adapter name", &j.name)?;
+        check_name(&j.name)?;
         locate_model(Some(self.store()), self.data_dir(), &j.model)?;
         if j.lora.rank == 0 {
             return Err(CoreError::bad_setting("--rank", 0, "at least 1"));
@@ -112,7 +112,7 @@ impl Engine {
     }
 
     fn check_cat(&self, j: &CatJob) -> Result<()> {
-        check_name("adapter name", &j.name)?;
+        check_name(&j.name)?;
         locate_model(Some(self.store()), self.data_dir(), &j.model)?;
         if j.adapters.is_empty() {
             return Err(CoreError::missing("CAT", "the adapters to concatenate"));
@@ -128,9 +128,13 @@ impl Engine {
     }
 
     fn check_merge(&self, j: &MergeJob) -> Result<()> {
-        check_name("adapter name", &j.name)?;
+        check_name(&j.name)?;
         if j.adapters.is_empty() {
             return Err(CoreError::missing("merge", "the adapters to merge"));
+        }
+        if let Some(out) = &j.out {
+            // Refused now; the job checks again before it writes.
+            crate::output::check_dir(out, &super::run::merge_output_rules(self, j))?;
         }
         // LoraHub searches its weights; every other method takes one per adapter.
         if !(j.method == MergeKind::LoraHub && j.weights.is_empty()) {
@@ -230,10 +234,10 @@ impl Engine {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(CoreError::bad_setting(what, "(empty)", "a non-empty name"));
-    }
+/// A new adapter's name: one that can become a folder name on export (see
+/// [`soup_store::validate_name`]).
+fn check_name(name: &str) -> Result<()> {
+    soup_store::validate_name("adapter", name)?;
     Ok(())
 }
 

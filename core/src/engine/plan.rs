@@ -389,6 +389,7 @@ fn merge_job(
     let settings = &req.merge;
     let lorahub = kind == MergeKind::LoraHub;
     Ok(MergeJob {
+        out_force: false,
         name: name.into(),
         method: kind,
         adapters: adapters.to_vec(),

@@ -450,7 +450,18 @@ fn merged_base_model(adapters: &[LoraAdapter]) -> String {
 /// What a merged adapter records as its base when none of its inputs names one.
 pub const UNKNOWN_BASE: &str = "unknown";
 
+/// What a merge's `--out` must not harm: its input directories and the data dir.
+pub fn merge_output_rules(engine: &Engine, job: &MergeJob) -> crate::output::OutputRules {
+    crate::output::OutputRules::new(job.out_force)
+        .data_dir(engine.data_dir())
+        .existing_inputs(&job.adapters)
+}
+
 fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutcome> {
+    if let Some(out) = &job.out {
+        // Before any work or any stored adapter: a refused --out fails the run at once.
+        crate::output::check_dir(out, &merge_output_rules(engine, job))?;
+    }
     let store = engine.store();
     let device = engine.device().clone();
     let (adapters, base_model) = match &job.model {
@@ -546,7 +557,7 @@ fn run_merge(engine: &Engine, job: &MergeJob, emit: &mut Emit) -> Result<RunOutc
         None,
     )?;
     if let Some(out) = &job.out {
-        peft::save_peft(&merged, out)?;
+        peft::save_peft_with(&merged, out, &merge_output_rules(engine, job))?;
     }
     Ok(RunOutcome {
         summary: json!({ "name": job.name, "method": job.method, "weights": weights, "rank": merge::config_rank(&merged), "out": job.out, "search": search }),

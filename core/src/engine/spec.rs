@@ -99,8 +99,11 @@ pub struct MergeJob {
     pub svd_rank: Option<usize>,
     pub majority_sign_method: Option<String>,
     pub seed: u64,
-    /// Where to also write a PEFT directory.
+    /// Where to also write a PEFT directory (new or empty unless `out_force`).
     pub out: Option<PathBuf>,
+    /// `--force`: `out` may be a non-empty folder, which is replaced (never an input).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_force: bool,
     /// LoraHub needs a model and a few examples to search weights on.
     pub model: Option<String>,
     pub data: Vec<DataSource>,
@@ -426,6 +429,7 @@ mod tests {
                 majority_sign_method: None,
                 seed: 0,
                 out: None,
+                out_force: false,
                 model: None,
                 data: Vec::new(),
                 budget: None,

@@ -655,29 +655,33 @@ pub fn peft_config(adapter: &LoraAdapter) -> Value {
     })
 }
 
-/// Writes a PEFT adapter directory atomically: a temp dir beside `dir`, then a rename, so a
-/// crash never leaves a half-written adapter.
+/// Writes a PEFT adapter directory atomically (a temp dir beside `dir`, then a rename, so a
+/// crash never leaves a half-written adapter) into a new or empty `dir`: a non-empty one is
+/// refused, never deleted (see `crate::output`).
 pub fn save_peft(adapter: &LoraAdapter, dir: &Path) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| CoreError::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".soup-adapter-")
-        .tempdir_in(parent)
-        .map_err(|e| CoreError::io(parent, e))?;
+    save_peft_with(adapter, dir, &crate::output::OutputRules::default())
+}
+
+/// [`save_peft`] under the command's output rules (`--force`, its inputs, the data dir).
+pub fn save_peft_with(
+    adapter: &LoraAdapter,
+    dir: &Path,
+    rules: &crate::output::OutputRules,
+) -> Result<()> {
+    let staged = crate::output::StagedDir::new(dir, rules)?;
+    write_peft_files(adapter, staged.path())?;
+    staged.commit()?;
+    Ok(())
+}
+
+/// Writes the config and tensors of a PEFT adapter into the existing folder `dir`.
+pub fn write_peft_files(adapter: &LoraAdapter, dir: &Path) -> Result<()> {
     let cfg = serde_json::to_string_pretty(&peft_config(adapter))
         .map_err(|e| CoreError::serialize(format!("the config of adapter {}", adapter.name), e))?;
-    std::fs::write(tmp.path().join(CONFIG_FILE), cfg).map_err(|e| CoreError::io(tmp.path(), e))?;
+    std::fs::write(dir.join(CONFIG_FILE), cfg).map_err(|e| CoreError::io(dir, e))?;
     let tensors = peft_tensors(adapter);
-    candle_core::safetensors::save(&tensors, tmp.path().join(WEIGHTS_FILE))
-        .map_err(|e| CoreError::bad_file(tmp.path().join(WEIGHTS_FILE), e.to_string()))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
-    }
-    let kept = tmp.keep();
-    std::fs::rename(&kept, dir).map_err(|e| CoreError::io(dir, e))?;
+    candle_core::safetensors::save(&tensors, dir.join(WEIGHTS_FILE))
+        .map_err(|e| CoreError::bad_file(dir.join(WEIGHTS_FILE), e.to_string()))?;
     Ok(())
 }
 

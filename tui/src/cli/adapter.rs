@@ -34,8 +34,12 @@ enum AdapterCommand {
     /// Write a stored adapter as a PEFT directory.
     Export {
         name: String,
+        /// A new or empty folder (a non-empty one needs --force).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Replace --out if it is a non-empty folder (never an input, the data dir, `.`).
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a stored adapter and its tensors.
     Delete { name: String },
@@ -51,9 +55,11 @@ pub fn run(ctx: &super::Ctx, args: AdapterArgs) -> Result<()> {
             name,
             base_model,
         } => import(ctx, &store, &dir, &name, base_model),
-        AdapterCommand::Export { name, out } => {
+        AdapterCommand::Export { name, out, force } => {
+            let rules = super::output_rules(ctx, force, std::iter::empty::<&Path>());
+            soup_core::output::check_dir(&out, &rules)?;
             let adapter = load_stored(&store, &name)?;
-            peft::save_peft(&adapter, &out)?;
+            peft::save_peft_with(&adapter, &out, &rules)?;
             if ctx.json {
                 super::print_json(&serde_json::json!({"name": name, "out": out}))
             } else {
@@ -248,6 +254,7 @@ fn import(
     name: &str,
     base_model: Option<String>,
 ) -> Result<()> {
+    super::check_new_name("adapter", name)?;
     if store.get_adapter(name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }

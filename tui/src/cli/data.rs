@@ -20,8 +20,12 @@ enum DataCommand {
         kind: SyntheticKind,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// A new or empty folder (a non-empty one needs --force).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Replace --out if it is a non-empty folder (never the data dir, `.` or an ancestor).
+        #[arg(long)]
+        force: bool,
     },
     /// The built-in sets, usable as --data builtin:NAME (builtin:NAME@SEED for another seed).
     List,
@@ -36,10 +40,23 @@ fn family(kind: SyntheticKind) -> &'static str {
 
 pub fn run(ctx: &super::Ctx, args: DataArgs) -> Result<()> {
     match args.command {
-        DataCommand::Generate { kind, seed, out } => {
-            let files = write_synthetic(kind, seed, &out).with_context(|| {
+        DataCommand::Generate {
+            kind,
+            seed,
+            out,
+            force,
+        } => {
+            let rules = super::output_rules(ctx, force, std::iter::empty::<&std::path::Path>());
+            let staged = soup_core::output::StagedDir::new(&out, &rules)?;
+            let written = write_synthetic(kind, seed, staged.path()).with_context(|| {
                 format!("writing the {} sets to {}", family(kind), out.display())
             })?;
+            let target = staged.commit()?;
+            let files: Vec<PathBuf> = written
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|n| target.join(n))
+                .collect();
             if ctx.json {
                 return super::print_json(&files);
             }

@@ -127,8 +127,6 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         } else {
             None
         };
-        super::check_model(&engine, &job.model)?;
-        super::check_data(std::slice::from_ref(&job.data))?;
         run_job(&engine, Some(JobSpec::Eval(job)), None, &view)?
     };
     let s = &outcome.summary;
@@ -198,31 +196,28 @@ struct GradeFiles {
 }
 
 pub fn grade(ctx: &super::Ctx, args: GradeArgs) -> Result<()> {
-    let (files, summary) = match args.command {
+    let (files, staged, summary) = match args.command {
         GradeCommand::CodeMath(f) => {
-            check_paths(&f)?;
+            let staged = check_paths(ctx, &f)?;
             let sandbox = Sandbox::new(SandboxConfig {
                 allow_weaker_isolation: true,
                 ..Default::default()
             })
             .context("starting the Python sandbox")?;
-            let s = soup_evals::grade::grade_code_math_file(&f.predictions, &f.out, &sandbox);
-            (f, s)
+            let s =
+                soup_evals::grade::grade_code_math_file(&f.predictions, staged.path(), &sandbox);
+            (f, staged, s)
         }
         GradeCommand::ManualQa(f) => {
-            check_paths(&f)?;
-            let s = soup_evals::grade::grade_manual_qa_file(&f.predictions, &f.out);
-            (f, s)
+            let staged = check_paths(ctx, &f)?;
+            let s = soup_evals::grade::grade_manual_qa_file(&f.predictions, staged.path());
+            (f, staged, s)
         }
     };
-    let summary = match summary {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing half-written: a failed grading leaves no output file behind.
-            let _ = std::fs::remove_file(&files.out);
-            return Err(e.into());
-        }
-    };
+    // Nothing half-written: a failed grading drops its temporary file, and whatever --out
+    // held before stays as it was.
+    let summary = summary?;
+    staged.commit()?;
     if ctx.json {
         return super::print_json(&summary);
     }
@@ -250,21 +245,14 @@ pub fn grade(ctx: &super::Ctx, args: GradeArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_paths(f: &GradeFiles) -> Result<()> {
+/// Refuses an --out that is the predictions file itself (same path, a symlink or a hard link:
+/// compared by device and inode), then stages the output beside it.
+fn check_paths(ctx: &super::Ctx, f: &GradeFiles) -> Result<soup_core::output::StagedFile> {
     if !f.predictions.is_file() {
         bail!("{}: no such predictions file", f.predictions.display());
     }
-    let same = std::fs::canonicalize(&f.predictions).ok()
-        == f.out
-            .parent()
-            .and_then(|_| std::fs::canonicalize(&f.out).ok());
-    if same {
-        bail!(
-            "--out {} is the predictions file itself: write elsewhere",
-            f.out.display()
-        );
-    }
-    Ok(())
+    let rules = super::output_rules(ctx, false, [&f.predictions]);
+    Ok(soup_core::output::StagedFile::new(&f.out, &rules)?)
 }
 
 #[cfg(test)]

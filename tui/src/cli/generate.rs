@@ -226,6 +226,9 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
         text,
         out,
     } = args.command;
+    // Checked before the model loads: --out may not be one of the model's files.
+    let rules = super::output_rules(ctx, false, [std::path::Path::new(&model)]);
+    soup_core::output::check_file(&out, &rules)?;
     let store = store_if_needed(ctx, &model, &adapters)?;
     let device = ctx.device()?;
     let (model, stack) = load_with_stack(
@@ -250,25 +253,14 @@ pub fn inspect(ctx: &super::Ctx, args: InspectArgs) -> Result<()> {
         .to_dtype(candle_core::DType::F32)?
         .to_device(&candle_core::Device::Cpu)?;
     let (tokens, vocab) = logits.dims2()?;
-    // Written aside and renamed: never a half-written file under the requested name.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("{}: cannot create", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".soup-logits-")
-        .suffix(".safetensors")
-        .tempfile_in(parent)
-        .with_context(|| format!("{}: cannot write", parent.display()))?;
+    // Written aside and renamed: never a half-written file under the requested name, and
+    // never over one of the model's own files.
+    let staged = soup_core::output::StagedFile::new(&out, &rules)?;
     let tensors: HashMap<String, candle_core::Tensor> =
         HashMap::from([("logits".to_string(), logits)]);
-    candle_core::safetensors::save(&tensors, tmp.path())
+    candle_core::safetensors::save(&tensors, staged.path())
         .with_context(|| format!("{}: cannot write", out.display()))?;
-    tmp.persist(&out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot write", out.display()))?;
+    staged.commit()?;
     if ctx.json {
         super::print_json(&serde_json::json!({
             "out": out, "tokens": tokens, "vocab": vocab, "model": model.name,

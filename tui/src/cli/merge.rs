@@ -29,8 +29,12 @@ pub struct MergeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Also write the merged adapter as a PEFT directory here.
+    /// A new or empty folder (a non-empty one needs --force).
     #[arg(long, value_name = "PEFT_DIR")]
     out: Option<PathBuf>,
+    /// Replace --out if it is a non-empty folder (never an input, the data dir, `.`).
+    #[arg(long, requires = "out")]
+    force: bool,
     /// Name of the stored merged adapter (default: METHOD-A-B...).
     #[arg(long)]
     name: Option<String>,
@@ -111,6 +115,7 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
         seed: a.seed,
         dtype: ctx.dtype,
         out,
+        out_force: a.force,
         model: a.model.as_deref().map(super::absolute_if_exists),
         data: a
             .data
@@ -119,10 +124,6 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
             .collect(),
         budget: a.budget,
     };
-    if let Some(m) = &job.model {
-        super::check_model(&engine, m)?;
-    }
-    super::check_data(&job.data)?;
     let view = JobView {
         label: "merge",
         unit: "evaluation",

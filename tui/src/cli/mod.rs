@@ -72,25 +72,29 @@ pub fn report_error(err: &anyhow::Error) -> i32 {
     1
 }
 
+/// The rules every `--out` of this command obeys (see `soup_core::output`): `--force`, the
+/// paths it reads, and the data dir, none of which an output may replace.
+pub fn output_rules<P: AsRef<Path>>(
+    ctx: &Ctx,
+    force: bool,
+    inputs: impl IntoIterator<Item = P>,
+) -> soup_core::output::OutputRules {
+    soup_core::output::OutputRules::new(force)
+        .data_dir(&ctx.data_dir)
+        .existing_inputs(inputs)
+}
+
+/// Fails before a job is recorded when a name for a new adapter or model breaks the rule of
+/// [`soup_store::validate_name`] (no `/`, control characters, leading dot, ...).
+pub fn check_new_name(what: &'static str, name: &str) -> Result<()> {
+    soup_store::validate_name(what, name)?;
+    Ok(())
+}
+
 /// Fails before a job is recorded when its model cannot be found (the message says to run
 /// `soup model fetch` for the default), so a typo does not leave a failed run behind.
 pub fn check_model(engine: &Engine, spec: &str) -> Result<()> {
     soup_core::runtime::locate_model(Some(engine.store()), engine.data_dir(), spec)?;
-    Ok(())
-}
-
-/// Fails before a job is recorded when a data file does not exist.
-pub fn check_data(sources: &[soup_core::engine::DataSource]) -> Result<()> {
-    for s in sources {
-        if let soup_core::engine::DataSource::File(p) = s {
-            if !p.is_file() {
-                anyhow::bail!(
-                    "{}: no such data file (give a file, or builtin:NAME from `soup data list`)",
-                    p.display()
-                );
-            }
-        }
-    }
     Ok(())
 }
 

@@ -119,9 +119,7 @@ fn fetch_default(ctx: &super::Ctx) -> Result<()> {
 }
 
 fn import(ctx: &super::Ctx, path: &Path, name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        bail!("model name {name:?} must be non-empty, without slashes, and not start with a dot");
-    }
+    super::check_new_name("model", name)?;
     let store = ctx.store()?;
     if let Some(old) = store.get_model(name)? {
         bail!(

@@ -275,8 +275,6 @@ fn lora(ctx: &super::Ctx, a: LoraArgs) -> Result<()> {
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
-    super::check_model(&engine, &job.model)?;
-    super::check_data(&job.data)?;
     let (id, out) = run_job(&engine, Some(JobSpec::Train(job)), None, &view)?;
     report(ctx, id, &out)
 }
@@ -325,8 +323,6 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
     if engine.store().get_adapter(&name)?.is_some() {
         bail!("an adapter named {name:?} already exists: choose another --name or `soup adapter delete {name}`");
     }
-    super::check_model(&engine, &job.model)?;
-    super::check_data(&job.data)?;
     let (id, out) = run_job(&engine, Some(JobSpec::Cat(job)), None, &view)?;
     report(ctx, id, &out)
 }
