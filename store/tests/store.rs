@@ -590,7 +590,7 @@ fn export_import_round_trip() {
         })
         .expect("dataset");
     store
-        .save_adapter(&adapter("a/b", "smol"), b"tensors")
+        .save_adapter(&adapter("a b:c%", "smol"), b"tensors")
         .expect("adapter");
     let run = store
         .create_run(RunKind::Eval, "e", serde_json::json!({"k": "v"}))
@@ -626,7 +626,7 @@ fn export_import_round_trip() {
     assert_eq!(report.records, 2);
     assert_eq!(other.get_run(run.id).expect("run"), Some(run.clone()));
     assert_eq!(other.get_record(run.id, 0).expect("record"), Some(tricky));
-    assert_eq!(other.adapter_blob("a/b").expect("blob"), b"tensors");
+    assert_eq!(other.adapter_blob("a b:c%").expect("blob"), b"tensors");
     assert_eq!(
         other.verdict_counts(run.id).expect("counts").get("wrong"),
         Some(&1)
