@@ -351,7 +351,7 @@ impl PeftSettings {
                             format!("`{field}` key {key:?} is not a valid regular expression ({e})")
                         })?;
                         if field == "rank_pattern" {
-                            if !v.as_u64().is_some_and(|r| r > 0) {
+                            if v.as_u64().is_none_or(|r| r == 0) {
                                 return Err(format!(
                                     "`rank_pattern` gives {key:?} rank {v}: it must be a whole number of at least 1"
                                 ));
@@ -463,10 +463,9 @@ pub fn load_peft(dir: &Path, device: &Device) -> Result<LoraAdapter> {
     };
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
-    let mut halves: BTreeMap<
-        (usize, Module),
-        (Option<(String, Tensor)>, Option<(String, Tensor)>),
-    > = BTreeMap::new();
+    // Per (layer, projection): the A and B factors found so far, with their tensor names.
+    type Half = Option<(String, Tensor)>;
+    let mut halves: BTreeMap<(usize, Module), (Half, Half)> = BTreeMap::new();
     for name in names {
         let t = &tensors[name];
         let TensorKind::Factor(layer, m, is_a) = parse_tensor_name(name).map_err(in_file)?;
