@@ -214,11 +214,15 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(StoreError::InvalidName {
+    Err(invalid_name(what, name, why))
+}
+
+fn invalid_name(what: &'static str, name: &str, why: &'static str) -> StoreError {
+    StoreError::InvalidName {
         what,
         name: name.to_string(),
         why,
-    })
+    }
 }
 
 /// Longest adapter or model name, in bytes: a name becomes a folder name on export (255 bytes
@@ -247,11 +251,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(StoreError::InvalidName {
-        what,
-        name: name.to_string(),
-        why,
-    })
+    Err(invalid_name(what, name, why))
 }
 
 fn be64(value: &[u8]) -> u64 {

@@ -2,71 +2,12 @@
 //! (`tests/fixtures/reference/tiny-llama`, with PEFT adapters and transformers' logits beside
 //! it), each in its own temporary data dir.
 
+mod common;
+
+use common::*;
 use soup_core::test_support::max_abs_diff;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference")
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).display().to_string()
-}
-
-fn model() -> String {
-    fixture("tiny-llama")
-}
-
-/// Runs `soup --data-dir DATA ARGS...`.
-fn soup(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soup"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("SOUP_HOME")
-        .output()
-        .expect("run soup")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Asserts success and returns stdout.
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = soup(data, args);
-    assert!(
-        out.status.success(),
-        "soup {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Asserts failure and returns stderr.
-fn fails(data: &Path, args: &[&str]) -> String {
-    let out = soup(data, args);
-    assert!(
-        !out.status.success(),
-        "soup {args:?} should have failed\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
-
-/// The last stdout line as JSON.
-fn last_json(stdout: &str) -> serde_json::Value {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
+use std::path::Path;
+use std::process::Command;
 
 fn reference() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();

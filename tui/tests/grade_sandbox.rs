@@ -2,18 +2,9 @@
 //! `--out` file holds every line with its own verdict, and no program gets the answer key
 //! (which the predictions file holds) or forges its verdict.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn soup(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soup"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("SOUP_HOME")
-        .output()
-        .expect("run soup")
-}
+use common::soup;
 
 /// A program that looks for the grader's command line in /proc, opens the predictions file it
 /// names, and returns the gold answer of the line with id "spy".
@@ -89,7 +80,7 @@ def solution():
 
 /// Whether the kernel offers Landlock (the ABI probe syscall answers with a version).
 fn kernel_has_landlock() -> bool {
-    Command::new("python3")
+    std::process::Command::new("python3")
         .args([
             "-c",
             "import ctypes; print(ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1))",

@@ -3,53 +3,11 @@
 //! terminals are refused where they enter, a full disk gives a clear error (no hang, nothing
 //! half-committed), and one damaged tensor file loses only its adapter.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/reference")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// Runs `soup --data-dir DATA ARGS...` in `cwd`.
-fn soup_in(cwd: &Path, data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soup"))
-        .current_dir(cwd)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("SOUP_HOME")
-        .output()
-        .expect("run soup")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok_in(cwd: &Path, data: &Path, args: &[&str]) -> String {
-    let out = soup_in(cwd, data, args);
-    assert!(
-        out.status.success(),
-        "soup {args:?} failed\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn fails_in(cwd: &Path, data: &Path, args: &[&str]) -> String {
-    let out = soup_in(cwd, data, args);
-    assert!(
-        !out.status.success(),
-        "soup {args:?} should have failed\nstdout:\n{}",
-        text(&out.stdout)
-    );
-    text(&out.stderr)
-}
+use std::process::Command;
 
 /// Every file under `dir` with its bytes, to show that nothing changed.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
