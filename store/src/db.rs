@@ -509,6 +509,16 @@ impl Store {
         safetensors: &[u8],
     ) -> Result<AdapterRecord> {
         validate_name("adapter", &adapter.name)?;
+        self.store_adapter(adapter, safetensors)
+    }
+
+    /// [`Store::save_adapter`] without the rule for new names: the schema migration rewrites
+    /// adapters stored before the rule, under the names they have.
+    pub(crate) fn store_adapter(
+        &self,
+        adapter: &AdapterRecord,
+        safetensors: &[u8],
+    ) -> Result<AdapterRecord> {
         check_name("base model", &adapter.base_model)?;
         let (hash, hash_hex) = sha256(safetensors);
         let what = format!("the tensors of adapter {}", adapter.name);

@@ -14,11 +14,13 @@
 //!   `raw_output`, `exit_status` `exit_code`, `duration_ms` `sandbox_seconds`, `latency_ms`
 //!   `latency_s`; the task comes from the run's spec; what v2 never kept (signal, sandbox
 //!   message, isolation, dtype, prompt style) stays absent.
-//! - v4 (current): an adapter's tensors may live in a checked file beside the database
+//! - v4 (current): an adapter's tensors live in a checked file beside the database
 //!   (`tensors/<sha256>.safetensors`, `BlobInfo.chunks == 0`), so that one damaged file loses
-//!   one adapter, not the store. v3's chunks inside sled still read as before; nothing is
-//!   converted. The version exists so that an older soup refuses such a store with a clear
-//!   message instead of calling its new adapters damaged.
+//!   one adapter, not the store. The migration moves v3's chunks out of sled adapter by
+//!   adapter (each move is one `store_adapter`: file first, then the record, then the old
+//!   chunks collected); an adapter it cannot move (unreadable, or no room on the disk) keeps
+//!   its chunks, which v4 still reads. An older soup refuses a v4 store with a clear message
+//!   instead of calling its adapters damaged.
 //!
 //! Every step is idempotent and the version is written last, after a flush: a migration cut
 //! short by a crash runs again on the next open and finishes.
@@ -71,9 +73,52 @@ pub(crate) fn upgrade(store: &Store) -> Result<(), StoreError> {
         write_version(store, 3)?;
     }
     if found < 4 {
+        move_tensors_to_files(store);
         write_version(store, 4)?;
     }
     Ok(())
+}
+
+/// v3 -> v4: every adapter whose tensors are chunks inside sled gets them as a checked file.
+/// Best effort: an adapter that cannot be moved now keeps its chunks (still readable), and is
+/// moved when it is next saved.
+fn move_tensors_to_files(store: &Store) {
+    let Ok(adapters) = store.list_adapters() else {
+        return;
+    };
+    let mut moved = Vec::new();
+    for adapter in adapters.items {
+        let Some(info) = adapter.blob.clone().filter(|b| b.chunks > 0) else {
+            continue;
+        };
+        // An error leaves this adapter as it was: its record still points at its chunks.
+        let Ok(bytes) = store.adapter_blob(&adapter.name) else {
+            continue;
+        };
+        if store.store_adapter(&adapter, &bytes).is_ok() {
+            moved.push(info);
+        }
+    }
+    // The moved chunks, unless an adapter that could not be moved has the same bytes. (The
+    // blob collector keeps them: it sees their hash live, now as a file.)
+    let Ok(after) = store.list_adapters() else {
+        return;
+    };
+    let still_chunked: std::collections::HashSet<String> = after
+        .items
+        .into_iter()
+        .filter_map(|a| a.blob.filter(|b| b.chunks > 0).map(|b| b.sha256))
+        .collect();
+    for info in moved {
+        let Some(hash) = crate::keys::parse_hash(&info.sha256) else {
+            continue;
+        };
+        if !still_chunked.contains(&info.sha256) {
+            for i in 0..info.chunks {
+                let _ = store.t.blobs.remove(crate::keys::blob_chunk_key(&hash, i));
+            }
+        }
+    }
 }
 
 /// The v2 question record, kept only to read old databases.

@@ -265,31 +265,7 @@ fn names_stored_before_the_rules_still_open_read_and_export() {
     // Written the way an older soup did: the record in `adapters`, the bytes as one chunk in
     // `blobs`, names that today's rules refuse.
     let names = ["a/b", "a\nb", "../x"];
-    {
-        let db = sled::open(data.join("db")).unwrap();
-        let adapters = db.open_tree("adapters").unwrap();
-        let blobs = db.open_tree("blobs").unwrap();
-        for name in names {
-            let bytes = format!("tensors of {name}").into_bytes();
-            let hash: [u8; 32] = {
-                use sha2::Digest;
-                sha2::Sha256::digest(&bytes).into()
-            };
-            let mut rec = adapter(name);
-            rec.blob = Some(BlobInfo {
-                len: bytes.len() as u64,
-                chunks: 1,
-                sha256: keys::hex(&hash),
-            });
-            blobs
-                .insert(keys::blob_chunk_key(&hash, 0), envelope::encode_raw(&bytes))
-                .unwrap();
-            adapters
-                .insert(name.as_bytes(), envelope::encode(&rec).unwrap())
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
+    write_like_an_older_soup(&data, &names, None);
     let store = Store::open(&data).unwrap();
     assert_eq!(store.list_adapters().unwrap().items.len(), 3);
     for name in names {
@@ -308,4 +284,72 @@ fn names_stored_before_the_rules_still_open_read_and_export() {
     assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
     // And they can still be deleted.
     assert!(store.delete_adapter("a/b").unwrap());
+}
+
+/// Adapters as an older soup stored them: the record in `adapters`, the bytes as one chunk in
+/// `blobs` (no tensor file); with `schema`, the database is marked as that version.
+fn write_like_an_older_soup(data: &Path, names: &[&str], schema: Option<u32>) {
+    let db = sled::open(data.join("db")).unwrap();
+    let adapters = db.open_tree("adapters").unwrap();
+    let blobs = db.open_tree("blobs").unwrap();
+    for name in names {
+        let bytes = format!("tensors of {name}").into_bytes();
+        let hash: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&bytes).into()
+        };
+        let mut rec = adapter(name);
+        rec.blob = Some(BlobInfo {
+            len: bytes.len() as u64,
+            chunks: 1,
+            sha256: keys::hex(&hash),
+        });
+        blobs
+            .insert(keys::blob_chunk_key(&hash, 0), envelope::encode_raw(&bytes))
+            .unwrap();
+        adapters
+            .insert(name.as_bytes(), envelope::encode(&rec).unwrap())
+            .unwrap();
+    }
+    if let Some(v) = schema {
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &v.to_be_bytes())
+            .unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// A v3 store opens as v4 with every adapter's tensors moved out of sled into checked files
+/// (so one damaged file loses one adapter), names that today's rules refuse included, and the
+/// old chunks gone.
+#[test]
+fn a_v3_store_moves_its_tensors_into_checked_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    drop(Store::open(&data).unwrap());
+    let names = ["plain", "a/b"];
+    write_like_an_older_soup(&data, &names, Some(3));
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    for name in names {
+        let rec = store.get_adapter(name).unwrap().unwrap();
+        let blob = rec.blob.unwrap();
+        assert_eq!(blob.chunks, 0, "{name} still in sled");
+        let file = data
+            .join("tensors")
+            .join(format!("{}.safetensors", blob.sha256));
+        assert!(file.is_file(), "{}", file.display());
+        assert_eq!(
+            store.adapter_blob(name).unwrap(),
+            format!("tensors of {name}").into_bytes()
+        );
+    }
+    drop(store);
+    let db = sled::open(data.join("db")).unwrap();
+    assert_eq!(
+        db.open_tree("blobs").unwrap().len(),
+        0,
+        "old chunks left behind"
+    );
 }
