@@ -7,10 +7,11 @@
 //! size-capped tmpfs (the only place programs write) with /dev/shm and /var/tmp covered
 //! read-only, a cgroup capping memory (files in RAM included) and processes, and Landlock
 //! rules under which programs read only the interpreter, its libraries and their own scratch
-//! directory: not the answer key, the user's files, nor /proc of other processes. For each program the worker forks a FRESH child — a new process, a fresh
-//! directory, its own session and process group, rlimits (CPU, address space, processes,
-//! file size), a separate unprivileged uid when we are root, stdin on /dev/null, captured and
-//! truncated stdout/stderr — and afterwards kills every process left under that uid. Forking a
+//! directory: not the answer key, the user's files, nor /proc of other processes. For each
+//! program the worker forks a FRESH child — a new process, a fresh directory, its own session
+//! and process group, rlimits (CPU, address space, processes, open files, file size), a
+//! separate unprivileged uid when we are root, stdin on /dev/null, captured and truncated
+//! stdout/stderr — and afterwards kills every process left under that uid. Forking a
 //! warm interpreter costs about a millisecond where starting `python3` costs tens, which is what
 //! makes the throughput target reachable on two cores while isolation stays per program.
 //! [`SandboxMode::FreshProcess`] starts one worker per program instead (what human-eval and PAL
