@@ -98,22 +98,12 @@ fn bad_jobs_are_refused_before_a_run_is_recorded() {
         ),
         (
             "--weights",
-            JobSpec::Merge(MergeJob {
-                name: "m".into(),
-                method: MergeKind::Linear,
-                adapters: vec!["a".into()],
-                weights: vec![f64::NAN],
-                density: None,
-                svd_rank: None,
-                majority_sign_method: None,
-                seed: 0,
-                out: None,
-                out_force: false,
-                model: None,
-                data: vec![],
-                budget: None,
-                dtype: None,
-            }),
+            JobSpec::Merge(MergeJob::new(
+                "m",
+                MergeKind::Linear,
+                vec!["a".into()],
+                vec![f64::NAN],
+            )),
         ),
     ];
     let n = cases.len();

@@ -77,22 +77,14 @@ fn train_cat_merge_eval_pipeline() {
     // The folded CAT adapter has rank 8 + 8 on each projection.
     assert!(stored.modules.iter().all(|m| m.rank == 16));
 
-    let merge = MergeJob {
-        out_force: false,
-        name: "ties".into(),
-        method: soup_core::merge::MergeKind::Ties,
-        adapters: vec![a.clone(), b.clone()],
-        weights: vec![0.7, 0.3],
-        density: Some(0.5),
-        svd_rank: None,
-        majority_sign_method: None,
-        seed: 0,
-        out: Some(dir.path().join("ties-peft")),
-        model: None,
-        data: vec![],
-        budget: None,
-        dtype: None,
-    };
+    let mut merge = MergeJob::new(
+        "ties",
+        soup_core::merge::MergeKind::Ties,
+        vec![a.clone(), b.clone()],
+        vec![0.7, 0.3],
+    );
+    merge.density = Some(0.5);
+    merge.out = Some(dir.path().join("ties-peft"));
     e.run_now(JobSpec::Merge(merge), &mut |_| {}).unwrap();
     assert!(dir
         .path()

@@ -324,6 +324,29 @@ impl CatJob {
     }
 }
 
+impl MergeJob {
+    /// A merge of `adapters` by `method` with one weight each; no PEFT copy, no search data,
+    /// the method's own defaults for density, SVD rank and sign election.
+    pub fn new(name: &str, method: MergeKind, adapters: Vec<String>, weights: Vec<f64>) -> Self {
+        MergeJob {
+            name: name.into(),
+            method,
+            adapters,
+            weights,
+            density: None,
+            svd_rank: None,
+            majority_sign_method: None,
+            seed: 0,
+            out: None,
+            out_force: false,
+            model: None,
+            data: Vec::new(),
+            budget: None,
+            dtype: None,
+        }
+    }
+}
+
 impl EvalJob {
     pub fn new(model: &str, target: EvalTarget, task: EvalTask, data: DataSource) -> Self {
         EvalJob {
@@ -419,22 +442,13 @@ mod tests {
             out.push((format!("cat field {field}"), JobSpec::Cat(j)));
         }
         for field in 0..3 {
-            let mut j = MergeJob {
-                name: "m".into(),
-                method: MergeKind::Ties,
-                adapters: vec!["a".into(), "b".into()],
-                weights: vec![0.5, 0.5],
-                density: Some(0.5),
-                svd_rank: None,
-                majority_sign_method: None,
-                seed: 0,
-                out: None,
-                out_force: false,
-                model: None,
-                data: Vec::new(),
-                budget: None,
-                dtype: None,
-            };
+            let mut j = MergeJob::new(
+                "m",
+                MergeKind::Ties,
+                vec!["a".into(), "b".into()],
+                vec![0.5, 0.5],
+            );
+            j.density = Some(0.5);
             match field {
                 0 | 1 => j.weights[field] = value,
                 _ => j.density = Some(value),
