@@ -12,7 +12,7 @@ use crate::model::Llama;
 use candle_core::Device;
 use soup_evals::generate::truncate_at_stop;
 use soup_evals::{Completion, GenSettings, Generate, GenerateError};
-use soup_store::Store;
+use soup_store::{AdapterRecord, Store};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -258,24 +258,32 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// Finds an adapter: a PEFT directory on disk, else a stored adapter by name.
-pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Result<LoraAdapter> {
-    let path = Path::new(spec);
-    if path.join(peft::CONFIG_FILE).exists() {
-        return load_peft(path, device);
+/// Where an adapter spec points, without loading it: a PEFT directory (None) or a stored
+/// adapter (its record); neither is an error that says where adapters are listed.
+pub fn locate_adapter(store: Option<&Store>, spec: &str) -> Result<Option<AdapterRecord>> {
+    if Path::new(spec).join(peft::CONFIG_FILE).exists() {
+        return Ok(None);
     }
     let Some(store) = store else {
         return Err(CoreError::adapter(spec, "no such PEFT directory"));
     };
-    let rec = store
+    store
         .get_adapter(spec)
         .map_err(|e| CoreError::adapter(spec, e.to_string()))?
+        .map(Some)
         .ok_or_else(|| {
             CoreError::adapter(
                 spec,
                 "neither a PEFT directory nor a stored adapter (see `soup adapter list`)",
             )
-        })?;
+        })
+}
+
+/// Finds an adapter: a PEFT directory on disk, else a stored adapter by name.
+pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Result<LoraAdapter> {
+    let (Some(store), Some(rec)) = (store, locate_adapter(store, spec)?) else {
+        return load_peft(Path::new(spec), device);
+    };
     let bytes = store.adapter_blob(spec).map_err(|e| {
         if e.is_item_damage() {
             // Already names the adapter and says what to do; kept typed so callers that go

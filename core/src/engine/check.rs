@@ -13,10 +13,9 @@ use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, JobSpec, MergeJob, Tr
 use super::Engine;
 use crate::error::{CoreError, Result};
 use crate::merge::{MajoritySign, MergeKind};
-use crate::runtime::locate_model;
+use crate::runtime::{locate_adapter, locate_model};
 use crate::train::LoopConfig;
 use soup_evals::datasets::{detect_format, parse_instructions, Format};
-use std::path::Path;
 
 impl Engine {
     /// Refuses a job that cannot run: every setting in range and finite, the model found,
@@ -217,18 +216,7 @@ impl Engine {
     /// Each adapter a PEFT directory or a stored adapter (its tensors are checked when loaded).
     fn check_adapters(&self, names: &[String]) -> Result<()> {
         for name in names {
-            if Path::new(name)
-                .join(crate::lora::peft::CONFIG_FILE)
-                .exists()
-            {
-                continue;
-            }
-            if self.store().get_adapter(name)?.is_none() {
-                return Err(CoreError::adapter(
-                    name,
-                    "neither a PEFT directory nor a stored adapter (see `soup adapter list`)",
-                ));
-            }
+            locate_adapter(Some(self.store()), name)?;
         }
         Ok(())
     }
