@@ -85,9 +85,13 @@ pub struct EvalOptions {
     pub settings: GenSettings,
     /// Prompts per `generate` call; 0 means 8.
     pub batch_size: usize,
-    /// Evaluate only the first `limit` items of the dataset (finished ones included, so a
-    /// resumed run covers the same questions).
+    /// Evaluate only `limit` items of the dataset (finished ones included, so a resumed run
+    /// covers the same questions): the first ones, or a seeded sample (`sample_seed`).
     pub limit: Option<usize>,
+    /// With `limit`, draw the evaluated items at random with this seed (kept in dataset order)
+    /// instead of taking the first ones: a data file grouped by section would otherwise be
+    /// judged on its first sections only. The same seed gives every method the same questions.
+    pub sample_seed: Option<u64>,
     /// Checked between batches; set it to stop early (finished questions are kept).
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
 }
@@ -141,8 +145,8 @@ pub struct EvalRun<'a, 's> {
     pub generator: &'a mut dyn Generate,
     /// Given to tasks whose info says they need one.
     pub sandbox: Option<&'a Sandbox>,
-    /// The prompt form the model sees; stop strings apply to the plain form (chat answers end
-    /// at the model's end-of-turn token).
+    /// The prompt form the model sees; each form has its own stop strings (chat answers also
+    /// end at the model's end-of-turn token).
     pub style: PromptStyle,
     /// Turns a prompt's chat turns into the model's chat-template text (used in chat style);
     /// a template that fails ends the run with its error rather than silently switching form.
@@ -161,8 +165,24 @@ impl EvalRun<'_, '_> {
     fn render(&self, p: Prompt) -> Result<(String, Vec<String>), GenerateError> {
         Ok(match self.style {
             PromptStyle::Plain => (p.text, p.stop),
-            PromptStyle::Chat => ((self.render_chat)(&p)?, Vec::new()),
+            PromptStyle::Chat => ((self.render_chat)(&p)?, p.chat_stop),
         })
+    }
+}
+
+/// The items a run covers: all, the first `limit`, or `limit` drawn with `sample_seed`
+/// (in dataset order, so records and reports read top to bottom as the file does).
+pub fn scope<I>(items: &[I], limit: Option<usize>, sample_seed: Option<u64>) -> Vec<&I> {
+    let n = limit.unwrap_or(items.len()).min(items.len());
+    match sample_seed {
+        Some(seed) if n < items.len() => {
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut picked = rand::seq::index::sample(&mut rng, items.len(), n).into_vec();
+            picked.sort_unstable();
+            picked.into_iter().map(|i| &items[i]).collect()
+        }
+        _ => items[..n].iter().collect(),
     }
 }
 
@@ -175,9 +195,13 @@ pub fn evaluate<T: Task>(
 ) -> Result<EvalSummary, EvalError> {
     let info = task.info();
     let done: HashSet<&str> = run.previous.iter().map(|r| r.id.as_str()).collect();
-    let scope = &items[..run.opts.limit.unwrap_or(items.len()).min(items.len())];
+    let scope = scope(items, run.opts.limit, run.opts.sample_seed);
     let in_scope: HashSet<&str> = scope.iter().map(|i| i.id()).collect();
-    let todo: Vec<&T::Item> = scope.iter().filter(|i| !done.contains(i.id())).collect();
+    let todo: Vec<&T::Item> = scope
+        .iter()
+        .copied()
+        .filter(|i| !done.contains(i.id()))
+        .collect();
     let resumed = scope.len() - todo.len();
     let batch = if run.opts.batch_size == 0 {
         8

@@ -25,15 +25,21 @@ impl ChatMessage {
     }
 }
 
-/// A prompt in both forms, with the stop strings that end an answer in the plain form.
+/// A prompt in both forms, each with the stop strings that end an answer in that form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
     /// Few-shot text for base models; the model continues after its end.
     pub text: String,
     /// The same demos as chat turns, ending with the user's question.
     pub messages: Vec<ChatMessage>,
-    /// Stop strings for the plain form (chat models also stop at their end-of-turn token).
+    /// Stop strings for the plain form.
     pub stop: Vec<String>,
+    /// Stop strings for the chat form, beside the model's end-of-turn token: only those that
+    /// can end an answer and never cut one (a chat answer may run over paragraphs, so a blank
+    /// line is not an end there). Without them a chatty model runs every batch to its token
+    /// limit.
+    #[serde(default)]
+    pub chat_stop: Vec<String>,
 }
 
 /// Which form of a [`Prompt`] a run uses (recorded with the run).
@@ -63,26 +69,38 @@ pub const POT_DEMOS: [(&str, &str); 3] = [
 
 const POT_INSTRUCTION: &str = "Solve each math word problem by writing a Python function solution() that returns the answer as a number.";
 
+/// The code skill's trigger, in the words its training instructions use ("Write a Python
+/// function solution() that returns ..."); chat turns carry it where the skill learned it.
+const POT_ASK: &str = "Write a Python function solution() that returns the answer.";
+
+/// The chat turn for one word problem: the question, then the code skill's trigger.
+fn pot_ask(question: &str) -> String {
+    format!("{question}\n{POT_ASK}")
+}
+
 fn fenced(program: &str) -> String {
     format!("```python\n{program}\n```")
 }
 
-/// Few-shot program-of-thought prompt (`shots` <= 3 demos).
+/// Few-shot program-of-thought prompt (`shots` <= 3 demos). In chat form every user turn
+/// ends with the code skill's trigger, as the code LoRA saw it in training (a system message
+/// alone does not reach an adapter trained on user turns).
 pub fn pot_prompt(question: &str, shots: usize) -> Prompt {
     let demos = &POT_DEMOS[..shots.min(POT_DEMOS.len())];
     let mut text = format!("{POT_INSTRUCTION}\n\n");
-    let mut messages = vec![ChatMessage::new("system", POT_INSTRUCTION)];
+    let mut messages = Vec::new();
     for (q, p) in demos {
         text.push_str(&format!("Question: {q}\nAnswer:\n{}\n\n", fenced(p)));
-        messages.push(ChatMessage::new("user", *q));
+        messages.push(ChatMessage::new("user", pot_ask(q)));
         messages.push(ChatMessage::new("assistant", fenced(p)));
     }
     text.push_str(&format!("Question: {question}\nAnswer:\n"));
-    messages.push(ChatMessage::new("user", question));
+    messages.push(ChatMessage::new("user", pot_ask(question)));
     Prompt {
         text,
         messages,
         stop: pot_stop(),
+        chat_stop: program_chat_stop(),
     }
 }
 
@@ -91,6 +109,17 @@ pub fn pot_prompt(question: &str, shots: usize) -> Prompt {
 pub fn pot_stop() -> Vec<String> {
     vec!["\nQuestion:".into(), "\n\n\n".into()]
 }
+
+/// Stops for a fenced program in chat form: the closing fence followed by a blank line (the
+/// explanation a chat model likes to add). An opening fence is followed by code, never by a
+/// blank line, so this cannot cut the program before it starts; the program extractor reads
+/// a block whose closing fence was cut.
+pub fn program_chat_stop() -> Vec<String> {
+    vec![FENCE_THEN_BLANK.into(), "\n\n\n".into()]
+}
+
+/// A closing code fence and a blank line.
+pub const FENCE_THEN_BLANK: &str = "```\n\n";
 
 /// Chain-of-thought demos for the math skill (GSM8K's answer style, `#### N` last).
 pub const COT_DEMOS: [(&str, &str); 2] = [
@@ -123,6 +152,7 @@ pub fn cot_prompt(question: &str, shots: usize) -> Prompt {
         text,
         messages,
         stop: vec!["\nQuestion:".into(), "\n\n".into()],
+        chat_stop: vec!["\nQuestion:".into(), "\n\n\n".into()],
     }
 }
 
@@ -144,6 +174,7 @@ pub fn qa_prompt(question: &str, context: Option<&str>) -> Prompt {
         text: format!("{user}\nAnswer:"),
         messages: vec![ChatMessage::new("user", user)],
         stop: vec!["\n".into()],
+        chat_stop: vec!["\n".into()],
     }
 }
 
@@ -159,6 +190,7 @@ pub fn code_prompt(instruction: &str, input: &str) -> Prompt {
         text: alpaca_prompt(instruction, input),
         messages: vec![ChatMessage::new("user", user)],
         stop: alpaca_stop(),
+        chat_stop: program_chat_stop(),
     }
 }
 
@@ -191,6 +223,7 @@ pub fn alpaca_few_shot(demos: &[(&str, &str)], instruction: &str) -> Prompt {
         text,
         messages,
         stop: alpaca_stop(),
+        chat_stop: vec!["### Instruction:".into(), "\n\n\n".into()],
     }
 }
 
@@ -246,6 +279,59 @@ mod tests {
             assert!(prog.trim_end().ends_with("return result"));
             let out = fenced(prog);
             assert_eq!(extract_program(&out).as_deref().map(str::trim), Some(prog));
+        }
+    }
+
+    #[test]
+    fn chat_turns_carry_the_code_skills_trigger() {
+        let p = pot_prompt("How many apples?", 2);
+        assert!(p.messages.iter().all(|m| m.role != "system"));
+        let users: Vec<&ChatMessage> = p.messages.iter().filter(|m| m.role == "user").collect();
+        assert_eq!(users.len(), 3);
+        for m in users {
+            assert!(m.content.ends_with(POT_ASK), "{:?}", m.content);
+        }
+        // The trigger is the code skill's training phrasing.
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let ex = crate::synthetic::code::exercise(&mut rng);
+        assert!(ex
+            .instruction
+            .starts_with(&POT_ASK[..POT_ASK.len() - "the answer.".len()]));
+    }
+
+    #[test]
+    fn chat_stop_ends_at_the_closing_fence_and_never_cuts_a_program() {
+        use crate::generate::truncate_at_stop;
+        let stop = pot_prompt("Q", 1).chat_stop;
+        let program = "def solution():\n    result = 2 + 3\n    return result";
+        for opening in [
+            "```python\n",
+            "```\n",
+            "Here it is:\n```py\n",
+            "Sure!\n\n```\n",
+        ] {
+            let out = format!("{opening}{program}\n```\n\nThis function adds the numbers.");
+            let cut = truncate_at_stop(&out, &stop);
+            assert!(
+                !cut.contains("This function"),
+                "{opening:?}: not cut: {cut:?}"
+            );
+            assert_eq!(
+                extract_program(cut).as_deref().map(str::trim),
+                Some(program),
+                "{opening:?}"
+            );
+        }
+        // A program that ends the turn is left whole.
+        let out = format!("```python\n{program}\n```");
+        assert_eq!(truncate_at_stop(&out, &stop), out);
+        for p in [
+            qa_prompt("Q", None),
+            cot_prompt("Q", 1),
+            code_prompt("Do", ""),
+            alpaca_few_shot(&[], "Do"),
+        ] {
+            assert!(!p.chat_stop.is_empty());
         }
     }
 

@@ -107,6 +107,18 @@ impl Engine {
                 ));
             }
         }
+        if let Some(passes) = &j.passes {
+            if passes.len() != j.data.len() || passes.iter().any(|&p| p == 0 || p > 1000) {
+                return Err(CoreError::bad_setting(
+                    "passes",
+                    format!("{passes:?}"),
+                    format!(
+                        "one whole number from 1 to 1000 per dataset ({} datasets)",
+                        j.data.len()
+                    ),
+                ));
+            }
+        }
         self.check_training_data(&j.data)
     }
 

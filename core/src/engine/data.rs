@@ -77,9 +77,11 @@ pub fn resolve(data_dir: &Path, source: &DataSource) -> Result<PathBuf> {
                             expected: format!("one of {}", names.join(", ")),
                         }
                     })?;
+            // A family whose generator changed gets a new folder, so a data dir made by an
+            // older soup is not read as the new sets (nothing soup wrote is deleted).
             let family = match kind {
                 SyntheticKind::CodeMath => "code-math",
-                SyntheticKind::ManualQa => "manual-qa",
+                SyntheticKind::ManualQa => "manual-qa-v2",
             };
             let dir = data_dir.join("builtin").join(format!("{family}-{seed}"));
             let path = dir.join(file);

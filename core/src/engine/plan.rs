@@ -152,6 +152,23 @@ pub struct SkillAdapter {
     pub train_epochs: Option<usize>,
 }
 
+/// DATA-MIX sees each skill's data as many times as that skill's own LoRA does: when the
+/// skills train for different epochs (a knowledge corpus needs many passes), the mix runs one
+/// epoch in which each dataset is repeated its skill's epochs. Skills trained for the mix's
+/// own epochs (or not trained here) leave the job as it is.
+fn mix_passes(job: &mut TrainJob, skills: &[SkillAdapter]) {
+    let epochs = job.train.epochs;
+    let per_skill: Vec<usize> = skills
+        .iter()
+        .map(|s| s.train_epochs.unwrap_or(epochs))
+        .collect();
+    if per_skill.iter().all(|&e| e == epochs) {
+        return;
+    }
+    job.passes = Some(per_skill);
+    job.train.epochs = 1;
+}
+
 /// How the adapters a plan builds are named.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Naming {
@@ -326,6 +343,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                     Naming::Adapters => name("datamix"),
                 };
                 let mut job = train_job(&adapter, skill_data()?);
+                mix_passes(&mut job, &req.skills);
                 job.skill = Some(match &req.naming {
                     Naming::Prefix(_) => "data-mix".to_string(),
                     Naming::Adapters => joined.clone(),

@@ -37,9 +37,11 @@ pub enum Reuse {
     StoredOnly,
 }
 
-pub const BUILTIN_RECIPES: [(&str, &str); 2] = [
+pub const BUILTIN_RECIPES: [(&str, &str); 3] = [
     ("code-math", include_str!("../../recipes/code-math.toml")),
     ("manual-qa", include_str!("../../recipes/manual-qa.toml")),
+    // The paper's game manual and questions: the user points it at the files (`--data`).
+    ("game-qa", include_str!("../../recipes/game-qa.toml")),
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +129,73 @@ impl Recipe {
         let r: Recipe = serde_json::from_str(text)
             .map_err(|e| CoreError::bad_file(origin, format!("not a recipe: {e}")))?;
         Self::checked(r, origin)
+    }
+
+    /// Points one of the recipe's data sets at `data` (a file or `builtin:NAME`): `target`,
+    /// a skill's training data by the skill's name, or its test set as `SKILL.test`. A recipe
+    /// on data soup does not ship (the paper's game manual) leaves these empty for the user.
+    pub fn set_data(&mut self, which: &str, data: &str) -> Result<()> {
+        let names = self.data_names();
+        let slot = if which == "target" {
+            Some(&mut self.target.data)
+        } else if let Some(skill) = which.strip_suffix(".test") {
+            self.skills
+                .iter_mut()
+                .find(|s| s.name == skill)
+                .and_then(|s| s.test.as_mut())
+                .map(|t| &mut t.data)
+        } else {
+            self.skills
+                .iter_mut()
+                .find(|s| s.name == which)
+                .map(|s| &mut s.data)
+        };
+        let slot = slot.ok_or_else(|| CoreError::UnknownName {
+            kind: "recipe data set",
+            name: which.to_string(),
+            expected: format!("one of {}", names.join(", ")),
+        })?;
+        *slot = data.to_string();
+        Ok(())
+    }
+
+    /// What [`Recipe::set_data`] can point: `target`, each skill, each skill's `.test`.
+    pub fn data_names(&self) -> Vec<String> {
+        let mut names = vec!["target".to_string()];
+        for s in &self.skills {
+            names.push(s.name.clone());
+            if s.test.is_some() {
+                names.push(format!("{}.test", s.name));
+            }
+        }
+        names
+    }
+
+    /// Data sets the recipe leaves for the user to name, refused before anything runs.
+    fn check_data_named(&self) -> Result<()> {
+        let mut empty = Vec::new();
+        if self.target.data.trim().is_empty() {
+            empty.push("target".to_string());
+        }
+        for s in &self.skills {
+            if s.data.trim().is_empty() {
+                empty.push(s.name.clone());
+            }
+            if s.test.as_ref().is_some_and(|t| t.data.trim().is_empty()) {
+                empty.push(format!("{}.test", s.name));
+            }
+        }
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let flags: Vec<String> = empty.iter().map(|n| format!("--data {n}=PATH")).collect();
+        Err(CoreError::missing(
+            format!("recipe {}", self.name),
+            format!(
+                "files soup does not ship: name them with {}",
+                flags.join(" ")
+            ),
+        ))
     }
 
     fn checked(r: Recipe, origin: &str) -> Result<Recipe> {
@@ -266,6 +335,7 @@ impl Recipe {
     /// The jobs this recipe runs at `budget_name`, in order, without running any: the
     /// comparison planner's answer for the recipe's skills, methods and budget.
     pub fn plan(&self, budget_name: &str) -> Result<Plan> {
+        self.check_data_named()?;
         let b = self.budget(budget_name)?;
         let px = prefix(self, budget_name);
         let mut train = TrainJob::new("", &self.model, Vec::new());
@@ -305,6 +375,8 @@ impl Recipe {
                 let data = DataSource::parse(&set.data);
                 let mut job = EvalJob::new(&self.model, EvalTarget::Base, task, data);
                 job.limit = Some(limit);
+                // The same seeded sample for every method, spread over the whole set.
+                job.sample_seed = Some(self.seed);
                 job.max_new_tokens = b.max_new_tokens;
                 job.shots = b.shots;
                 job.seed = self.seed;
@@ -463,3 +535,57 @@ impl Comparison {
 #[cfg(test)]
 #[path = "recipe_fuzz.rs"]
 mod fuzz;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The game recipe runs on files soup does not ship: it names the flags that supply them
+    /// before anything runs, and plans once they are given.
+    #[test]
+    fn a_recipe_on_the_users_files_names_what_it_needs() {
+        let mut r = Recipe::load("game-qa").unwrap();
+        let err = r.plan("tiny").unwrap_err().to_string();
+        assert!(
+            err.contains("--data target=PATH") && err.contains("--data game=PATH"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("qa=PATH"),
+            "the built-in skill is not asked for: {err}"
+        );
+        r.set_data("game", "rules.txt").unwrap();
+        r.set_data("target", "questions.json").unwrap();
+        let jobs = r.plan("tiny").unwrap().jobs();
+        assert!(jobs.iter().any(|j| matches!(j, JobSpec::Train(t)
+            if t.data == vec![DataSource::parse("rules.txt")])));
+        r.set_data("qa.test", "builtin:qa-test@3").unwrap();
+        assert_eq!(r.skills[1].test.as_ref().unwrap().data, "builtin:qa-test@3");
+        let err = r.set_data("gmae", "x").unwrap_err().to_string();
+        assert!(err.contains("target, game, qa, qa.test"), "{err}");
+    }
+
+    /// Every method's evaluation of a set draws the same seeded sample of its questions.
+    #[test]
+    fn every_evaluation_of_a_set_samples_the_same_questions() {
+        let r = Recipe::load("manual-qa").unwrap();
+        for budget in r.budgets.keys() {
+            let seeds: std::collections::BTreeSet<(String, Option<u64>, Option<usize>)> = r
+                .plan(budget)
+                .unwrap()
+                .jobs()
+                .iter()
+                .filter_map(|j| match j {
+                    JobSpec::Eval(e) => Some((e.data.label(), e.sample_seed, e.limit)),
+                    _ => None,
+                })
+                .collect();
+            let sets: std::collections::BTreeSet<&String> = seeds.iter().map(|s| &s.0).collect();
+            assert_eq!(seeds.len(), sets.len(), "{budget}: {seeds:?}");
+            assert!(
+                seeds.iter().all(|s| s.1 == Some(r.seed)),
+                "{budget}: {seeds:?}"
+            );
+        }
+    }
+}

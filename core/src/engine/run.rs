@@ -49,9 +49,10 @@ pub(super) fn run_job(
     }
 }
 
-/// Loads training sequences from every source; `per_source` picks how many of each.
+/// Loads training sequences from every source, one list per source; `per_source` picks how
+/// many of each.
 #[allow(clippy::too_many_arguments)]
-fn training_seqs(
+fn training_sets(
     engine: &Engine,
     model: &LoadedModel,
     sources: &[DataSource],
@@ -60,7 +61,7 @@ fn training_seqs(
     seed: u64,
     per_source: &dyn Fn(&[usize]) -> Result<Vec<usize>>,
     emit: &mut Emit,
-) -> Result<Vec<TrainSeq>> {
+) -> Result<Vec<Vec<TrainSeq>>> {
     let mut sets = Vec::new();
     for src in sources {
         let (path, text) = read(engine.data_dir(), src)?;
@@ -97,13 +98,49 @@ fn training_seqs(
     let counts = per_source(&sizes)?;
     let mut all = Vec::new();
     for (i, (set, n)) in sets.iter().zip(counts).enumerate() {
-        all.extend(sample(set, n.max(1), seed ^ i as u64));
+        all.push(sample(set, n.max(1), seed ^ i as u64));
     }
     Ok(all)
 }
 
+/// [`training_sets`] as one list, sources in order.
+#[allow(clippy::too_many_arguments)]
+fn training_seqs(
+    engine: &Engine,
+    model: &LoadedModel,
+    sources: &[DataSource],
+    fmt: &Formatting,
+    chunk_tokens: usize,
+    seed: u64,
+    per_source: &dyn Fn(&[usize]) -> Result<Vec<usize>>,
+    emit: &mut Emit,
+) -> Result<Vec<TrainSeq>> {
+    let sets = training_sets(
+        engine,
+        model,
+        sources,
+        fmt,
+        chunk_tokens,
+        seed,
+        per_source,
+        emit,
+    )?;
+    Ok(sets.into_iter().flatten().collect())
+}
+
+/// The training split repeated `passes[i]` times for the examples of source `i`, after the
+/// validation share was taken, so no repeated example is also a validation example.
+fn with_passes<T: Clone>(tagged: Vec<(usize, T)>, passes: Option<&[usize]>) -> Vec<T> {
+    let mut out = Vec::new();
+    for (source, seq) in tagged {
+        let times = passes.and_then(|p| p.get(source).copied()).unwrap_or(1);
+        out.extend(std::iter::repeat_n(seq, times));
+    }
+    out
+}
+
 /// Splits off a seeded validation share (none for tiny sets).
-fn split_val(seqs: Vec<TrainSeq>, fraction: f64, seed: u64) -> (Vec<TrainSeq>, Vec<TrainSeq>) {
+fn split_val<T: Clone>(seqs: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
     let n_val = if seqs.len() >= 20 {
         ((seqs.len() as f64 * fraction).round() as usize).max(1)
     } else {
@@ -282,7 +319,7 @@ fn run_train(
             None => Ok(sizes),
         }
     };
-    let seqs = training_seqs(
+    let seqs = training_sets(
         engine,
         &model,
         &job.data,
@@ -292,7 +329,14 @@ fn run_train(
         &per_source,
         emit,
     )?;
-    let (train, val) = split_val(seqs, job.val_fraction, job.train.seed);
+    let tagged: Vec<(usize, TrainSeq)> = seqs
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, set)| set.into_iter().map(move |s| (i, s)))
+        .collect();
+    let (train, val) = split_val(tagged, job.val_fraction, job.train.seed);
+    let train = with_passes(train, job.passes.as_deref());
+    let val: Vec<TrainSeq> = val.into_iter().map(|(_, s)| s).collect();
     let trainable = LoraTrainable::new(
         &model.model,
         &job.name,
@@ -809,6 +853,7 @@ fn run_eval(
             },
             batch_size: job.batch_size,
             limit: job.limit,
+            sample_seed: job.sample_seed,
             cancel: Some(ctl.cancel.clone()),
         },
         previous: &previous,
@@ -862,4 +907,34 @@ fn run_eval(
             "dtype": model.precision.name(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passes repeat a source's training examples, never its validation share.
+    #[test]
+    fn passes_repeat_training_examples_after_the_validation_split() {
+        let tagged: Vec<(usize, u32)> = (0..40).map(|i| (usize::from(i >= 30), i)).collect();
+        let (train, val) = split_val(tagged, 0.25, 3);
+        let val: Vec<u32> = val.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(val.len(), 10);
+        let kept_b = train.iter().filter(|(src, _)| *src == 1).count();
+        let kept_a = train.len() - kept_b;
+        let train = with_passes(train, Some(&[1, 4]));
+        assert!(
+            train.iter().all(|s| !val.contains(s)),
+            "a validation example is trained on"
+        );
+        assert_eq!(train.len(), kept_a + 4 * kept_b);
+        for s in 30..40u32 {
+            let times = train.iter().filter(|&&t| t == s).count();
+            assert!(
+                times == 0 || times == 4,
+                "example {s} repeated {times} times"
+            );
+        }
+        assert_eq!(with_passes(vec![(0, 1u32), (1, 2)], None), vec![1, 2]);
+    }
 }

@@ -45,6 +45,11 @@ pub struct TrainJob {
     /// each set has.
     #[serde(default)]
     pub mix: Option<Vec<f64>>,
+    /// How many times each dataset's examples are repeated per epoch (default once each):
+    /// DATA-MIX gives each skill's data as many passes as that skill's own LoRA got, so a
+    /// knowledge corpus trained for 10 epochs alone is not seen once in the mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<Vec<usize>>,
     pub skill: Option<String>,
     pub lora: LoraSpec,
     pub train: LoopConfig,
@@ -154,6 +159,10 @@ pub struct EvalJob {
     pub task: EvalTask,
     pub data: DataSource,
     pub limit: Option<usize>,
+    /// With `limit`, evaluate a sample of the questions drawn with this seed instead of the
+    /// first ones (specs stored before it existed read as None: the first ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_seed: Option<u64>,
     pub batch_size: usize,
     pub max_new_tokens: usize,
     /// Few-shot demos in the prompt (code-math, math-cot).
@@ -288,6 +297,7 @@ impl TrainJob {
             model: model.into(),
             data,
             mix: None,
+            passes: None,
             skill: None,
             lora: LoraSpec::default(),
             train: LoopConfig::default(),
@@ -355,6 +365,7 @@ impl EvalJob {
             task,
             data,
             limit: None,
+            sample_seed: None,
             batch_size: 16,
             max_new_tokens: 160,
             shots: 3,

@@ -416,7 +416,7 @@ impl Generate for Recorder {
 }
 
 #[test]
-fn stops_come_from_the_task_in_plain_form_and_none_in_chat_form() {
+fn stops_come_from_the_task_in_each_form() {
     for style in [PromptStyle::Plain, PromptStyle::Chat] {
         let mut gen = Recorder {
             stops: vec![],
@@ -452,8 +452,9 @@ fn stops_come_from_the_task_in_plain_form_and_none_in_chat_form() {
         evaluate(&MathCot, &items()[..2], &mut run).unwrap();
         let want_stop = match style {
             PromptStyle::Plain => crate::prompts::cot_prompt("", 0).stop,
-            PromptStyle::Chat => Vec::new(),
+            PromptStyle::Chat => crate::prompts::cot_prompt("", 0).chat_stop,
         };
+        assert!(!want_stop.is_empty(), "{style:?} has no stop strings");
         assert_eq!(gen.stops, vec![want_stop]);
         assert_eq!(
             gen.prompts[0].starts_with("<chat>"),
@@ -505,4 +506,34 @@ fn records_keep_cache_hits_and_the_sandbox_run() {
     let json = serde_json::to_value(&recs[1]).unwrap();
     let back: QuestionRecord = serde_json::from_value(json).unwrap();
     assert_eq!(back, recs[1]);
+}
+
+#[test]
+fn a_seeded_sample_spreads_over_the_set_and_is_the_same_for_every_run() {
+    let items: Vec<usize> = (0..200).collect();
+    // Without a seed: the first ones, as before.
+    assert_eq!(
+        scope(&items, Some(5), None),
+        items[..5].iter().collect::<Vec<_>>()
+    );
+    let a = scope(&items, Some(20), Some(7));
+    let b = scope(&items, Some(20), Some(7));
+    assert_eq!(
+        a, b,
+        "the same seed must give every method the same questions"
+    );
+    assert_eq!(a.len(), 20);
+    // In dataset order, no repeats, and not the first block: a set grouped by section (here
+    // 10 sections of 20) is sampled from most sections.
+    assert!(a.windows(2).all(|w| w[0] < w[1]));
+    let sections: std::collections::HashSet<usize> = a.iter().map(|&&i| i / 20).collect();
+    assert!(sections.len() >= 6, "sections hit: {sections:?}");
+    assert_ne!(
+        scope(&items, Some(20), Some(8)),
+        a,
+        "another seed, another sample"
+    );
+    // A limit at or over the size takes everything, with or without a seed.
+    assert_eq!(scope(&items, Some(500), Some(7)).len(), 200);
+    assert_eq!(scope(&items, None, Some(7)).len(), 200);
 }

@@ -1,6 +1,12 @@
 //! A fictional product manual generated from a seed: invented brand, model, modes, lights,
-//! error codes, parts and numbers that no pretrained model can know, written as a few
-//! thousand words of plain prose, with one or two short-answer questions per fact.
+//! error codes, parts and numbers that no pretrained model can know, written as several
+//! thousand words of plain prose, with one to three short-answer questions per fact.
+//!
+//! Every fact that is asked about is stated three to five times, in different words and in
+//! different parts of the manual (its own section, a quick reference, the service notes, a
+//! summary), as real manuals repeat what matters: a small model is known not to learn to
+//! answer about a fact it read once in one phrasing, so a manual that states each fact once
+//! would put every method at the floor and measure nothing.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -25,11 +31,32 @@ const SYL: [&str; 16] = [
     "bru", "gam",
 ];
 
-/// A fact: where it sits in the manual and how it is asked about.
+/// A fact: where it sits in the manual, how else the manual says it, and how it is asked
+/// about.
 #[derive(Debug, Clone)]
 pub struct Fact {
     pub sentence: String,
+    /// The same fact in other words, one per later part of the manual (none for prose that is
+    /// not asked about).
+    pub restated: Vec<String>,
     pub questions: Vec<(String, String)>,
+}
+
+/// Titles of the parts that restate the facts, in order; restatement `i` of every fact goes
+/// to part `i`.
+pub const RESTATEMENT_PARTS: [&str; 4] = [
+    "Quick reference",
+    "Notes from the service team",
+    "Summary of the most important facts",
+    "Frequently needed details",
+];
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
 }
 
 /// The manual and its facts.
@@ -175,8 +202,9 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     let town = fresh(rng, &mut used, 3);
     let year = rng.gen_range(1952..2011);
     let mut sections: Vec<(String, Vec<Fact>, String)> = Vec::new();
-    let fact = |s: String, q: Vec<(String, String)>| Fact {
+    let fact = |s: String, restated: Vec<String>, q: Vec<(String, String)>| Fact {
         sentence: s,
+        restated,
         questions: q,
     };
 
@@ -186,13 +214,29 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     sections.push((
         "About this manual".into(),
         vec![
-            fact(format!("The {product} is made by {company}."), vec![(format!("Which company makes the {product}?"), company.clone())]),
+            fact(format!("The {product} is made by {company}."), vec![
+                format!("{company} manufactures the {product}."),
+                format!("The manufacturer of the {product} is {company}."),
+                format!("Every {product} is built by {company}."),
+            ], vec![(format!("Which company makes the {product}?"), company.clone())]),
             fact(format!("{company} was founded in {year} in the town of {town}."), vec![
+                format!("{company} began in the town of {town} in {year}."),
+                format!("The home town of {company} is {town}, where it was founded in {year}."),
+                format!("In {year}, {company} was started in {town}."),
+            ], vec![
                 (format!("In which town was {company} founded?"), town.clone()),
                 (format!("In which year was {company} founded?"), year.to_string()),
             ]),
-            fact(format!("The warranty of the {product} lasts {warranty} months from the date of purchase."), vec![(format!("How long does the warranty of the {product} last?"), format!("{warranty} months"))]),
-            fact(format!("The support line of {company} answers at extension {support}."), vec![(format!("At which extension does the {company} support line answer?"), support.clone())]),
+            fact(format!("The warranty of the {product} lasts {warranty} months from the date of purchase."), vec![
+                format!("The {product} comes with a warranty of {warranty} months."),
+                format!("Warranty of the {product}: {warranty} months from purchase."),
+                format!("{company} guarantees the {product} for {warranty} months after you buy it."),
+            ], vec![(format!("How long does the warranty of the {product} last?"), format!("{warranty} months"))]),
+            fact(format!("The support line of {company} answers at extension {support}."), vec![
+                format!("Call extension {support} to reach the {company} support line."),
+                format!("The {company} support line is at extension {support}."),
+                format!("Support for the {product}: {company}, extension {support}."),
+            ], vec![(format!("At which extension does the {company} support line answer?"), support.clone())]),
         ],
         format!("Read this manual before you use the {product} for the first time, and keep it near the unit. It explains how to install, operate, clean and repair the unit. Every number in it applies to the {product} only; other models of {brand} behave differently."),
     ));
@@ -203,6 +247,11 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let v = rng.gen_range(lo..=hi);
         specs.push(fact(
             format!("The {name} of the {product} is {v} {unit}."),
+            vec![
+                format!("{}: {v} {unit}.", capitalized(name)),
+                format!("The {product} has a {name} of {v} {unit}."),
+                format!("Measured by {company}, the {name} of the {product} is {v} {unit}."),
+            ],
             vec![(
                 format!("What is the {name} of the {product}?"),
                 format!("{v} {unit}"),
@@ -220,11 +269,23 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     let lock = rng.gen_range(2..7);
     sections.push(("Controls".into(), vec![
         fact(format!("To reset the {product}, hold the {} for {hold} seconds.", buttons[0]), vec![
+            format!("Holding the {} for {hold} seconds resets the {product}.", buttons[0]),
+            format!("Reset: press and hold the {} for {hold} seconds.", buttons[0]),
+            format!("The {} resets the {product} when it is held for {hold} seconds.", buttons[0]),
+        ], vec![
             (format!("How long must you hold the {} to reset the {product}?", buttons[0]), format!("{hold} seconds")),
             (format!("Which button resets the {product}?"), buttons[0].clone()),
         ]),
-        fact(format!("To pair the unit with the app, press the {} {pair} times.", buttons[1]), vec![(format!("How many times must you press the {} to pair the unit with the app?", buttons[1]), pair.to_string())]),
-        fact(format!("To turn on the child lock, hold the {} for {lock} seconds.", buttons[2]), vec![(format!("Which button turns on the child lock of the {product}?"), buttons[2].clone())]),
+        fact(format!("To pair the unit with the app, press the {} {pair} times.", buttons[1]), vec![
+            format!("Pressing the {} {pair} times pairs the {product} with the app.", buttons[1]),
+            format!("App pairing: press the {} {pair} times.", buttons[1]),
+            format!("The {product} pairs with the app after {pair} presses of the {}.", buttons[1]),
+        ], vec![(format!("How many times must you press the {} to pair the unit with the app?", buttons[1]), pair.to_string())]),
+        fact(format!("To turn on the child lock, hold the {} for {lock} seconds.", buttons[2]), vec![
+            format!("Holding the {} for {lock} seconds turns on the child lock of the {product}.", buttons[2]),
+            format!("Child lock: hold the {} for {lock} seconds.", buttons[2]),
+            format!("The child lock of the {product} is turned on with the {}.", buttons[2]),
+        ], vec![(format!("Which button turns on the child lock of the {product}?"), buttons[2].clone())]),
     ], "The control panel sits on the front of the unit. The buttons respond to a firm press; a short beep confirms each press.".into()));
 
     // Modes.
@@ -236,6 +297,11 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let minutes = rng.gen_range(3..90);
         modes.push(fact(
             format!("In {name}, the {product} {action} for {minutes} minutes."),
+            vec![
+                format!("During {name}, which lasts {minutes} minutes, the unit {action}."),
+                format!("{}: the {product} {action}; it runs for {minutes} minutes.", capitalized(&name)),
+                format!("The mode in which the {product} {action} is {name}, and it takes {minutes} minutes."),
+            ],
             vec![
                 (
                     format!("How long does {name} run?"),
@@ -259,6 +325,14 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
     for ((pattern, color), meaning) in combos.iter().zip(meanings.iter()).take(12) {
         lights.push(fact(
             format!("A {pattern} {color} light means that {meaning}."),
+            vec![
+                format!("When the status light is {color} and {pattern}, {meaning}."),
+                format!("If you see a {pattern} {color} light on the {product}, {meaning}."),
+                format!(
+                    "{}: shown by a {pattern} {color} light.",
+                    capitalized(meaning)
+                ),
+            ],
             vec![(
                 format!("What does a {pattern} {color} light mean on the {product}?"),
                 meaning.to_string(),
@@ -276,6 +350,11 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let unit = pick(rng, &["weeks", "months"]);
         maint.push(fact(
             format!("Replace the {part} every {n} {unit}."),
+            vec![
+                format!("The {part} of the {product} should be replaced every {n} {unit}."),
+                format!("Every {n} {unit}, put a new {part} into the {product}."),
+                format!("{}: replace every {n} {unit}.", capitalized(part)),
+            ],
             vec![(
                 format!("How often should the {part} of the {product} be replaced?"),
                 format!("every {n} {unit}"),
@@ -294,6 +373,11 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         );
         acc.push(fact(
             format!("The {a} has the part number {pn}."),
+            vec![
+                format!("Part number {pn} is the {a} for the {product}."),
+                format!("Order the {a} as part {pn}."),
+                format!("{}: part number {pn}.", capitalized(a)),
+            ],
             vec![(
                 format!("What is the part number of the {a} for the {product}?"),
                 pn,
@@ -319,8 +403,13 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         "Choose a language and the local time on the display, then confirm each choice with a firm press.".to_string(),
         "Run one full rinse cycle with an empty filter slot and pour the water away afterwards.".to_string(),
     ];
-    sections.push(("Installation".into(), install.iter().enumerate().map(|(i, s)| fact(format!("Step {}: {s}", i + 1), vec![])).collect(), format!("Install the {product} in a room that stays above freezing. Keep the packaging until the unit has run for a week without faults.")));
+    sections.push(("Installation".into(), install.iter().enumerate().map(|(i, s)| fact(format!("Step {}: {s}", i + 1), vec![], vec![])).collect(), format!("Install the {product} in a room that stays above freezing. Keep the packaging until the unit has run for a week without faults.")));
     let last = sections.len() - 1;
+    sections[last].1[1].restated = vec![
+        format!("Leave {clearance} centimeters of free space on every side of the {product}."),
+        format!("Free space around the {product}: {clearance} centimeters on every side."),
+        format!("The {product} needs {clearance} centimeters of room on each side."),
+    ];
     sections[last].1[1].questions.push((
         format!("How much free space does the {product} need on every side?"),
         format!("{clearance} centimeters"),
@@ -339,9 +428,20 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
         let code = format!("{prefix}{n}");
         let stop = rng.gen_range(2..30);
         let repeats = rng.gen_range(2..6);
+        let (cause, fix) = (CAUSES[i], FIXES[i]);
         errs.push(fact(
-            format!("Error code {code} appears when the unit detects {}. The display dims and the pump stops within {stop} seconds, so no water is lost. To clear it, {}, then restart the unit. If error code {code} returns more than {repeats} times in one day, stop using the unit and call the support line.", CAUSES[i], FIXES[i]),
-            vec![(format!("What causes error code {code} on the {product}?"), CAUSES[i].to_string())],
+            format!("Error code {code} appears when the unit detects {cause}. The display dims and the pump stops within {stop} seconds, so no water is lost. To clear it, {fix}, then restart the unit. If error code {code} returns more than {repeats} times in one day, stop using the unit and call the support line."),
+            vec![
+                format!("Error code {code}: caused by {cause}; the pump stops within {stop} seconds."),
+                format!("The cause of error code {code} is {cause}. To clear it, {fix}; if it comes back more than {repeats} times in one day, stop using the unit."),
+                format!("If error code {code} returns more than {repeats} times in one day, call the support line; it means {cause}."),
+                format!("After error code {code} appears, the pump of the {product} stops within {stop} seconds."),
+            ],
+            vec![
+                (format!("What causes error code {code} on the {product}?"), cause.to_string()),
+                (format!("Within how many seconds does the pump stop after error code {code} appears?"), format!("{stop} seconds")),
+                (format!("How many times may error code {code} return in one day before you call the support line?"), repeats.to_string()),
+            ],
         ));
     }
     sections.push(("Error codes".into(), errs, "When the unit stops because of a fault, the display shows an error code. Find the code below, follow the instructions, and restart the unit. If the code appears again, call the support line.".into()));
@@ -355,6 +455,20 @@ pub fn manual(rng: &mut StdRng, error_codes: usize) -> ManualDoc {
             text.push_str("\n\n");
         }
         facts.extend(fs);
+    }
+    // The restatements, each part in its own order, so no fact sits beside the same
+    // neighbours twice.
+    for (part, title) in RESTATEMENT_PARTS.iter().enumerate() {
+        let mut lines: Vec<&String> = facts.iter().filter_map(|f| f.restated.get(part)).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        lines.shuffle(rng);
+        text.push_str(&format!("{title}\n\n"));
+        for l in lines {
+            text.push_str(l);
+            text.push_str("\n\n");
+        }
     }
     ManualDoc {
         product,

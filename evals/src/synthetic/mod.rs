@@ -56,7 +56,8 @@ pub struct SyntheticSizes {
     pub skill_test: usize,
     /// Target questions (manual-qa: at most the number of facts in the manual).
     pub target: usize,
-    /// Error codes in the manual (~25 words each): its length.
+    /// Error codes in the manual (about 130 words and three questions each, restatements
+    /// included): its length and most of its questions.
     pub manual_error_codes: usize,
 }
 
@@ -66,7 +67,8 @@ impl Default for SyntheticSizes {
             skill_train: 2000,
             skill_test: 200,
             target: 300,
-            manual_error_codes: 60,
+            // 64 codes: 256 questions in all, enough for a paired comparison at 250.
+            manual_error_codes: 64,
         }
     }
 }

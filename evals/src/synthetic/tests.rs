@@ -191,3 +191,56 @@ fn manual_is_long_and_target_answers_are_in_it() {
         .iter()
         .all(|q| !q.context.as_deref().unwrap_or("").contains(&product)));
 }
+
+/// Each asked fact is stated three to five times, in words that differ, and every gold answer
+/// appears in at least three of those statements, all of them in the manual's text.
+#[test]
+fn every_asked_fact_is_stated_three_to_five_times() {
+    let mut rng = rng(5, 11);
+    let doc = manual::manual(&mut rng, 64);
+    let norm = crate::manualqa::normalize_answer;
+    let asked: Vec<&manual::Fact> = doc
+        .facts
+        .iter()
+        .filter(|f| !f.questions.is_empty())
+        .collect();
+    let questions: usize = asked.iter().map(|f| f.questions.len()).sum();
+    assert!(questions >= 250, "only {questions} questions");
+    for f in asked {
+        let statements: Vec<&String> = std::iter::once(&f.sentence).chain(&f.restated).collect();
+        assert!(
+            (3..=5).contains(&statements.len()),
+            "{}: {} statements",
+            f.sentence,
+            statements.len()
+        );
+        let distinct: HashSet<&String> = statements.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            statements.len(),
+            "a restatement repeats: {}",
+            f.sentence
+        );
+        for st in &statements {
+            assert_eq!(
+                doc.text.matches(st.as_str()).count(),
+                1,
+                "not in the manual once: {st}"
+            );
+        }
+        for (q, a) in &f.questions {
+            let n = statements
+                .iter()
+                .filter(|st| norm(st).contains(&norm(a)))
+                .count();
+            assert!(n >= 3, "{q} -> {a}: stated {n} times in {statements:#?}");
+        }
+    }
+    // Restatements are spread over the later parts, not next to the original.
+    for title in manual::RESTATEMENT_PARTS {
+        assert!(
+            doc.text.contains(&format!("{title}\n\n")),
+            "no part {title}"
+        );
+    }
+}

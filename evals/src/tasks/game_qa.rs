@@ -74,6 +74,7 @@ impl Task for GameQa {
             text: format!("{user}\nAnswer:"),
             messages: vec![ChatMessage::new("user", user)],
             stop: vec!["\n".into()],
+            chat_stop: vec!["\n".into()],
         }
     }
 

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// `code-math`, `manual-qa`, or a recipe file (TOML or JSON).
+    /// `code-math`, `manual-qa`, `game-qa`, or a recipe file (TOML or JSON).
     pub recipe: String,
-    /// Data sizes and steps: tiny (2 CPU cores), small or full (a GPU).
+    /// Data sizes and steps: tiny (a smoke test, minutes; cannot separate methods), standard
+    /// (a paired comparison on 2 CPU cores), small or full (a GPU).
     #[arg(long, default_value = "tiny")]
     pub budget: String,
     /// Recompute every adapter and evaluation instead of reusing finished ones.
@@ -31,6 +32,11 @@ pub struct RecipeArgs {
     /// Print the recipe file of a built-in recipe instead of running it (to copy and edit).
     #[arg(long)]
     pub show: bool,
+    /// Point a data set of the recipe at a file or built-in set: `target=PATH`, `SKILL=PATH`
+    /// (its training data) or `SKILL.test=PATH`; repeatable. Needed by recipes on data soup
+    /// does not ship, such as game-qa (the paper's game manual and questions).
+    #[arg(long = "data", value_name = "NAME=PATH")]
+    pub data: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
@@ -39,11 +45,17 @@ pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
             .iter()
             .find(|(n, _)| *n == args.recipe)
             .map(|(_, t)| t.to_string())
-            .context("--show prints a built-in recipe: code-math or manual-qa")?;
+            .context("--show prints a built-in recipe: code-math, manual-qa or game-qa")?;
         print!("{text}");
         return Ok(());
     }
-    let recipe = Recipe::load(&args.recipe)?;
+    let mut recipe = Recipe::load(&args.recipe)?;
+    for d in &args.data {
+        let (which, path) = d.split_once('=').with_context(|| {
+            format!("--data {d:?}: write NAME=PATH, as in --data game=manual.txt")
+        })?;
+        recipe.set_data(which, path)?;
+    }
     let engine = ctx.engine()?;
     super::check_model(&engine, &recipe.model)?;
     let t0 = Instant::now();
