@@ -63,7 +63,8 @@ pub const POT_DEMOS: [(&str, &str); 3] = [
 
 const POT_INSTRUCTION: &str = "Solve each math word problem by writing a Python function solution() that returns the answer as a number.";
 
-fn fenced(program: &str) -> String {
+/// A program in the fenced form the prompts' demos and the code skill's answers use.
+pub fn fenced(program: &str) -> String {
     format!("```python\n{program}\n```")
 }
 
