@@ -48,6 +48,7 @@ eval_limit = 2
 skill_eval_limit = 2
 max_new_tokens = 6
 shots = 0
+seeds = 1
 "#,
         model.display()
     )
