@@ -116,7 +116,7 @@ fn recipe_runs_every_method_then_reuses_everything() {
     // The log-likelihood of the reference, paired too, on every column whose prompts and
     // references fit the tiny model's 256 positions (the math solutions do).
     let ll_tests = table.paired.len() - headline_tests.len();
-    assert!(ll_tests >= 10 && ll_tests % 10 == 0, "{ll_tests}");
+    assert!(ll_tests >= 10 && ll_tests.is_multiple_of(10), "{ll_tests}");
     assert_eq!(table.skill_gate.len(), 2);
     assert!(table.skill_gate.iter().all(|g| g.passed.is_some()));
     assert!(!table.power.unwrap().sufficient());

@@ -203,9 +203,8 @@ pub fn mean_sd(values: &[f64]) -> Option<(f64, Option<f64>)> {
         return None;
     }
     let mean = values.iter().sum::<f64>() / n as f64;
-    let sd = (n > 1).then(|| {
-        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    });
+    let sd = (n > 1)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
     Some((mean, sd))
 }
 
@@ -485,7 +484,10 @@ mod tests {
             .map(|(i, x)| if i % 2 == 0 { x + 0.1 } else { x - 0.1 })
             .collect();
         let d = paired_bootstrap(&wiggle, &base, 2000, 3).unwrap();
-        assert!(d.diff.abs() < 1e-12 && d.p > 0.5 && d.low < 0.0 && d.high > 0.0, "{d:?}");
+        assert!(
+            d.diff.abs() < 1e-12 && d.p > 0.5 && d.low < 0.0 && d.high > 0.0,
+            "{d:?}"
+        );
         // Identical: p = 1.
         assert_eq!(paired_bootstrap(&base, &base, 500, 1).unwrap().p, 1.0);
         // One question in 20 differs by 1: a weak signal, p well above 0.05.

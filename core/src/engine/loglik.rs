@@ -118,8 +118,8 @@ mod tests {
     use std::path::PathBuf;
 
     fn tiny() -> LoadedModel {
-        let dir =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/tiny-llama");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/reference/tiny-llama");
         crate::runtime::load_model_at("tiny", &dir, &Device::Cpu, Precision::F32).unwrap()
     }
 
@@ -145,7 +145,9 @@ mod tests {
         let mut total = 0.0f64;
         for t in seq.start.max(1)..seq.ids.len() {
             let row = &logits[t - 1];
-            let m = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(f64::from(x)));
+            let m = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &x| a.max(f64::from(x)));
             let lse = m + row
                 .iter()
                 .map(|&x| (f64::from(x) - m).exp())
@@ -178,7 +180,10 @@ mod tests {
         let got = sequence_logprobs(&m.model, &AdapterStack::base(), &seqs, 3).unwrap();
         for (s, g) in seqs.iter().zip(&got) {
             let want = by_hand(&m.model, s);
-            assert!((g - want).abs() < 1e-3 * (1.0 + want.abs()), "{g} vs {want}");
+            assert!(
+                (g - want).abs() < 1e-3 * (1.0 + want.abs()),
+                "{g} vs {want}"
+            );
         }
         assert!(got[0] < 0.0 && got[1] < 0.0);
         // Nothing to score: 0.
@@ -186,7 +191,10 @@ mod tests {
         // A longer reference of the same prompt has a lower (more negative) log-likelihood.
         let pairs = vec![
             ("Question: 2+2?\nAnswer:".to_string(), " 4".to_string()),
-            ("Question: 2+2?\nAnswer:".to_string(), " 4 4 4 4".to_string()),
+            (
+                "Question: 2+2?\nAnswer:".to_string(),
+                " 4 4 4 4".to_string(),
+            ),
             ("x".to_string(), String::new()),
         ];
         let r = reference_logprobs(&m, &AdapterStack::base(), &pairs, 8).unwrap();

@@ -617,9 +617,13 @@ fn binary(values: &[f64]) -> bool {
 /// The comparison table of `rows` as the store holds their runs: per-method cells (Wilson
 /// intervals for right/wrong scores, the stored bootstrap interval otherwise; mean ± sd over
 /// seeds), CAT's paired tests against every other row, the skill gate and the power note.
-pub fn tabulate(store: &soup_store::Store, spec: &TableSpec, rows: &[RowRuns]) -> Result<Comparison> {
+pub fn tabulate(
+    store: &soup_store::Store,
+    spec: &TableSpec,
+    rows: &[RowRuns],
+) -> Result<Comparison> {
     // Per-question scores of each row's first seed, per column, for the paired tests.
-    let mut per_question: Vec<Vec<Option<Vec<(String, QuestionScores)>>>> = Vec::new();
+    let mut per_question: Vec<Vec<Questions>> = Vec::new();
     let mut table = Vec::new();
     for row in rows {
         let mut cells = BTreeMap::new();
@@ -718,7 +722,13 @@ pub fn tabulate(store: &soup_store::Store, spec: &TableSpec, rows: &[RowRuns]) -
     let target_n = spec
         .columns
         .first()
-        .and_then(|c| table.iter().filter_map(|r| r.scores.get(c)).map(|c| c.n).max())
+        .and_then(|c| {
+            table
+                .iter()
+                .filter_map(|r| r.scores.get(c))
+                .map(|c| c.n)
+                .max()
+        })
         .unwrap_or(spec.planned_n);
     Ok(Comparison {
         recipe: spec.recipe.clone(),

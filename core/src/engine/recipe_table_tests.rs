@@ -51,7 +51,9 @@ fn score_only(store: &Store, run: RunId, metric: &str, values: &[f64]) {
 }
 
 fn right_on(range: std::ops::Range<usize>) -> Vec<f64> {
-    (0..20).map(|i| f64::from(u8::from(range.contains(&i)))).collect()
+    (0..20)
+        .map(|i| f64::from(u8::from(range.contains(&i))))
+        .collect()
 }
 
 fn scores_run(store: &Store, metric: &str, value: f64) -> RunId {
@@ -78,7 +80,12 @@ fn paired_columns_wilson_seeds_gate_and_power_on_a_constructed_store() {
     let cat2 = eval_run(&store, "accuracy", &right_on(0..8), None);
     // Partial credit: CAT 0.2 above TIES on every question.
     let f1: Vec<f64> = (0..20).map(|i| ((i * 7) % 10) as f64 / 20.0).collect();
-    let f1_cat = eval_run(&store, "f1", &f1.iter().map(|x| x + 0.2).collect::<Vec<_>>(), None);
+    let f1_cat = eval_run(
+        &store,
+        "f1",
+        &f1.iter().map(|x| x + 0.2).collect::<Vec<_>>(),
+        None,
+    );
     let f1_ties = eval_run(&store, "f1", &f1, None);
     // Skill gate: math alone 30, base 25: not 10 points above.
     let skill_math = scores_run(&store, "accuracy", 0.30);
@@ -139,7 +146,10 @@ fn paired_columns_wilson_seeds_gate_and_power_on_a_constructed_store() {
     };
     let vs_ties = find(TARGET, "accuracy", "TIES");
     assert_eq!(vs_ties.test, "mcnemar");
-    assert_eq!((vs_ties.only_method, vs_ties.only_baseline), (Some(10), Some(2)));
+    assert_eq!(
+        (vs_ties.only_method, vs_ties.only_baseline),
+        (Some(10), Some(2))
+    );
     assert_eq!(vs_ties.n, 20);
     assert!((vs_ties.diff - 0.4).abs() < 1e-12);
     assert!((vs_ties.p - 158.0 / 4096.0).abs() < 1e-12);

@@ -582,7 +582,10 @@ fn records_carry_the_reference_log_likelihood_and_round_trip() {
     assert_eq!(reference, "```python\ndef solution():\n    return 4\n```");
     assert_eq!(records[0].ref_logprob, Some(-(reference.len() as f64)));
     assert_eq!(records[0].ref_tokens, Some(reference.len()));
-    assert_eq!((records[1].ref_logprob, records[1].ref_tokens), (None, None));
+    assert_eq!(
+        (records[1].ref_logprob, records[1].ref_tokens),
+        (None, None)
+    );
     // The record round-trips, and one written before the field reads it as absent.
     let json = serde_json::to_value(&records[0]).unwrap();
     let back: QuestionRecord = serde_json::from_value(json.clone()).unwrap();

@@ -38,9 +38,7 @@ impl Task for CodeMath {
 
     /// The reference program, fenced as the demos' answers are.
     fn reference(&self, item: &MathItem) -> Option<String> {
-        item.solution
-            .as_deref()
-            .map(crate::prompts::fenced)
+        item.solution.as_deref().map(crate::prompts::fenced)
     }
 
     fn grade(
