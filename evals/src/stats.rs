@@ -230,10 +230,17 @@ fn mcnemar_critical(m: u64, alpha: f64) -> Option<u64> {
 /// share `discordance` of them are answered differently by the two methods (right/wrong or
 /// wrong/right). Exact: the number of discordant questions is Bin(n, discordance), and given
 /// m of them the first method wins Bin(m, (discordance + delta) / (2 discordance)) of them.
-/// Needs 0 < delta <= discordance <= 1; otherwise NaN.
+/// Needs 0 < delta <= discordance <= 1; otherwise NaN. Above [`EXACT_POWER_MAX_N`] questions
+/// (where the exact sum gets slow and the normal approximation is tight) it is Connor's
+/// normal approximation.
 pub fn mcnemar_power(n: u64, discordance: f64, delta: f64, alpha: f64) -> f64 {
     if !(delta > 0.0 && delta <= discordance && discordance <= 1.0) {
         return f64::NAN;
+    }
+    if n > EXACT_POWER_MAX_N {
+        let za = normal_quantile(1.0 - alpha / 2.0);
+        let spread = (discordance - delta * delta).max(1e-12).sqrt();
+        return normal_cdf((delta * (n as f64).sqrt() - za * discordance.sqrt()) / spread);
     }
     let win = (discordance + delta) / (2.0 * discordance);
     let discordant = binomial_pmf(n, discordance);
@@ -257,6 +264,26 @@ pub fn mcnemar_power(n: u64, discordance: f64, delta: f64, alpha: f64) -> f64 {
         power += pm * reject;
     }
     power.min(1.0)
+}
+
+/// The largest question count whose power is summed exactly.
+pub const EXACT_POWER_MAX_N: u64 = 3000;
+
+/// The standard normal distribution function Φ(x) (Abramowitz and Stegun 7.1.26 for erf,
+/// |error| < 1.5e-7).
+pub fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
 }
 
 /// The normal quantile Φ⁻¹(q) (Acklam's rational approximation, |error| < 1.2e-9).
@@ -528,6 +555,12 @@ mod tests {
         assert!(mcnemar_power(300, 0.3, 1e-9, 0.05) <= 0.05 + 1e-9);
         assert!(mcnemar_power(10, 0.05, 0.1, 0.05).is_nan());
         assert!(close(normal_quantile(0.975), Z95, 1e-8));
+        assert!(close(normal_cdf(Z95), 0.975, 1e-6) && close(normal_cdf(-1.0), 0.158_655, 1e-6));
+        // Past the exact range the normal approximation takes over, continuous with it.
+        let exact = mcnemar_power(EXACT_POWER_MAX_N, 0.3, 0.03, 0.05);
+        let normal = mcnemar_power(EXACT_POWER_MAX_N + 1, 0.3, 0.03, 0.05);
+        assert!(close(exact, normal, 0.02), "{exact} {normal}");
+        assert!(mcnemar_power(10_000_000, 0.3, 0.1, 0.05) > 0.999);
         let note = PowerNote::ten_points(20, 0.3);
         assert!(!note.sufficient());
         assert!(note.sentence().contains("cannot separate"));

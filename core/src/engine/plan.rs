@@ -415,7 +415,7 @@ pub fn seed_name(name: &str, k: usize) -> String {
 
 /// The plan with every build that depends on its seed (CAT, the DARE merges) repeated for
 /// `seeds` seeds in all: copy k is named [`seed_name`]`(name, k)`, runs with the original seed
-/// plus k, comes right after the original, and its evaluations go in the row's `seed_evals`.
+/// plus k (wrapping), comes right after the original, and its evaluations go in the row's `seed_evals`.
 /// `seeds` of 0 or 1 leaves the plan as it is.
 pub fn with_seeds(mut plan: Plan, seeds: usize) -> Plan {
     if seeds <= 1 {
@@ -435,12 +435,12 @@ pub fn with_seeds(mut plan: Plan, seeds: usize) -> Plan {
                 JobSpec::Cat(c) => {
                     seeded.push(c.name.clone());
                     c.name = seed_name(&c.name, k);
-                    c.train.seed += k as u64;
+                    c.train.seed = c.train.seed.wrapping_add(k as u64);
                 }
                 JobSpec::Merge(m) => {
                     seeded.push(m.name.clone());
                     m.name = seed_name(&m.name, k);
-                    m.seed += k as u64;
+                    m.seed = m.seed.wrapping_add(k as u64);
                 }
                 JobSpec::Train(_) | JobSpec::Eval(_) => {}
             }

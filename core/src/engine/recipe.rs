@@ -100,6 +100,9 @@ pub struct Budget {
     pub skill_gate_margin: f64,
 }
 
+/// More seeds than this is a typo: every one is a CAT and DARE merges more, each evaluated.
+pub const MAX_SEEDS: usize = 20;
+
 fn default_seeds() -> usize {
     3
 }
@@ -159,10 +162,13 @@ impl Recipe {
         }
         Module::parse_list(&r.lora.targets)?;
         for (name, b) in &r.budgets {
-            if b.seeds == 0 {
+            if !(1..=MAX_SEEDS).contains(&b.seeds) {
                 return Err(CoreError::bad_file(
                     origin,
-                    format!("budget {name}: seeds must be at least 1 (3 gives a mean ± sd)"),
+                    format!(
+                        "budget {name}: seeds is {}; it must be between 1 and {MAX_SEEDS} (3 gives a mean ± sd)",
+                        b.seeds
+                    ),
                 ));
             }
             if !(0.0..=1.0).contains(&b.skill_gate_margin) {

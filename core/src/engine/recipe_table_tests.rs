@@ -248,5 +248,5 @@ fn budgets_default_to_three_seeds_and_refuse_zero() {
     assert_eq!(cats("small"), 3);
     let text = include_str!("../../recipes/code-math.toml").replace("seeds = 1", "seeds = 0");
     let err = Recipe::parse(&text, "zero.toml").unwrap_err().to_string();
-    assert!(err.contains("seeds must be at least 1"), "{err}");
+    assert!(err.contains("it must be between 1 and 20"), "{err}");
 }
