@@ -11,7 +11,7 @@
 //! the store and back: the store keeps it whole.
 
 use crate::codemath::Verdict;
-use crate::generate::{GenSettings, Generate, GenerateError};
+use crate::generate::{GenSettings, Generate, GenerateError, RefScore};
 use crate::prompts::{Prompt, PromptStyle};
 use crate::sandbox::{IsolationLayers, Sandbox, SandboxError};
 use crate::stats::{bootstrap_ci95, ConfidenceInterval};
@@ -64,6 +64,14 @@ pub struct QuestionRecord {
     /// The dtype the model ran in (`f32`, `bf16`, `f16`; None: not recorded).
     #[serde(default)]
     pub dtype: Option<String>,
+    /// Teacher-forced log-likelihood (nats) of the task's reference answer after this prompt,
+    /// with the evaluated weights; None: the task has no reference for the item, the
+    /// generator cannot score, or the record predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_logprob: Option<f64>,
+    /// Tokens of the reference scored in `ref_logprob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_tokens: Option<usize>,
 }
 
 impl QuestionRecord {
@@ -267,6 +275,7 @@ pub fn evaluate<T: Task>(
             None
         };
         let grades = task.grade(chunk, &outputs, sandbox)?;
+        let ref_scores = reference_scores(task, chunk, &prompts, run)?;
         if grades.len() != chunk.len() {
             return Err(EvalError::Sandbox(SandboxError::Internal(format!(
                 "task {} graded {} of {} answers",
@@ -275,7 +284,13 @@ pub fn evaluate<T: Task>(
                 chunk.len()
             ))));
         }
-        for (((item, prompt), c), g) in chunk.iter().zip(prompts).zip(&completions).zip(grades) {
+        for ((((item, prompt), c), g), ref_score) in chunk
+            .iter()
+            .zip(prompts)
+            .zip(&completions)
+            .zip(grades)
+            .zip(ref_scores)
+        {
             let program_ran = g.run.is_some();
             let outcome = g.run;
             let rec = QuestionRecord {
@@ -305,6 +320,8 @@ pub fn evaluate<T: Task>(
                 cached: c.cached,
                 prompt_style: Some(run.style),
                 dtype: run.dtype.clone(),
+                ref_logprob: ref_score.map(|s| s.logprob),
+                ref_tokens: ref_score.map(|s| s.tokens),
             };
             (run.sink)(&rec).map_err(|source| EvalError::Sink {
                 id: rec.id.clone(),
@@ -317,6 +334,51 @@ pub fn evaluate<T: Task>(
     s.resumed = resumed;
     s.cancelled = cancelled;
     Ok(s)
+}
+
+/// The log-likelihood of each item's reference answer after its rendered prompt, one entry
+/// per item (`None`: no reference, or the generator cannot score). The plain form's prompts
+/// end at "Answer:" without a space, so the reference is joined with one there.
+fn reference_scores<T: Task>(
+    task: &T,
+    chunk: &[&T::Item],
+    prompts: &[String],
+    run: &mut EvalRun<'_, '_>,
+) -> Result<Vec<Option<RefScore>>, EvalError> {
+    let mut out = vec![None; chunk.len()];
+    let mut which = Vec::new();
+    let mut pairs = Vec::new();
+    for (i, (item, prompt)) in chunk.iter().zip(prompts).enumerate() {
+        let Some(reference) = task.reference(item).filter(|r| !r.trim().is_empty()) else {
+            continue;
+        };
+        let joined = if run.style == PromptStyle::Plain
+            && !prompt.ends_with(char::is_whitespace)
+            && !reference.starts_with(char::is_whitespace)
+        {
+            format!(" {reference}")
+        } else {
+            reference
+        };
+        which.push(i);
+        pairs.push((prompt.clone(), joined));
+    }
+    if pairs.is_empty() {
+        return Ok(out);
+    }
+    let Some(scores) = run.generator.reference_logprobs(&pairs)? else {
+        return Ok(out);
+    };
+    if scores.len() != pairs.len() {
+        return Err(EvalError::CountMismatch {
+            got: scores.len(),
+            want: pairs.len(),
+        });
+    }
+    for (i, s) in which.into_iter().zip(scores) {
+        out[i] = s;
+    }
+    Ok(out)
 }
 
 /// Aggregate records (e.g. a finished run's records read back from the store).

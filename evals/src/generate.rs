@@ -78,6 +78,28 @@ pub trait Generate {
         prompts: &[String],
         settings: &GenSettings,
     ) -> Result<Vec<Completion>, GenerateError>;
+
+    /// The teacher-forced log-likelihood of each `(prompt, reference)` pair: the sum over the
+    /// reference's tokens of log p(token | prompt, the reference before it), with the same
+    /// weights that generate. A second, continuous metric with more power than right/wrong:
+    /// it moves before the answers flip. `Ok(None)`: this generator cannot score (the
+    /// default; a remote one); an element `None`: that pair could not be scored (too long).
+    fn reference_logprobs(
+        &mut self,
+        pairs: &[(String, String)],
+    ) -> Result<Option<Vec<Option<RefScore>>>, GenerateError> {
+        let _ = pairs;
+        Ok(None)
+    }
+}
+
+/// The log-likelihood of one reference answer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RefScore {
+    /// Sum of the reference tokens' log-probabilities (nats, <= 0).
+    pub logprob: f64,
+    /// Reference tokens scored.
+    pub tokens: usize,
 }
 
 /// Cut `text` at the first occurrence of any stop string. Implementors whose decoder only

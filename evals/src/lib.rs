@@ -69,4 +69,4 @@ pub mod synthetic;
 pub mod task;
 pub mod tasks;
 
-pub use generate::{Completion, GenSettings, Generate, GenerateError};
+pub use generate::{Completion, GenSettings, Generate, GenerateError, RefScore};

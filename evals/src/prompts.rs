@@ -78,7 +78,8 @@ fn pot_ask(question: &str) -> String {
     format!("{question}\n{POT_ASK}")
 }
 
-fn fenced(program: &str) -> String {
+/// A program in the fenced form the prompts' demos and the code skill's answers use.
+pub fn fenced(program: &str) -> String {
     format!("```python\n{program}\n```")
 }
 

@@ -111,6 +111,13 @@ pub trait Task: Send + Sync + 'static {
         outputs: &[&str],
         sandbox: Option<&Sandbox>,
     ) -> Result<Vec<Grade>, EvalError>;
+    /// The reference answer as a model should write it after the prompt (a fenced program, a
+    /// worked solution, the first gold answer), for the teacher-forced log-likelihood the
+    /// records carry; `None` when the item has none.
+    fn reference(&self, item: &Self::Item) -> Option<String> {
+        let _ = item;
+        None
+    }
 }
 
 /// A dataset parsed by its task, ready to be evaluated.

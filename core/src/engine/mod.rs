@@ -7,6 +7,7 @@
 
 mod check;
 mod data;
+pub mod loglik;
 pub mod plan;
 pub mod recipe;
 mod run;

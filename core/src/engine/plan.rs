@@ -230,7 +230,11 @@ pub struct PlanRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRow {
     pub label: String,
+    /// One per column: the configuration as built with the request's seed (seed 0 of the row).
     pub evals: Vec<EvalJob>,
+    /// Rows of a method with randomness, after [`with_seeds`]: the evaluations of the same
+    /// configuration built with seeds 1, 2, ... (one per column each); empty otherwise.
+    pub seed_evals: Vec<Vec<EvalJob>>,
 }
 
 /// What to run, in order: the jobs that build adapters, then the evaluations row by row.
@@ -244,10 +248,13 @@ pub struct Plan {
 impl Plan {
     /// Every job in the order it must run (an adapter is built before it is evaluated).
     pub fn jobs(&self) -> Vec<JobSpec> {
-        let evals = self
-            .rows
-            .iter()
-            .flat_map(|r| r.evals.iter().cloned().map(JobSpec::Eval));
+        let evals = self.rows.iter().flat_map(|r| {
+            r.evals
+                .iter()
+                .chain(r.seed_evals.iter().flatten())
+                .cloned()
+                .map(JobSpec::Eval)
+        });
         self.builds.iter().cloned().chain(evals).collect()
     }
 }
@@ -378,6 +385,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         .into_iter()
         .map(|(label, target)| PlannedRow {
             label,
+            seed_evals: Vec::new(),
             evals: req
                 .columns
                 .iter()
@@ -395,6 +403,90 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         columns: req.columns.iter().map(|c| c.column.clone()).collect(),
         rows,
     })
+}
+
+/// Whether a build depends on its seed, so that one run of it is one draw: CAT (its
+/// initialization and the examples it learns on) and the DARE merges (their random drops).
+fn seeded_build(job: &JobSpec) -> bool {
+    match job {
+        JobSpec::Cat(_) => true,
+        JobSpec::Merge(m) => matches!(
+            m.method,
+            MergeKind::DareTies
+                | MergeKind::DareLinear
+                | MergeKind::DareTiesSvd
+                | MergeKind::DareLinearSvd
+        ),
+        JobSpec::Train(_) | JobSpec::Eval(_) => false,
+    }
+}
+
+/// The name of seed `k`'s copy of an adapter: seed 0 keeps the plain name (so a store built
+/// before seeds existed is reused), seed k > 0 is `NAME-seedK`.
+pub fn seed_name(name: &str, k: usize) -> String {
+    if k == 0 {
+        name.to_string()
+    } else {
+        format!("{name}-seed{k}")
+    }
+}
+
+/// The plan with every build that depends on its seed (CAT, the DARE merges) repeated for
+/// `seeds` seeds in all: copy k is named [`seed_name`]`(name, k)`, runs with the original seed
+/// plus k (wrapping), comes right after the original, and its evaluations go in the row's `seed_evals`.
+/// `seeds` of 0 or 1 leaves the plan as it is.
+pub fn with_seeds(mut plan: Plan, seeds: usize) -> Plan {
+    if seeds <= 1 {
+        return plan;
+    }
+    let mut builds = Vec::with_capacity(plan.builds.len());
+    let mut seeded: Vec<String> = Vec::new();
+    for job in plan.builds {
+        let random = seeded_build(&job);
+        builds.push(job.clone());
+        if !random {
+            continue;
+        }
+        for k in 1..seeds {
+            let mut copy = job.clone();
+            match &mut copy {
+                JobSpec::Cat(c) => {
+                    seeded.push(c.name.clone());
+                    c.name = seed_name(&c.name, k);
+                    c.train.seed = c.train.seed.wrapping_add(k as u64);
+                }
+                JobSpec::Merge(m) => {
+                    seeded.push(m.name.clone());
+                    m.name = seed_name(&m.name, k);
+                    m.seed = m.seed.wrapping_add(k as u64);
+                }
+                JobSpec::Train(_) | JobSpec::Eval(_) => {}
+            }
+            builds.push(copy);
+        }
+    }
+    plan.builds = builds;
+    for row in &mut plan.rows {
+        let Some(name) = row.evals.first().and_then(|e| match &e.target {
+            EvalTarget::Adapter(a) if seeded.contains(a) => Some(a.clone()),
+            _ => None,
+        }) else {
+            continue;
+        };
+        row.seed_evals = (1..seeds)
+            .map(|k| {
+                row.evals
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e.target = EvalTarget::Adapter(seed_name(&name, k));
+                        e
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+    plan
 }
 
 fn merge_job(

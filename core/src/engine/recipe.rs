@@ -2,7 +2,10 @@
 //! more skills with their data, a target task, the composition methods and budgets; running it
 //! trains the skill LoRAs and the DATA-MIX LoRA, learns CAT, builds every merge, evaluates the
 //! base model, each skill alone and every composition on the target (and each skill on its own
-//! test set), and returns the comparison table with 95 % bootstrap intervals.
+//! test set), and returns the comparison table: per-method intervals (Wilson for right/wrong
+//! scores), mean ± sd over seeds for methods with randomness, CAT's paired tests against every
+//! other method (exact McNemar or paired bootstrap, Holm-corrected), the skill gate and the
+//! power calculation that says what the budget's question count can find.
 //!
 //! The jobs come from the comparison planner ([`super::plan`], the same one the dashboard's
 //! Compose screen uses); this module turns a recipe into the planner's request, runs the jobs
@@ -21,7 +24,8 @@ use crate::error::{CoreError, Result};
 use crate::lora::Module;
 use crate::train::LoraSpec;
 use serde::{Deserialize, Serialize};
-use soup_store::{RunKind, RunQuery, RunStatus};
+use soup_evals::stats::{holm, mcnemar_exact, paired_bootstrap, wilson95, PowerNote};
+use soup_store::{RecordQuery, RunId, RunKind, RunQuery, RunStatus};
 use std::collections::BTreeMap;
 
 /// What a recipe run does with the adapters and evaluations already in the store.
@@ -87,6 +91,26 @@ pub struct Budget {
     pub skill_eval_limit: usize,
     pub max_new_tokens: usize,
     pub shots: usize,
+    /// Runs of each method with randomness (CAT, the DARE merges), seeds `seed`, `seed + 1`,
+    /// ...: the table shows their mean ± sd. Default 3; a smoke-test budget may say 1 (the
+    /// report then says that it shows no spread over seeds).
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+    /// A skill LoRA passes the skill gate when its score on its own test beats the base
+    /// model's by at least this much (0.10: ten points). Default 0.10.
+    #[serde(default = "default_skill_gate_margin")]
+    pub skill_gate_margin: f64,
+}
+
+/// More seeds than this is a typo: every one is a CAT and DARE merges more, each evaluated.
+pub const MAX_SEEDS: usize = 20;
+
+fn default_seeds() -> usize {
+    3
+}
+
+fn default_skill_gate_margin() -> f64 {
+    0.10
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +230,26 @@ impl Recipe {
             ));
         }
         Module::parse_list(&r.lora.targets)?;
+        for (name, b) in &r.budgets {
+            if !(1..=MAX_SEEDS).contains(&b.seeds) {
+                return Err(CoreError::bad_file(
+                    origin,
+                    format!(
+                        "budget {name}: seeds is {}; it must be between 1 and {MAX_SEEDS} (3 gives a mean ± sd)",
+                        b.seeds
+                    ),
+                ));
+            }
+            if !(0.0..=1.0).contains(&b.skill_gate_margin) {
+                return Err(CoreError::bad_file(
+                    origin,
+                    format!(
+                        "budget {name}: skill_gate_margin {} is not a share in [0, 1] (0.10 is ten points)",
+                        b.skill_gate_margin
+                    ),
+                ));
+            }
+        }
         Ok(r)
     }
 }
@@ -218,14 +262,88 @@ pub struct Row {
     pub scores: BTreeMap<String, Cell>,
 }
 
+/// One method on one column: the run of its first seed, with its interval, and the spread over
+/// seeds for methods with randomness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     pub metric: String,
+    /// The first seed's score.
     pub value: f64,
     pub ci_low: f64,
     pub ci_high: f64,
     pub n: u64,
     pub run: String,
+    /// How the interval was made: `wilson` (right/wrong scores) or `bootstrap` (partial
+    /// credit). Empty: read from a table written before it was recorded.
+    #[serde(default)]
+    pub interval: String,
+    /// The score of every seed, the first seed's first; empty for a method run once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seed_values: Vec<f64>,
+    /// Mean over questions of the teacher-forced log-likelihood of the reference answer
+    /// (nats); `None` when the records do not carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_logprob: Option<f64>,
+}
+
+impl Cell {
+    /// Mean and sample sd over seeds, when there are at least two.
+    pub fn seed_spread(&self) -> Option<(f64, f64)> {
+        match soup_evals::stats::mean_sd(&self.seed_values) {
+            Some((m, Some(sd))) => Some((m, sd)),
+            _ => None,
+        }
+    }
+}
+
+/// The row every other method is tested against.
+pub const PAIRED_AGAINST: &str = "CAT";
+
+/// The metric name of the teacher-forced log-likelihood of the reference answer in paired
+/// tests.
+pub const REF_LOGPROB: &str = "ref_logprob";
+
+/// Significance level of the paired tests (after Holm's correction).
+pub const ALPHA: f64 = 0.05;
+
+/// CAT against one other method on one column, on the questions both answered (each method's
+/// first seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedTest {
+    pub column: String,
+    /// The headline metric, or [`REF_LOGPROB`].
+    pub metric: String,
+    pub method: String,
+    pub baseline: String,
+    /// Questions paired.
+    pub n: usize,
+    /// Mean over questions of (method − baseline): a share for scores, nats for log-likelihood.
+    pub diff: f64,
+    /// Paired-bootstrap 95 % interval of `diff`.
+    pub ci_low: f64,
+    pub ci_high: f64,
+    /// `mcnemar` (exact, right/wrong scores) or `bootstrap` (paired bootstrap).
+    pub test: String,
+    /// McNemar's discordant counts: questions only the method got right, only the baseline.
+    pub only_method: Option<u64>,
+    pub only_baseline: Option<u64>,
+    pub p: f64,
+    /// Holm-adjusted over the baselines of the same column and metric.
+    pub p_holm: f64,
+    /// `p_holm` < [`ALPHA`].
+    pub significant: bool,
+}
+
+/// A skill adapter on its own test against the base model on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkillGate {
+    pub skill: String,
+    pub column: String,
+    pub skill_score: Option<f64>,
+    pub base_score: Option<f64>,
+    pub margin: f64,
+    /// The skill beat the base by at least `margin`; `None` when a score is missing.
+    pub passed: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,7 +353,26 @@ pub struct Comparison {
     pub model: String,
     pub columns: Vec<String>,
     pub rows: Vec<Row>,
+    /// Seeds of each method with randomness.
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+    /// CAT against every other row, per column (empty without a CAT row).
+    #[serde(default)]
+    pub paired: Vec<PairedTest>,
+    #[serde(default)]
+    pub skill_gate: Vec<SkillGate>,
+    /// What the target column's question count can find.
+    #[serde(default)]
+    pub power: Option<PowerNote>,
+    /// Share of target questions that CAT and a baseline answer differently, over the
+    /// McNemar tests of the target column (what the power calculation assumes a value for).
+    #[serde(default)]
+    pub observed_discordance: Option<f64>,
 }
+
+/// The share of questions two methods answer differently that the power calculation assumes:
+/// two methods near 50 % that agree on most questions.
+pub const ASSUMED_DISCORDANCE: f64 = 0.3;
 
 fn prefix(r: &Recipe, budget: &str) -> String {
     format!("{}-{budget}", r.name)
@@ -364,7 +501,7 @@ impl Recipe {
         )];
         for s in &self.skills {
             if let Some(t) = &s.test {
-                let column = format!("{} skill ({})", s.name, t.task);
+                let column = skill_column(&s.name, &t.task);
                 sets.push((column, t, b.skill_eval_limit));
             }
         }
@@ -416,10 +553,11 @@ impl Recipe {
                 record_all: true,
             },
         };
-        plan::plan(&request).map_err(|source| CoreError::Plan {
+        let plan = plan::plan(&request).map_err(|source| CoreError::Plan {
             what: format!("recipe {}", self.name),
             source,
-        })
+        })?;
+        Ok(plan::with_seeds(plan, b.seeds))
     }
 }
 
@@ -432,72 +570,410 @@ pub fn run_recipe(
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Comparison> {
     let plan = r.plan(budget_name)?;
+    let b = r.budget(budget_name)?;
     let model_name = engine.model(&r.model, None)?.name.clone();
-    // 1. Adapters: the skill LoRAs, DATA-MIX, CAT and every merge.
+    // 1. Adapters: the skill LoRAs, DATA-MIX, CAT (every seed) and every merge.
     for job in &plan.builds {
         ensure(engine, job.clone(), reuse, on)?;
     }
-    // 2. Evaluations: every configuration on every column.
+    // 2. Evaluations: every configuration (every seed) on every column.
     let mut rows = Vec::new();
+    let mut metrics = Vec::new();
     for planned in &plan.rows {
-        let mut row = Row {
-            method: planned.label.clone(),
-            scores: BTreeMap::new(),
-        };
-        for (column, job) in plan.columns.iter().zip(&planned.evals) {
-            let task = job.task;
-            let Some(id) = ensure(engine, JobSpec::Eval(job.clone()), reuse, on)? else {
-                continue;
-            };
-            let metric = task.headline();
-            if let Some(s) = engine
-                .store()
-                .scores(id)?
-                .items
-                .into_iter()
-                .find(|s| s.metric == metric)
-            {
-                row.scores.insert(
-                    column.clone(),
-                    Cell {
-                        metric: metric.into(),
-                        value: s.value,
-                        ci_low: s.ci_low,
-                        ci_high: s.ci_high,
-                        n: s.n,
-                        run: id.to_string(),
-                    },
-                );
+        let mut runs = Vec::new();
+        for (c, job) in planned.evals.iter().enumerate() {
+            if metrics.len() <= c {
+                metrics.push(job.task.headline().to_string());
             }
+            let mut seeds = vec![ensure(engine, JobSpec::Eval(job.clone()), reuse, on)?];
+            for copy in &planned.seed_evals {
+                if let Some(j) = copy.get(c) {
+                    seeds.push(ensure(engine, JobSpec::Eval(j.clone()), reuse, on)?);
+                }
+            }
+            runs.push(seeds);
         }
-        rows.push(row);
+        rows.push(RowRuns {
+            label: planned.label.clone(),
+            runs,
+        });
     }
-    Ok(Comparison {
+    let skills = r
+        .skills
+        .iter()
+        .filter_map(|s| {
+            s.test
+                .as_ref()
+                .map(|t| (s.name.clone(), skill_column(&s.name, &t.task)))
+        })
+        .collect();
+    let spec = TableSpec {
         recipe: r.name.clone(),
         budget: budget_name.into(),
         model: model_name,
         columns: plan.columns,
-        rows,
+        metrics,
+        seeds: b.seeds.max(1),
+        planned_n: b.eval_limit as u64,
+        skill_gate_margin: b.skill_gate_margin,
+        skills,
+    };
+    tabulate(engine.store(), &spec, &rows)
+}
+
+/// The column heading of a skill's own test.
+fn skill_column(skill: &str, task: &str) -> String {
+    format!("{skill} skill ({task})")
+}
+
+/// What a table is of, apart from its runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub recipe: String,
+    pub budget: String,
+    pub model: String,
+    pub columns: Vec<String>,
+    /// The headline metric of each column.
+    pub metrics: Vec<String>,
+    pub seeds: usize,
+    /// Target questions the budget asks for (the power calculation's n when nothing ran yet).
+    pub planned_n: u64,
+    pub skill_gate_margin: f64,
+    /// (skill, its own test's column); its row is "SKILL only".
+    pub skills: Vec<(String, String)>,
+}
+
+/// A row's evaluation runs: per column, one per seed (the first seed's first), `None` where
+/// an evaluation has not run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRuns {
+    pub label: String,
+    pub runs: Vec<Vec<Option<RunId>>>,
+}
+
+/// One question's scores as its record holds them.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct QuestionScores {
+    scores: BTreeMap<String, f64>,
+    ref_logprob: Option<f64>,
+}
+
+/// A run's per-question scores by question id, in question order.
+fn question_scores(store: &soup_store::Store, run: RunId) -> Result<Vec<(String, QuestionScores)>> {
+    let mut out = Vec::new();
+    let mut query = RecordQuery {
+        limit: 500,
+        ..Default::default()
+    };
+    loop {
+        let page = store.records_page(run, &query)?;
+        for r in page.items {
+            let ref_logprob = r
+                .detail
+                .get(REF_LOGPROB)
+                .and_then(serde_json::Value::as_f64);
+            out.push((
+                r.id,
+                QuestionScores {
+                    scores: r.scores,
+                    ref_logprob,
+                },
+            ));
+        }
+        match page.next {
+            Some(next) => query.from = next,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Right/wrong scores: every value 0 or 1.
+fn binary(values: &[f64]) -> bool {
+    values.iter().all(|v| *v == 0.0 || *v == 1.0)
+}
+
+/// The comparison table of `rows` as the store holds their runs: per-method cells (Wilson
+/// intervals for right/wrong scores, the stored bootstrap interval otherwise; mean ± sd over
+/// seeds), CAT's paired tests against every other row, the skill gate and the power note.
+pub fn tabulate(
+    store: &soup_store::Store,
+    spec: &TableSpec,
+    rows: &[RowRuns],
+) -> Result<Comparison> {
+    // Per-question scores of each row's first seed, per column, for the paired tests.
+    let mut per_question: Vec<Vec<Questions>> = Vec::new();
+    let mut table = Vec::new();
+    for row in rows {
+        let mut cells = BTreeMap::new();
+        let mut questions = Vec::new();
+        for (c, seeds) in row.runs.iter().enumerate() {
+            let (Some(column), Some(metric)) = (spec.columns.get(c), spec.metrics.get(c)) else {
+                questions.push(None);
+                continue;
+            };
+            let Some(Some(first)) = seeds.first().copied() else {
+                questions.push(None);
+                continue;
+            };
+            let score_of = |run: RunId| -> Result<Option<soup_store::Score>> {
+                Ok(store
+                    .scores(run)?
+                    .items
+                    .into_iter()
+                    .find(|s| &s.metric == metric))
+            };
+            let Some(score) = score_of(first)? else {
+                questions.push(None);
+                continue;
+            };
+            let qs = question_scores(store, first)?;
+            let values: Vec<f64> = qs
+                .iter()
+                .filter_map(|(_, q)| q.scores.get(metric).copied())
+                .collect();
+            let (mut low, mut high, mut interval) = (score.ci_low, score.ci_high, "bootstrap");
+            if !values.is_empty() && binary(&values) {
+                let right = values.iter().sum::<f64>();
+                (low, high) = wilson95(right, values.len() as u64);
+                interval = "wilson";
+            }
+            let logprobs: Vec<f64> = qs.iter().filter_map(|(_, q)| q.ref_logprob).collect();
+            let ref_logprob = (!logprobs.is_empty() && logprobs.len() == qs.len())
+                .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
+            let mut seed_values = Vec::new();
+            if seeds.len() > 1 {
+                for run in seeds.iter().flatten() {
+                    if let Some(s) = score_of(*run)? {
+                        seed_values.push(s.value);
+                    }
+                }
+            }
+            cells.insert(
+                column.clone(),
+                Cell {
+                    metric: metric.clone(),
+                    value: score.value,
+                    ci_low: low,
+                    ci_high: high,
+                    n: score.n,
+                    run: first.to_string(),
+                    interval: interval.into(),
+                    seed_values,
+                    ref_logprob,
+                },
+            );
+            questions.push(Some(qs));
+        }
+        per_question.push(questions);
+        table.push(Row {
+            method: row.label.clone(),
+            scores: cells,
+        });
+    }
+    let (paired, observed_discordance) = paired_tests(spec, &table, &per_question);
+    let skill_gate = spec
+        .skills
+        .iter()
+        .map(|(skill, column)| {
+            let value = |label: &str| {
+                table
+                    .iter()
+                    .find(|r| r.method == label)
+                    .and_then(|r| r.scores.get(column))
+                    .map(|c| c.value)
+            };
+            let skill_score = value(&format!("{skill} only"));
+            let base_score = value("base");
+            SkillGate {
+                skill: skill.clone(),
+                column: column.clone(),
+                skill_score,
+                base_score,
+                margin: spec.skill_gate_margin,
+                passed: skill_score
+                    .zip(base_score)
+                    .map(|(s, b)| s - b >= spec.skill_gate_margin - 1e-12),
+            }
+        })
+        .collect();
+    // The target column's question count: what ran, else what the budget asks for.
+    let target_n = spec
+        .columns
+        .first()
+        .and_then(|c| {
+            table
+                .iter()
+                .filter_map(|r| r.scores.get(c))
+                .map(|c| c.n)
+                .max()
+        })
+        .unwrap_or(spec.planned_n);
+    Ok(Comparison {
+        recipe: spec.recipe.clone(),
+        budget: spec.budget.clone(),
+        model: spec.model.clone(),
+        columns: spec.columns.clone(),
+        rows: table,
+        seeds: spec.seeds,
+        paired,
+        skill_gate,
+        power: (target_n > 0).then(|| PowerNote::ten_points(target_n, ASSUMED_DISCORDANCE)),
+        observed_discordance,
     })
 }
 
-impl Comparison {
-    fn cell_text(c: Option<&Cell>) -> String {
-        match c {
-            Some(c) => format!(
-                "{:.1} [{:.1}, {:.1}]",
-                100.0 * c.value,
-                100.0 * c.ci_low,
-                100.0 * c.ci_high
-            ),
-            None => "-".into(),
+type Questions = Option<Vec<(String, QuestionScores)>>;
+
+/// CAT's paired tests against every other row on every column, Holm-corrected per column and
+/// metric; and the mean discordance of the target column's McNemar tests.
+fn paired_tests(
+    spec: &TableSpec,
+    table: &[Row],
+    per_question: &[Vec<Questions>],
+) -> (Vec<PairedTest>, Option<f64>) {
+    let Some(cat) = table.iter().position(|r| r.method == PAIRED_AGAINST) else {
+        return (Vec::new(), None);
+    };
+    let mut out = Vec::new();
+    let mut discordance = Vec::new();
+    for (c, column) in spec.columns.iter().enumerate() {
+        let Some(metric) = spec.metrics.get(c) else {
+            continue;
+        };
+        let Some(Some(mine)) = per_question[cat].get(c) else {
+            continue;
+        };
+        let mut family: Vec<PairedTest> = Vec::new();
+        let mut ll_family: Vec<PairedTest> = Vec::new();
+        for (other, row) in table.iter().enumerate() {
+            if other == cat {
+                continue;
+            }
+            let Some(Some(theirs)) = per_question[other].get(c) else {
+                continue;
+            };
+            let by_id: BTreeMap<&str, &QuestionScores> =
+                theirs.iter().map(|(id, q)| (id.as_str(), q)).collect();
+            // Pairs in CAT's question order, on the questions both scored.
+            let pairs: Vec<(&QuestionScores, &QuestionScores)> = mine
+                .iter()
+                .filter_map(|(id, q)| by_id.get(id.as_str()).map(|t| (q, *t)))
+                .collect();
+            let a: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(m, t)| Some((*m.scores.get(metric)?, *t.scores.get(metric)?)))
+                .map(|(m, _)| m)
+                .collect();
+            let b: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(m, t)| Some((*m.scores.get(metric)?, *t.scores.get(metric)?)))
+                .map(|(_, t)| t)
+                .collect();
+            if let Some(d) = paired_bootstrap(&a, &b, 2000, 0) {
+                let mut test = PairedTest {
+                    column: column.clone(),
+                    metric: metric.clone(),
+                    method: PAIRED_AGAINST.into(),
+                    baseline: row.method.clone(),
+                    n: d.n,
+                    diff: d.diff,
+                    ci_low: d.low,
+                    ci_high: d.high,
+                    test: "bootstrap".into(),
+                    only_method: None,
+                    only_baseline: None,
+                    p: d.p,
+                    p_holm: f64::NAN,
+                    significant: false,
+                };
+                if binary(&a) && binary(&b) {
+                    let only_a = a.iter().zip(&b).filter(|(x, y)| **x > **y).count() as u64;
+                    let only_b = a.iter().zip(&b).filter(|(x, y)| **x < **y).count() as u64;
+                    test.test = "mcnemar".into();
+                    test.only_method = Some(only_a);
+                    test.only_baseline = Some(only_b);
+                    test.p = mcnemar_exact(only_a, only_b);
+                    if c == 0 {
+                        discordance.push((only_a + only_b) as f64 / d.n as f64);
+                    }
+                }
+                family.push(test);
+            }
+            let lls: Vec<(f64, f64)> = pairs
+                .iter()
+                .filter_map(|(m, t)| Some((m.ref_logprob?, t.ref_logprob?)))
+                .collect();
+            let (la, lb): (Vec<f64>, Vec<f64>) = lls.into_iter().unzip();
+            if la.len() == pairs.len() {
+                if let Some(d) = paired_bootstrap(&la, &lb, 2000, 0) {
+                    ll_family.push(PairedTest {
+                        column: column.clone(),
+                        metric: REF_LOGPROB.into(),
+                        method: PAIRED_AGAINST.into(),
+                        baseline: row.method.clone(),
+                        n: d.n,
+                        diff: d.diff,
+                        ci_low: d.low,
+                        ci_high: d.high,
+                        test: "bootstrap".into(),
+                        only_method: None,
+                        only_baseline: None,
+                        p: d.p,
+                        p_holm: f64::NAN,
+                        significant: false,
+                    });
+                }
+            }
+        }
+        for mut fam in [family, ll_family] {
+            let adjusted = holm(&fam.iter().map(|t| t.p).collect::<Vec<_>>());
+            for (t, p) in fam.iter_mut().zip(adjusted) {
+                t.p_holm = p;
+                t.significant = p < ALPHA;
+            }
+            out.extend(fam);
         }
     }
+    let observed = soup_evals::stats::mean_sd(&discordance).map(|(m, _)| m);
+    (out, observed)
+}
 
-    /// A Markdown table (also readable as plain text).
+impl Comparison {
+    fn cell_text(&self, c: Option<&Cell>) -> String {
+        let Some(c) = c else {
+            return "-".into();
+        };
+        let mut s = format!(
+            "{:.1} [{:.1}, {:.1}]",
+            100.0 * c.value,
+            100.0 * c.ci_low,
+            100.0 * c.ci_high
+        );
+        if let Some((mean, sd)) = c.seed_spread() {
+            s.push_str(&format!(
+                "; {:.1} ± {:.1} over {} seeds",
+                100.0 * mean,
+                100.0 * sd,
+                c.seed_values.len()
+            ));
+        }
+        if let Some(ll) = c.ref_logprob {
+            s.push_str(&format!("; LL {ll:.2}"));
+        }
+        s
+    }
+
+    fn paired_for(&self, method: &str, column: &str, metric: &str) -> Option<&PairedTest> {
+        self.paired
+            .iter()
+            .find(|t| t.baseline == method && t.column == column && t.metric == metric)
+    }
+
+    /// A Markdown report (also readable as plain text): the table, CAT's paired tests, the
+    /// skill gate, the seeds and the power calculation.
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "{} on {} (budget {}); scores in %, 95% bootstrap interval in brackets\n\n| method |",
+            "{} on {} (budget {}); scores in %, 95% interval in brackets (Wilson for right/wrong scores, bootstrap for partial credit); methods with randomness (CAT, DARE) show the first seed's score, then mean ± sd over seeds; LL: mean log-likelihood of the reference answer (nats, higher is better)\n\n| method |",
             self.recipe, self.model, self.budget
         );
         for c in &self.columns {
@@ -511,20 +987,124 @@ impl Comparison {
         for r in &self.rows {
             s.push_str(&format!("| {} |", r.method));
             for c in &self.columns {
-                s.push_str(&format!(" {} |", Self::cell_text(r.scores.get(c))));
+                s.push_str(&format!(" {} |", self.cell_text(r.scores.get(c))));
+            }
+            s.push('\n');
+        }
+        if self.seeds <= 1 {
+            s.push_str("\nOne seed per method at this budget: no spread over seeds is shown, and a method with randomness is one draw.\n");
+        } else {
+            s.push_str(&format!(
+                "\nCAT and the DARE merges ran with {} seeds; the paired tests use each method's first seed (the score before the semicolon).\n",
+                self.seeds
+            ));
+        }
+        if !self.paired.is_empty() {
+            s.push_str(&format!(
+                "\n{PAIRED_AGAINST} against each method on the same questions: difference {PAIRED_AGAINST} − method (points; nats for LL), 95% paired-bootstrap interval, p from the exact McNemar test (right/wrong scores; b/c: questions only {PAIRED_AGAINST} / only the method got right) or a paired bootstrap, Holm-corrected over the methods of each column and metric; * : Holm p < {ALPHA}\n\n| column | metric | vs | n | diff | 95% CI | test | b/c | p | Holm p | |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+            ));
+            for t in &self.paired {
+                let scale = if t.metric == REF_LOGPROB { 1.0 } else { 100.0 };
+                let bc = match (t.only_method, t.only_baseline) {
+                    (Some(b), Some(c)) => format!("{b}/{c}"),
+                    _ => "-".into(),
+                };
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {:+.1} | [{:+.1}, {:+.1}] | {} | {} | {:.3} | {:.3} | {} |\n",
+                    t.column,
+                    t.metric,
+                    t.baseline,
+                    t.n,
+                    scale * t.diff,
+                    scale * t.ci_low,
+                    scale * t.ci_high,
+                    t.test,
+                    bc,
+                    t.p,
+                    t.p_holm,
+                    if t.significant { "*" } else { "" }
+                ));
+            }
+        }
+        if !self.skill_gate.is_empty() {
+            let margin = self.skill_gate.first().map_or(0.0, |g| g.margin);
+            s.push_str(&format!(
+                "\nSkill gate: each skill alone on its own test against the base model; a skill must beat the base by {:.0} points to count as learned\n\n| skill | test | skill alone | base | gain | learned |\n|---|---|---|---|---|---|\n",
+                100.0 * margin
+            ));
+            let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+            for g in &self.skill_gate {
+                let gain = g.skill_score.zip(g.base_score).map(|(a, b)| a - b);
+                let verdict = match g.passed {
+                    Some(true) => "yes",
+                    Some(false) => "NO: not above the base by the margin",
+                    None => "-",
+                };
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    g.skill,
+                    g.column,
+                    pct(g.skill_score),
+                    pct(g.base_score),
+                    gain.map_or("-".to_string(), |g| format!("{:+.1}", 100.0 * g)),
+                    verdict
+                ));
+            }
+        }
+        if let Some(p) = &self.power {
+            s.push('\n');
+            s.push_str(&p.sentence());
+            if let Some(d) = self.observed_discordance {
+                s.push_str(&format!(
+                    " (Observed here: {:.0} % of target questions discordant between {PAIRED_AGAINST} and a method, on average.)",
+                    100.0 * d
+                ));
             }
             s.push('\n');
         }
         s
     }
 
+    /// One line per method and column: the cell, the spread over seeds, and CAT's paired test
+    /// against that method on that column (score and log-likelihood).
     pub fn csv(&self) -> String {
-        let mut s = String::from("method,column,metric,value,ci_low,ci_high,n,run\n");
+        let mut s = String::from(
+            "method,column,metric,value,ci_low,ci_high,n,run,interval,seeds,seed_mean,seed_sd,ref_logprob,cat_diff,cat_diff_low,cat_diff_high,cat_test,cat_b,cat_c,cat_p,cat_p_holm,cat_significant,ll_cat_diff,ll_p,ll_p_holm\n",
+        );
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let opt_u = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         for r in &self.rows {
             for (col, c) in &r.scores {
+                let spread = c.seed_spread();
+                let t = self.paired_for(&r.method, col, &c.metric);
+                let ll = self.paired_for(&r.method, col, REF_LOGPROB);
                 s.push_str(&format!(
-                    "\"{}\",\"{}\",{},{},{},{},{},{}\n",
-                    r.method, col, c.metric, c.value, c.ci_low, c.ci_high, c.n, c.run
+                    "\"{}\",\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                    r.method,
+                    col,
+                    c.metric,
+                    c.value,
+                    c.ci_low,
+                    c.ci_high,
+                    c.n,
+                    c.run,
+                    c.interval,
+                    c.seed_values.len().max(1),
+                    opt(spread.map(|s| s.0)),
+                    opt(spread.map(|s| s.1)),
+                    opt(c.ref_logprob),
+                    opt(t.map(|t| t.diff)),
+                    opt(t.map(|t| t.ci_low)),
+                    opt(t.map(|t| t.ci_high)),
+                    t.map_or("", |t| t.test.as_str()),
+                    opt_u(t.and_then(|t| t.only_method)),
+                    opt_u(t.and_then(|t| t.only_baseline)),
+                    opt(t.map(|t| t.p)),
+                    opt(t.map(|t| t.p_holm)),
+                    t.map_or(String::new(), |t| t.significant.to_string()),
+                    opt(ll.map(|t| t.diff)),
+                    opt(ll.map(|t| t.p)),
+                    opt(ll.map(|t| t.p_holm)),
                 ));
             }
         }
@@ -589,3 +1169,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "recipe_table_tests.rs"]
+mod table_tests;

@@ -21,7 +21,7 @@ use soup_evals::driver::{EvalOptions, EvalRun, QuestionRecord as EvalRecord};
 use soup_evals::prompts::{ChatMessage as EvalChat, Prompt, PromptStyle};
 use soup_evals::sandbox::{Sandbox, SandboxConfig};
 use soup_evals::task::PromptOptions;
-use soup_evals::{Completion, GenSettings, Generate, GenerateError};
+use soup_evals::{Completion, GenSettings, Generate, GenerateError, RefScore};
 use soup_store::{
     AdapterMethod, AdapterRecord, CatWeights, ModuleSpec, RecordQuery, RunId, Score, StoredQuestion,
 };
@@ -669,6 +669,16 @@ impl Generate for CachedGenerator<'_> {
             }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Scored with the weights that generate (never cached: it is one forward per question).
+    fn reference_logprobs(
+        &mut self,
+        pairs: &[(String, String)],
+    ) -> std::result::Result<Option<Vec<Option<RefScore>>>, GenerateError> {
+        super::loglik::reference_logprobs(self.inner.model, self.inner.stack, pairs, 8)
+            .map(Some)
+            .map_err(GenerateError::new)
     }
 }
 

@@ -537,3 +537,134 @@ fn a_seeded_sample_spreads_over_the_set_and_is_the_same_for_every_run() {
     assert_eq!(scope(&items, Some(500), Some(7)).len(), 200);
     assert_eq!(scope(&items, None, Some(7)).len(), 200);
 }
+
+/// Answers anything, and scores a reference as minus its length in bytes, remembering the
+/// pairs it was asked about.
+struct Scorer {
+    pairs: Vec<(String, String)>,
+}
+
+impl Generate for Scorer {
+    fn generate(
+        &mut self,
+        prompts: &[String],
+        _s: &GenSettings,
+    ) -> Result<Vec<Completion>, GenerateError> {
+        Fixed(vec!["4"]).generate(prompts, _s)
+    }
+
+    fn reference_logprobs(
+        &mut self,
+        pairs: &[(String, String)],
+    ) -> Result<Option<Vec<Option<RefScore>>>, GenerateError> {
+        self.pairs.extend(pairs.iter().cloned());
+        Ok(Some(
+            pairs
+                .iter()
+                .map(|(_, r)| {
+                    Some(RefScore {
+                        logprob: -(r.len() as f64),
+                        tokens: r.len(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[test]
+fn records_carry_the_reference_log_likelihood_and_round_trip() {
+    let math = vec![
+        MathItem {
+            id: "with".into(),
+            question: "2+2?".into(),
+            gold: 4.0,
+            solution: Some("def solution():\n    return 4".into()),
+        },
+        MathItem {
+            id: "without".into(),
+            question: "3+3?".into(),
+            gold: 6.0,
+            solution: None,
+        },
+    ];
+    let mut gen = Scorer { pairs: Vec::new() };
+    let mut records = Vec::new();
+    let mut sink = |r: &QuestionRecord| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        records.push(r.clone());
+        Ok(())
+    };
+    let sb = sandbox();
+    run(
+        &CodeMath,
+        &math,
+        &mut gen,
+        Some(&sb),
+        0,
+        EvalOptions::default(),
+        &[],
+        &mut sink,
+    )
+    .unwrap();
+    // Only the item with a reference is scored: its prompt, then the fenced program.
+    assert_eq!(gen.pairs.len(), 1);
+    let (prompt, reference) = &gen.pairs[0];
+    assert_eq!(prompt, &records[0].prompt);
+    assert_eq!(reference, "```python\ndef solution():\n    return 4\n```");
+    assert_eq!(records[0].ref_logprob, Some(-(reference.len() as f64)));
+    assert_eq!(records[0].ref_tokens, Some(reference.len()));
+    assert_eq!(
+        (records[1].ref_logprob, records[1].ref_tokens),
+        (None, None)
+    );
+    // The record round-trips, and one written before the field reads it as absent.
+    let json = serde_json::to_value(&records[0]).unwrap();
+    let back: QuestionRecord = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, records[0]);
+    let mut old = json;
+    let obj = old.as_object_mut().unwrap();
+    obj.remove("ref_logprob");
+    obj.remove("ref_tokens");
+    let back: QuestionRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(back.ref_logprob, None);
+    // A plain prompt ending at "Answer:" gets the reference after a space (QA).
+    let qa = vec![QaItem {
+        id: "q".into(),
+        question: "Which valve?".into(),
+        context: None,
+        answers: vec!["the blue valve".into(), "blue".into()],
+        unanswerable: false,
+    }];
+    let mut gen = Scorer { pairs: Vec::new() };
+    run(
+        &QA,
+        &qa,
+        &mut gen,
+        None,
+        0,
+        EvalOptions::default(),
+        &[],
+        &mut no_sink(),
+    )
+    .unwrap();
+    assert!(gen.pairs[0].0.ends_with("Answer:"));
+    assert_eq!(gen.pairs[0].1, " the blue valve");
+    // A generator that cannot score leaves the records without it.
+    let mut records = Vec::new();
+    let mut sink = |r: &QuestionRecord| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        records.push(r.clone());
+        Ok(())
+    };
+    run(
+        &CodeMath,
+        &math,
+        &mut Fixed(vec!["4"]),
+        Some(&sb),
+        0,
+        EvalOptions::default(),
+        &[],
+        &mut sink,
+    )
+    .unwrap();
+    assert!(records.iter().all(|r| r.ref_logprob.is_none()));
+}

@@ -36,6 +36,17 @@ impl Task for Code {
         code_prompt(&item.instruction, &item.input)
     }
 
+    /// The reference program, fenced as the code skill learned to answer.
+    fn reference(&self, item: &CodeExercise) -> Option<String> {
+        item.solution.as_deref().map(|s| {
+            if s.trim_start().starts_with("```") {
+                s.to_string()
+            } else {
+                crate::prompts::fenced(s)
+            }
+        })
+    }
+
     fn grade(
         &self,
         items: &[&CodeExercise],

@@ -36,6 +36,11 @@ impl Task for CodeMath {
         pot_prompt(&item.question, opts.shots)
     }
 
+    /// The reference program, fenced as the demos' answers are.
+    fn reference(&self, item: &MathItem) -> Option<String> {
+        item.solution.as_deref().map(crate::prompts::fenced)
+    }
+
     fn grade(
         &self,
         items: &[&MathItem],

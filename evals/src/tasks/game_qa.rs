@@ -78,6 +78,11 @@ impl Task for GameQa {
         }
     }
 
+    /// The first gold answer.
+    fn reference(&self, item: &QaItem) -> Option<String> {
+        item.answers.first().cloned()
+    }
+
     fn grade(
         &self,
         items: &[&QaItem],

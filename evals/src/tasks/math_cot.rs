@@ -36,6 +36,11 @@ impl Task for MathCot {
         cot_prompt(&item.question, opts.shots)
     }
 
+    /// The worked solution (GSM8K style, `#### N` last).
+    fn reference(&self, item: &MathItem) -> Option<String> {
+        item.solution.clone()
+    }
+
     fn grade(
         &self,
         items: &[&MathItem],

@@ -52,6 +52,11 @@ impl Task for ShortAnswerQa {
         qa_prompt(&item.question, context)
     }
 
+    /// The first gold answer.
+    fn reference(&self, item: &QaItem) -> Option<String> {
+        item.answers.first().cloned()
+    }
+
     fn grade(
         &self,
         items: &[&QaItem],

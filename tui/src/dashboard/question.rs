@@ -33,6 +33,8 @@ pub fn graded(r: &StoredQuestion) -> Graded {
         cached: false,
         prompt_style: None,
         dtype: None,
+        ref_logprob: None,
+        ref_tokens: None,
     })
 }
 

@@ -301,6 +301,8 @@ fn question(run: RunId, index: u64, good: bool) -> StoredQuestion {
         cached: false,
         prompt_style: None,
         dtype: None,
+        ref_logprob: None,
+        ref_tokens: None,
     };
     StoredQuestion {
         run,

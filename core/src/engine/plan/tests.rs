@@ -292,3 +292,84 @@ fn data_mix_gives_each_skill_as_many_passes_as_its_own_lora() {
         .unwrap();
     assert_eq!((mix.passes, mix.train.epochs), (None, 3));
 }
+
+/// A job that builds or evaluates the copy of a random method made for seed 1, 2, ...
+fn is_seed_copy(job: &JobSpec) -> bool {
+    let copy = |name: &str| {
+        name.rsplit_once("-seed")
+            .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    };
+    match job {
+        JobSpec::Cat(c) => copy(&c.name),
+        JobSpec::Merge(m) => copy(&m.name),
+        JobSpec::Train(t) => copy(&t.name),
+        JobSpec::Eval(e) => copy(&e.target.label()),
+    }
+}
+
+#[test]
+fn seeds_repeat_only_the_random_builds_with_suffixed_names_and_shifted_seeds() {
+    let methods = vec![
+        CompareMethod::Base,
+        CompareMethod::Cat,
+        CompareMethod::Merge(MergeKind::Ties),
+        CompareMethod::Merge(MergeKind::DareTies),
+    ];
+    let one = plan(&request(methods.clone())).unwrap();
+    // 0 or 1 seed: the plan unchanged.
+    assert_eq!(with_seeds(one.clone(), 1), one);
+    let three = with_seeds(one.clone(), 3);
+    let names: Vec<(String, u64)> = three
+        .builds
+        .iter()
+        .map(|j| match j {
+            JobSpec::Cat(c) => (c.name.clone(), c.train.seed),
+            JobSpec::Merge(m) => (m.name.clone(), m.seed),
+            other => (other.label(), 0),
+        })
+        .collect();
+    let cat = "cat-code+math";
+    let dare = "dare_ties-code+math";
+    let s = request(Vec::new()).cat.train.seed;
+    assert_eq!(
+        names,
+        vec![
+            (cat.to_string(), s),
+            (format!("{cat}-seed1"), s + 1),
+            (format!("{cat}-seed2"), s + 2),
+            ("ties-code+math".to_string(), 0),
+            (dare.to_string(), 0),
+            (format!("{dare}-seed1"), 1),
+            (format!("{dare}-seed2"), 2),
+        ]
+    );
+    assert!(three.jobs().iter().filter(|j| is_seed_copy(j)).count() == 4 + 4);
+    // Rows: the same rows; CAT and DARE-TIES carry two more evaluations each, on the copies.
+    assert_eq!(three.rows.len(), one.rows.len());
+    for row in &three.rows {
+        let want = match row.label.as_str() {
+            "CAT" | "DARE-TIES" => 2,
+            _ => 0,
+        };
+        assert_eq!(row.seed_evals.len(), want, "{}", row.label);
+        for (k, evals) in row.seed_evals.iter().enumerate() {
+            assert_eq!(evals.len(), three.columns.len());
+            let EvalTarget::Adapter(a) = &evals[0].target else {
+                panic!("seed copies are stored adapters");
+            };
+            assert!(a.ends_with(&format!("-seed{}", k + 1)), "{a}");
+        }
+    }
+    // Every seed copy is built before it is evaluated, and evaluated once.
+    let jobs = three.jobs();
+    let evals: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            JobSpec::Eval(e) => Some(e.target.label()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evals.len(), one.rows.len() + 4);
+    assert!(evals.contains(&format!("{cat}-seed2")));
+    assert_eq!(seed_name("x", 0), "x");
+}
