@@ -14,7 +14,7 @@ use crate::codemath::Verdict;
 use crate::generate::{GenSettings, Generate, GenerateError, RefScore};
 use crate::prompts::{Prompt, PromptStyle};
 use crate::sandbox::{IsolationLayers, Sandbox, SandboxError};
-use crate::stats::{bootstrap_ci95, ConfidenceInterval};
+use crate::stats::{score_interval95, ConfidenceInterval};
 use crate::task::{PromptOptions, Task, TaskInfo, TaskItem};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -112,7 +112,8 @@ pub struct EvalSummary {
     pub n: usize,
     /// Mean of each score over all records.
     pub scores: BTreeMap<String, f64>,
-    /// 95 % bootstrap interval of the headline score (seed 0).
+    /// 95 % interval of the headline score: Wilson's for right/wrong scores, else the
+    /// bootstrap (seed 0).
     pub headline: String,
     pub headline_ci: Option<ConfidenceInterval>,
     /// Code-math verdict counts.
@@ -407,7 +408,7 @@ pub fn summarize(task: &TaskInfo, records: &[QuestionRecord]) -> EvalSummary {
         task: task.name.to_string(),
         n,
         scores,
-        headline_ci: (n > 0).then(|| bootstrap_ci95(&per_q, 0)),
+        headline_ci: (n > 0).then(|| score_interval95(&per_q, 0)),
         headline,
         verdicts,
         resumed: 0,

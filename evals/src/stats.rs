@@ -63,6 +63,25 @@ pub fn bootstrap_ci95(scores: &[f64], seed: u64) -> ConfidenceInterval {
     bootstrap_ci(scores, 0.95, 1000, seed)
 }
 
+/// The 95 % interval a score is reported with: Wilson's when every per-question value is 0 or
+/// 1 (a proportion: 0/20 gives [0, 0.161], where a bootstrap gives [0, 0]), else the seeded
+/// percentile bootstrap (partial credit such as F1). `resamples` is 0 for Wilson's.
+pub fn score_interval95(values: &[f64], seed: u64) -> ConfidenceInterval {
+    let n = values.len();
+    if n > 0 && values.iter().all(|v| *v == 0.0 || *v == 1.0) {
+        let right = values.iter().sum::<f64>();
+        let (low, high) = wilson95(right, n as u64);
+        return ConfidenceInterval {
+            mean: right / n as f64,
+            low,
+            high,
+            level: 0.95,
+            resamples: 0,
+        };
+    }
+    bootstrap_ci95(values, seed)
+}
+
 /// The normal quantile of a two-sided 95 % interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 
@@ -478,6 +497,16 @@ mod tests {
         let (l, h) = wilson95(81.0, 263);
         assert!(close(l, 0.2553, 5e-4) && close(h, 0.3662, 5e-4), "{l} {h}");
         assert!(wilson95(0.0, 0).0.is_nan());
+        // Scores: Wilson for right/wrong values, the bootstrap for partial credit.
+        let zero = score_interval95(&[0.0; 20], 1);
+        assert_eq!((zero.mean, zero.low, zero.resamples), (0.0, 0.0, 0));
+        assert!(close(zero.high, 0.161, 5e-4));
+        let partial = score_interval95(&[0.5; 20], 1);
+        assert_eq!(
+            (partial.low, partial.high, partial.resamples),
+            (0.5, 0.5, 1000)
+        );
+        assert!(score_interval95(&[], 1).mean.is_nan());
     }
 
     #[test]

@@ -874,7 +874,8 @@ fn run_eval(
     if summary.cancelled {
         return Err(CoreError::Cancelled);
     }
-    // Scores with bootstrap intervals, from every record of the run (resumed ones too).
+    // Scores with 95 % intervals (Wilson for right/wrong scores, else the bootstrap), from
+    // every record of the run (resumed ones too).
     let records = previous_records(store, id)?;
     let mut scores = Vec::new();
     for metric in summary.scores.keys() {
@@ -882,7 +883,7 @@ fn run_eval(
             .iter()
             .filter_map(|r| r.scores.get(metric).copied())
             .collect();
-        let ci = soup_evals::stats::bootstrap_ci95(&vals, job.seed);
+        let ci = soup_evals::stats::score_interval95(&vals, job.seed);
         scores.push(Score {
             run: id,
             metric: metric.clone(),
