@@ -273,7 +273,7 @@ mod tests {
         let p = pot_prompt("Q?", 3);
         assert!(p.text.ends_with("Question: Q?\nAnswer:\n"));
         assert_eq!(p.text.matches("def solution():").count(), 3);
-        assert_eq!(p.messages.len(), 1 + 2 * 3 + 1);
+        assert_eq!(p.messages.len(), 2 * 3 + 1);
         assert_eq!(p.messages.last().map(|m| m.role.as_str()), Some("user"));
         // Every demo program is a valid extraction target and ends with `return result`.
         for (_, prog) in POT_DEMOS {
