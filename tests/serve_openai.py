@@ -126,7 +126,8 @@ check(len(lp.token_logprobs) == len(lp.tokens), "one logprob per token")
 check(lp.token_logprobs[0] is None, "the first token has no logprob")
 for v, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:]):
     check(math.isfinite(v) and v <= 0.0, f"logprob {v}")
-    check(len(top) == 2 and max(top.values()) >= v - 1e-6, f"top_logprobs {top} vs {v}")
+    # Two alternatives (one when both print alike, e.g. halves of one character).
+    check(1 <= len(top) <= 2 and max(top.values()) >= v - 1e-6, f"top_logprobs {top} vs {v}")
 check(lp.text_offset == sorted(lp.text_offset), "text offsets increase")
 # With one new token (what lm-eval sends): prompt tokens + 1, and the prompt part unchanged.
 r1 = client.completions.create(

@@ -132,9 +132,27 @@ impl ServeError {
     }
 }
 
-/// Receives a request's events; returns false when nobody listens any more (the client
-/// went away), which ends the request and frees its slot.
-pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
+/// Where a request's events go.
+pub trait EventSink: Send {
+    /// Delivers one event; false when nobody listens any more (the client went away), which
+    /// ends the request and frees its slot.
+    fn send(&mut self, event: Event) -> bool;
+
+    /// Whether nobody listens any more. Checked before every decode step, so a client that
+    /// left frees its slot at once, even while its tokens decode to no text yet.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut(Event) -> bool + Send> EventSink for F {
+    fn send(&mut self, event: Event) -> bool {
+        self(event)
+    }
+}
+
+/// A request's event sink.
+pub type Sink = Box<dyn EventSink>;
 
 /// A request handed to the engine thread.
 pub struct Submit {
@@ -307,7 +325,7 @@ impl ServeEngine {
                 self.groups.push(g);
             }
             Err(e) => {
-                sink(Event::Failed(ServeError::from_core(e)));
+                sink.send(Event::Failed(ServeError::from_core(e)));
             }
         }
     }
@@ -397,7 +415,7 @@ impl ServeEngine {
 fn fail_all(g: &mut Group, e: &CoreError) {
     let err = ServeError::of(e);
     for mut r in g.rows.drain(..) {
-        (r.sink)(Event::Failed(err.clone()));
+        r.sink.send(Event::Failed(err.clone()));
     }
     g.cache = KvCache::default();
     g.key_mask = None;
@@ -422,22 +440,12 @@ fn sampler(spec: &RequestSpec) -> LogitsProcessor {
 }
 
 /// The log-probabilities of `logits` (vocab,) f32: the chosen token's and the top `k`.
-fn token_logprob(
-    model: &LoadedModel,
-    logits: &Tensor,
-    id: u32,
-    k: usize,
-) -> Result<TokenLogprob> {
+fn token_logprob(model: &LoadedModel, logits: &Tensor, id: u32, k: usize) -> Result<TokenLogprob> {
     let lp: Vec<f32> = candle_nn::ops::log_softmax(logits, D::Minus1)?.to_vec1()?;
     token_logprob_from(model, &lp, id, k)
 }
 
-fn token_logprob_from(
-    model: &LoadedModel,
-    lp: &[f32],
-    id: u32,
-    k: usize,
-) -> Result<TokenLogprob> {
+fn token_logprob_from(model: &LoadedModel, lp: &[f32], id: u32, k: usize) -> Result<TokenLogprob> {
     let tok = &model.tokenizer;
     let mut top = Vec::with_capacity(k);
     if k > 0 {
@@ -482,7 +490,7 @@ fn admit(model: &LoadedModel, g: &mut Group, w: Waiting) -> std::result::Result<
         Ok(())
     };
     if let Err(e) = check {
-        sink(Event::Failed(ServeError::from_core(e)));
+        sink.send(Event::Failed(ServeError::from_core(e)));
         return Ok(());
     }
     let dev = model.model.device().clone();
@@ -493,17 +501,13 @@ fn admit(model: &LoadedModel, g: &mut Group, w: Waiting) -> std::result::Result<
         ..Default::default()
     };
     // logits: (1, p or 1, vocab)
-    let logits = model.model.forward(
-        &input,
-        &fi,
-        Some(&mut cache),
-        g.stack.as_ref(),
-        Mode::Infer,
-    );
+    let logits = model
+        .model
+        .forward(&input, &fi, Some(&mut cache), g.stack.as_ref(), Mode::Infer);
     let logits = match logits {
         Ok(l) => l.squeeze(0)?.to_dtype(DType::F32)?,
         Err(e) => {
-            sink(Event::Failed(ServeError::from_core(e)));
+            sink.send(Event::Failed(ServeError::from_core(e)));
             return Ok(());
         }
     };
@@ -629,15 +633,12 @@ fn emit_delta(model: &LoadedModel, row: &mut Row) -> bool {
     }
     let delta = safe[row.emitted..end].to_string();
     row.emitted = end;
-    (row.sink)(Event::Delta(delta))
+    row.sink.send(Event::Delta(delta))
 }
 
 /// Sends the rest of the text and the request's result.
 fn finish(model: &LoadedModel, mut row: Row, _stopped: bool) {
-    let text = model
-        .tokenizer
-        .decode(&row.out, true)
-        .unwrap_or_default();
+    let text = model.tokenizer.decode(&row.out, true).unwrap_or_default();
     let cut = truncate_at_stop(&text, &row.spec.stops).to_string();
     let eos = row.out.len() < row.spec.max_new_tokens;
     let finish_reason = if eos || cut.len() < text.len() {
@@ -647,7 +648,7 @@ fn finish(model: &LoadedModel, mut row: Row, _stopped: bool) {
     };
     if cut.len() > row.emitted && cut.is_char_boundary(row.emitted) {
         let rest = cut[row.emitted..].to_string();
-        if !(row.sink)(Event::Delta(rest)) {
+        if !row.sink.send(Event::Delta(rest)) {
             return;
         }
     }
@@ -660,12 +661,30 @@ fn finish(model: &LoadedModel, mut row: Row, _stopped: bool) {
         logprobs: std::mem::take(&mut row.logprobs),
         seconds: row.started.elapsed().as_secs_f64(),
     };
-    (row.sink)(Event::Done(done));
+    row.sink.send(Event::Done(done));
 }
 
 /// One decode step for every row of the group's batch; finished rows leave it.
 fn decode_step(model: &LoadedModel, g: &mut Group) -> std::result::Result<(), CoreError> {
     let dev = model.model.device().clone();
+    // Rows whose client left go first, with their cache rows.
+    if g.rows.iter().any(|r| r.sink.is_closed()) {
+        let keep: Vec<u32> = (0..g.rows.len() as u32)
+            .filter(|&r| !g.rows[r as usize].sink.is_closed())
+            .collect();
+        g.rows.retain(|r| !r.sink.is_closed());
+        if g.rows.is_empty() {
+            g.cache = KvCache::default();
+            g.key_mask = None;
+            return Ok(());
+        }
+        let idx = Tensor::new(keep.as_slice(), &dev)?;
+        g.cache.select_rows(&idx)?;
+        g.key_mask = match &g.key_mask {
+            Some(m) => Some(m.index_select(&idx, 0)?),
+            None => None,
+        };
+    }
     let b = g.rows.len();
     let mask = match &g.key_mask {
         Some(m) => Tensor::cat(&[m, &Tensor::ones((b, 1), DType::F32, &dev)?], 1)?,
@@ -683,7 +702,13 @@ fn decode_step(model: &LoadedModel, g: &mut Group) -> std::result::Result<(), Co
     // logits: (b, 1, vocab) -> (b, vocab)
     let logits = model
         .model
-        .forward(&input, &fi, Some(&mut g.cache), g.stack.as_ref(), Mode::Infer)?
+        .forward(
+            &input,
+            &fi,
+            Some(&mut g.cache),
+            g.stack.as_ref(),
+            Mode::Infer,
+        )?
         .squeeze(1)?
         .to_dtype(DType::F32)?;
     let mut keep: Vec<u32> = Vec::with_capacity(b);

@@ -13,10 +13,24 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The local answer of `soup generate` (greedy) as (text, new tokens).
-fn local(data: &Path, model: &str, adapter: Option<&str>, prompt: &str, max: usize, chat: bool) -> (String, u64) {
+fn local(
+    data: &Path,
+    model: &str,
+    adapter: Option<&str>,
+    prompt: &str,
+    max: usize,
+    chat: bool,
+) -> (String, u64) {
     let max_s = max.to_string();
     let mut args = vec![
-        "generate", "--model", model, "--prompt", prompt, "--max-new-tokens", &max_s, "--json",
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        &max_s,
+        "--json",
     ];
     if let Some(a) = adapter {
         args.extend(["--adapter", a]);
@@ -47,21 +61,47 @@ fn openai_client_against_soup_serve() {
     let data = tempfile::tempdir().unwrap();
     let model = model();
     for (dir, name) in [("adapter-a", "math"), ("adapter-b", "code")] {
-        ok(data.path(), &["adapter", "import", &fixture(dir), "--name", name]);
+        ok(
+            data.path(),
+            &["adapter", "import", &fixture(dir), "--name", name],
+        );
     }
     ok(
         data.path(),
         &[
-            "train", "cat", "--model", &model, "--adapters", "math,code", "--data",
-            "builtin:math-train", "--name", "mathcode", "--sample-fraction", "0.01",
-            "--max-steps", "2", "--batch-size", "2",
+            "train",
+            "cat",
+            "--model",
+            &model,
+            "--adapters",
+            "math,code",
+            "--data",
+            "builtin:math-train",
+            "--name",
+            "mathcode",
+            "--sample-fraction",
+            "0.01",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
         ],
     );
     // The composition served on the fly must answer as the same merge stored and used
     // locally.
     ok(
         data.path(),
-        &["merge", "--method", "linear", "--weights", "0.5,0.5", "math", "code", "--name", "lin"],
+        &[
+            "merge",
+            "--method",
+            "linear",
+            "--weights",
+            "0.5,0.5",
+            "math",
+            "code",
+            "--name",
+            "lin",
+        ],
     );
 
     let prompts = ["The answer is", "one two three four five six"];
@@ -85,7 +125,15 @@ fn openai_client_against_soup_serve() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_soup"))
         .args(["--data-dir"])
         .arg(data.path())
-        .args(["serve", "--model", &model, "--port", "0", "--api-key-env", "SOUP_SERVE_TEST_KEY"])
+        .args([
+            "serve",
+            "--model",
+            &model,
+            "--port",
+            "0",
+            "--api-key-env",
+            "SOUP_SERVE_TEST_KEY",
+        ])
         .env("SOUP_SERVE_TEST_KEY", "test-key")
         .env_remove("SOUP_HOME")
         .stdout(Stdio::piped())
@@ -116,7 +164,11 @@ fn openai_client_against_soup_serve() {
     let spec_path = data.path().join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/serve_openai.py");
-    let client = Command::new("python3").arg(&script).arg(&spec_path).output().unwrap();
+    let client = Command::new("python3")
+        .arg(&script)
+        .arg(&spec_path)
+        .output()
+        .unwrap();
 
     // SIGTERM with a request in flight: it finishes, then the server exits with status 0.
     let addr = url.trim_start_matches("http://").to_string();
@@ -138,7 +190,10 @@ fn openai_client_against_soup_serve() {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let mut rest = String::new();
     inflight.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("data: [DONE]"), "the request in flight was cut: {rest}");
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the request in flight was cut: {rest}"
+    );
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = server.try_wait().unwrap() {
@@ -151,24 +206,44 @@ fn openai_client_against_soup_serve() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut log = String::new();
-    server.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert!(
         client.status.success(),
         "the openai client checks failed:\n{}{}\nserver log:\n{log}",
         text(&client.stdout),
         text(&client.stderr)
     );
-    assert!(text(&client.stdout).contains("checks held"), "{}", text(&client.stdout));
-    assert!(status.success(), "soup serve exited with {status:?} after SIGTERM\n{log}");
+    assert!(
+        text(&client.stdout).contains("checks held"),
+        "{}",
+        text(&client.stdout)
+    );
+    assert!(
+        status.success(),
+        "soup serve exited with {status:?} after SIGTERM\n{log}"
+    );
     // One log line per request, with its model, token counts and speed.
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("soup serve: POST /v1/completions 200 ")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("soup serve: POST /v1/completions 200 "))
+        .collect();
     assert!(lines.len() >= 2 * greedy.len(), "{log}");
     assert!(
-        lines.iter().any(|l| l.contains("model=linear:math,code:0.5,0.5 ") && l.contains("tokens_per_s=")),
+        lines
+            .iter()
+            .any(|l| l.contains("model=linear:math,code:0.5,0.5 ") && l.contains("tokens_per_s=")),
         "{log}"
     );
     assert!(log.contains("soup serve: GET /v1/models 401 "), "{log}");
-    assert!(log.contains("soup serve: POST /v1/completions 404 model=- "), "{log}");
+    assert!(
+        log.contains("soup serve: POST /v1/completions 404 model=- "),
+        "{log}"
+    );
 }
 
 #[test]
@@ -177,11 +252,25 @@ fn serve_refuses_a_missing_key_variable_and_a_busy_port() {
     let model = model();
     let err = fails(
         data.path(),
-        &["serve", "--model", &model, "--port", "0", "--api-key-env", "SOUP_NO_SUCH_VAR_FOR_TEST"],
+        &[
+            "serve",
+            "--model",
+            &model,
+            "--port",
+            "0",
+            "--api-key-env",
+            "SOUP_NO_SUCH_VAR_FOR_TEST",
+        ],
     );
-    assert!(err.contains("SOUP_NO_SUCH_VAR_FOR_TEST") && err.contains("not set"), "{err}");
+    assert!(
+        err.contains("SOUP_NO_SUCH_VAR_FOR_TEST") && err.contains("not set"),
+        "{err}"
+    );
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
     let err = fails(data.path(), &["serve", "--model", &model, "--port", &port]);
-    assert!(err.contains("cannot listen") && err.contains("--port"), "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains("--port"),
+        "{err}"
+    );
 }

@@ -116,7 +116,12 @@ fn continuous_batching_answers_as_the_eval_path() {
     );
     let mut logs = Vec::new();
     for (i, p) in PROMPTS.iter().enumerate() {
-        logs.push(submit(&mut e, "base", EvalTarget::Base, spec(&model, p, 12)));
+        logs.push(submit(
+            &mut e,
+            "base",
+            EvalTarget::Base,
+            spec(&model, p, 12),
+        ));
         for _ in 0..i {
             e.step();
         }
@@ -182,7 +187,12 @@ fn compositions_take_turns_and_slots_are_refilled() {
     }
     // The adapter changes the answers (the composition is really applied).
     let base: Vec<String> = logs.iter().step_by(2).map(|l| done(l).text).collect();
-    let with_a: Vec<String> = logs.iter().skip(1).step_by(2).map(|l| done(l).text).collect();
+    let with_a: Vec<String> = logs
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|l| done(l).text)
+        .collect();
     assert_ne!(base, with_a);
 }
 
@@ -190,7 +200,12 @@ fn compositions_take_turns_and_slots_are_refilled() {
 fn stops_cut_the_text_and_streaming_never_passes_them() {
     let model = tiny();
     let mut e = ServeEngine::new(model.clone(), None, ServeConfig::default());
-    let free = submit(&mut e, "base", EvalTarget::Base, spec(&model, PROMPTS[1], 16));
+    let free = submit(
+        &mut e,
+        "base",
+        EvalTarget::Base,
+        spec(&model, PROMPTS[1], 16),
+    );
     drain(&mut e);
     let full = done(&free);
     assert_eq!(full.finish_reason, FinishReason::Length);
@@ -263,8 +278,18 @@ fn echo_logprobs_score_every_prompt_token() {
 fn impossible_requests_fail_alone() {
     let model = tiny();
     let mut e = ServeEngine::new(model.clone(), None, ServeConfig::default());
-    let ok = submit(&mut e, "base", EvalTarget::Base, spec(&model, PROMPTS[0], 4));
-    let long = submit(&mut e, "base", EvalTarget::Base, spec(&model, PROMPTS[0], 10_000));
+    let ok = submit(
+        &mut e,
+        "base",
+        EvalTarget::Base,
+        spec(&model, PROMPTS[0], 4),
+    );
+    let long = submit(
+        &mut e,
+        "base",
+        EvalTarget::Base,
+        spec(&model, PROMPTS[0], 10_000),
+    );
     let missing = submit(
         &mut e,
         "nope",
@@ -281,6 +306,20 @@ fn impossible_requests_fail_alone() {
     }
 }
 
+/// A client that is gone from the start, as an HTTP client that hung up.
+struct Gone(Arc<Mutex<usize>>);
+
+impl EventSink for Gone {
+    fn send(&mut self, _: Event) -> bool {
+        *self.0.lock().unwrap() += 1;
+        false
+    }
+
+    fn is_closed(&self) -> bool {
+        true
+    }
+}
+
 #[test]
 fn a_client_that_leaves_frees_its_slot() {
     let model = tiny();
@@ -293,19 +332,21 @@ fn a_client_that_leaves_frees_its_slot() {
         },
     );
     let calls = Arc::new(Mutex::new(0usize));
-    let c = calls.clone();
     e.submit(Submit {
         key: "base".into(),
         target: EvalTarget::Base,
         spec: spec(&model, PROMPTS[1], 200),
-        sink: Box::new(move |_| {
-            *c.lock().unwrap() += 1;
-            false
-        }),
+        sink: Box::new(Gone(calls.clone())),
     });
-    let next = submit(&mut e, "base", EvalTarget::Base, spec(&model, PROMPTS[0], 3));
+    let next = submit(
+        &mut e,
+        "base",
+        EvalTarget::Base,
+        spec(&model, PROMPTS[0], 3),
+    );
     let steps = drain(&mut e);
-    assert_eq!(*calls.lock().unwrap(), 1, "events after the client left");
+    assert!(*calls.lock().unwrap() <= 1, "events after the client left");
     done(&next);
-    assert!(steps.len() < 10, "{steps:?}");
+    // The 200-token request stopped at its first step; the next one took its slot.
+    assert!(steps.len() <= 5, "{steps:?}");
 }

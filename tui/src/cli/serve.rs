@@ -174,12 +174,17 @@ pub fn run(ctx: &super::Ctx, args: ServeArgs) -> Result<()> {
     }
     let (store, store_note) = open_store(ctx)?;
     let device = ctx.device()?;
-    let (name, path) = soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, &args.model)?;
+    let (name, path) =
+        soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, &args.model)?;
     let model = Arc::new(
         soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
             .with_context(|| format!("loading model {}", path.display()))?,
     );
-    let mut base_names = vec![model.name.clone(), "default".to_string(), args.model.clone()];
+    let mut base_names = vec![
+        model.name.clone(),
+        "default".to_string(),
+        args.model.clone(),
+    ];
     base_names.dedup();
     let engine = ServeEngine::new(
         model.clone(),
@@ -459,14 +464,12 @@ fn known_models(state: &AppState) -> String {
 /// What a request's `model` names: the base model, a stored (or CAT) adapter, or a
 /// composition parsed exactly as `soup eval --merge` parses it.
 fn resolve_model(state: &AppState, name: &str) -> Result<EvalTarget, ApiError> {
-    let not_found = |what: String| {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "invalid_request_error",
-            message: format!("{what}; {}", known_models(state)),
-            param: Some("model"),
-            code: Some("model_not_found"),
-        }
+    let not_found = |what: String| ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        message: format!("{what}; {}", known_models(state)),
+        param: Some("model"),
+        code: Some("model_not_found"),
     };
     if state.base_names.iter().any(|b| b == name) {
         return Ok(EvalTarget::Base);
@@ -505,14 +508,19 @@ fn resolve_model(state: &AppState, name: &str) -> Result<EvalTarget, ApiError> {
 }
 
 /// The request body as JSON, refused with 413 past the size limit and 400 when malformed.
-async fn read_json(state: &AppState, req: Request) -> Result<serde_json::Map<String, Value>, ApiError> {
+async fn read_json(
+    state: &AppState,
+    req: Request,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     let limit = state.max_body_bytes;
     let too_large = || {
         ApiError::with(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             "request_too_large",
-            format!("the request body is larger than {limit} bytes (the server's --max-body-bytes)"),
+            format!(
+                "the request body is larger than {limit} bytes (the server's --max-body-bytes)"
+            ),
         )
     };
     let declared = req
@@ -526,12 +534,14 @@ async fn read_json(state: &AppState, req: Request) -> Result<serde_json::Map<Str
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| too_large())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::invalid(None, format!("the request body is not valid JSON: {e}"))
-    })?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(None, format!("the request body is not valid JSON: {e}")))?;
     match v {
         Value::Object(m) => Ok(m),
-        _ => Err(ApiError::invalid(None, "the request body must be a JSON object")),
+        _ => Err(ApiError::invalid(
+            None,
+            "the request body must be a JSON object",
+        )),
     }
 }
 
@@ -561,13 +571,22 @@ fn common(state: &AppState, body: &serde_json::Map<String, Value>) -> Result<Com
         match body.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(_) => Err(ApiError::invalid(Some(key), format!("`{key}` must be a number"))),
+            Some(_) => Err(ApiError::invalid(
+                Some(key),
+                format!("`{key}` must be a number"),
+            )),
         }
     };
-    let max_tokens = match body.get("max_tokens").or_else(|| body.get("max_completion_tokens")) {
+    let max_tokens = match body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+    {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ApiError::invalid(Some("max_tokens"), "`max_tokens` must be a non-negative integer")
+            ApiError::invalid(
+                Some("max_tokens"),
+                "`max_tokens` must be a non-negative integer",
+            )
         })? as usize),
     };
     if let Some(m) = max_tokens {
@@ -591,7 +610,10 @@ fn common(state: &AppState, body: &serde_json::Map<String, Value>) -> Result<Com
     let top_p = number("top_p")?;
     if let Some(p) = top_p {
         if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::invalid(Some("top_p"), format!("top_p {p} must be in (0, 1]")));
+            return Err(ApiError::invalid(
+                Some("top_p"),
+                format!("top_p {p} must be in (0, 1]"),
+            ));
         }
     }
     let seed = match body.get("seed") {
@@ -607,9 +629,9 @@ fn common(state: &AppState, body: &serde_json::Map<String, Value>) -> Result<Com
         Some(Value::Array(a)) => a
             .iter()
             .map(|s| {
-                s.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::invalid(Some("stop"), "`stop` must be a string or a list of strings"))
+                s.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::invalid(Some("stop"), "`stop` must be a string or a list of strings")
+                })
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -681,7 +703,11 @@ fn prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<PromptIn>, ApiErro
     let ids = |a: &[Value]| -> Result<PromptIn, ApiError> {
         let ids: Vec<u32> = a
             .iter()
-            .map(|x| x.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(bad))
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(bad)
+            })
             .collect::<Result<_, _>>()?;
         let vocab = state.model.model.cfg.vocab_size;
         if let Some(t) = ids.iter().find(|&&t| t as usize >= vocab) {
@@ -744,6 +770,23 @@ fn take_slots(state: &AppState, n: usize) -> Result<tokio::sync::OwnedSemaphoreP
     })
 }
 
+/// Events of one prompt, tagged with its index, into the handler's channel; closed when
+/// the handler (or the stream, when its client hangs up) drops the receiver.
+struct ChannelSink {
+    tx: mpsc::UnboundedSender<(usize, Event)>,
+    index: usize,
+}
+
+impl soup_core::serve::EventSink for ChannelSink {
+    fn send(&mut self, event: Event) -> bool {
+        self.tx.send((self.index, event)).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 /// Hands the prompts to the engine; their events arrive tagged with the prompt's index.
 fn submit(
     state: &AppState,
@@ -754,7 +797,14 @@ fn submit(
     let engine = state
         .engine
         .lock()
-        .map_err(|_| ApiError::with(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_gone", "the engine stopped".into()))?
+        .map_err(|_| {
+            ApiError::with(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "engine_gone",
+                "the engine stopped".into(),
+            )
+        })?
         .clone();
     for (i, spec) in specs.into_iter().enumerate() {
         let tx = tx.clone();
@@ -762,7 +812,7 @@ fn submit(
             key: c.model.clone(),
             target: c.target.clone(),
             spec,
-            sink: Box::new(move |e| tx.send((i, e)).is_ok()),
+            sink: Box::new(ChannelSink { tx, index: i }),
         });
         if sent.is_err() {
             return Err(ApiError::with(
@@ -839,7 +889,12 @@ fn logprobs_json(tokens: &[&TokenLogprob], start: usize) -> Value {
             if t.logprob.is_none() {
                 Value::Null
             } else {
-                Value::Object(t.top.iter().map(|(s, v)| (s.clone(), json!(v))).collect())
+                // Two tokens may print alike (partial characters): keep the likelier.
+                let mut top = serde_json::Map::new();
+                for (s, v) in &t.top {
+                    top.entry(s.clone()).or_insert_with(|| json!(v));
+                }
+                Value::Object(top)
             }
         }).collect::<Vec<_>>(),
         "text_offset": offsets,
@@ -910,10 +965,7 @@ async fn completions_inner(state: Shared, req: Request) -> Result<Response, ApiE
     let id = new_id("cmpl");
     let created = now_s();
     if c.stream {
-        let echoes: Vec<Option<String>> = ps
-            .iter()
-            .map(|p| echo.then(|| p.text.clone()))
-            .collect();
+        let echoes: Vec<Option<String>> = ps.iter().map(|p| echo.then(|| p.text.clone())).collect();
         let model = c.model.clone();
         let chunk = move |i: usize, text: &str, finish: Option<&str>| {
             json!({
@@ -1006,7 +1058,10 @@ async fn chat_inner(state: Shared, req: Request) -> Result<Response, ApiError> {
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .ok_or_else(|| {
-            ApiError::invalid(Some("messages"), "`messages` must be a non-empty list of {role, content}")
+            ApiError::invalid(
+                Some("messages"),
+                "`messages` must be a non-empty list of {role, content}",
+            )
         })?;
     let mut messages = Vec::with_capacity(msgs.len());
     for m in msgs {
@@ -1128,7 +1183,12 @@ fn stream_response(
         let (mut p, mut c) = (0, 0);
         let mut error = None;
         while left > 0 {
-            match rx.recv().await {
+            // A client that hung up ends the wait at once: dropping `rx` tells the engine.
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                _ = out.closed() => return,
+            };
+            match next {
                 Some((i, Event::Delta(t))) => {
                     if !send(&chunk(i, &t, None)) {
                         return;
@@ -1165,7 +1225,10 @@ fn stream_response(
     });
     let mut r = Response::new(Body::from_stream(stream));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r.extensions_mut().insert(LoggedByStream);
     r
@@ -1182,9 +1245,10 @@ where
 {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|s| (Ok(s), rx))
-    })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) },
+    )
 }
 
 #[cfg(test)]

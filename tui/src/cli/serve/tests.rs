@@ -73,7 +73,13 @@ fn start(limits: Limits) -> (SocketAddr, Arc<LoadedModel>) {
 }
 
 /// Sends one HTTP/1.1 request and returns (status, body). Chunked bodies are returned raw.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -93,7 +99,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -105,15 +114,24 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
         &[("Content-Type", "application/json")],
         body.to_string().as_bytes(),
     );
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")),
+    )
 }
 
 /// An error body in OpenAI's shape, with the type and param expected.
 fn assert_error(body: &Value, kind: &str, param: Option<&str>) {
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert_eq!(e["type"], kind, "{body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{body}"
+    );
     if let Some(p) = param {
         assert_eq!(e["param"], p, "{body}");
     }
@@ -122,25 +140,54 @@ fn assert_error(body: &Value, kind: &str, param: Option<&str>) {
 #[test]
 fn errors_have_openai_shape_and_status() {
     let (addr, _) = start(Limits::default());
-    let (s, b) = post(addr, "/v1/completions", &json!({"model": "no-such", "prompt": "x"}));
+    let (s, b) = post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "no-such", "prompt": "x"}),
+    );
     assert_eq!(s, 404);
     assert_error(&b, "invalid_request_error", Some("model"));
     assert_eq!(b["error"]["code"], "model_not_found");
-    assert!(b["error"]["message"].as_str().unwrap().contains("tiny-llama"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tiny-llama"),
+        "{b}"
+    );
 
     let (s, text) = http(addr, "POST", "/v1/completions", &[], b"{not json");
     assert_eq!(s, 400);
-    assert_error(&serde_json::from_str(&text).unwrap(), "invalid_request_error", None);
+    assert_error(
+        &serde_json::from_str(&text).unwrap(),
+        "invalid_request_error",
+        None,
+    );
 
     for (body, param) in [
         (json!({"prompt": "x"}), "model"),
         (json!({"model": "default", "prompt": "x", "n": 2}), "n"),
-        (json!({"model": "default", "prompt": "x", "max_tokens": 65}), "max_tokens"),
-        (json!({"model": "default", "prompt": "x", "temperature": -1}), "temperature"),
-        (json!({"model": "default", "prompt": "x", "top_p": 0}), "top_p"),
+        (
+            json!({"model": "default", "prompt": "x", "max_tokens": 65}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "default", "prompt": "x", "temperature": -1}),
+            "temperature",
+        ),
+        (
+            json!({"model": "default", "prompt": "x", "top_p": 0}),
+            "top_p",
+        ),
         (json!({"model": "default", "prompt": 3}), "prompt"),
-        (json!({"model": "default", "prompt": "x", "logprobs": 99}), "logprobs"),
-        (json!({"model": "default", "prompt": "x", "stop": 5}), "stop"),
+        (
+            json!({"model": "default", "prompt": "x", "logprobs": 99}),
+            "logprobs",
+        ),
+        (
+            json!({"model": "default", "prompt": "x", "stop": 5}),
+            "stop",
+        ),
         (json!({"model": "default", "messages": []}), "messages"),
     ] {
         let path = if body.get("messages").is_some() {
@@ -154,16 +201,28 @@ fn errors_have_openai_shape_and_status() {
     }
     // More than the model's context: refused by the engine as the client's mistake.
     let long = "word ".repeat(400);
-    let (s, b) = post(addr, "/v1/completions", &json!({"model": "default", "prompt": long, "max_tokens": 4}));
+    let (s, b) = post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "default", "prompt": long, "max_tokens": 4}),
+    );
     assert_eq!(s, 400, "{b}");
     assert_error(&b, "invalid_request_error", None);
 
     let (s, text) = http(addr, "GET", "/v2/nothing", &[], b"");
     assert_eq!(s, 404);
-    assert_error(&serde_json::from_str(&text).unwrap(), "invalid_request_error", None);
+    assert_error(
+        &serde_json::from_str(&text).unwrap(),
+        "invalid_request_error",
+        None,
+    );
     let (s, text) = http(addr, "GET", "/v1/completions", &[], b"");
     assert_eq!(s, 405);
-    assert_error(&serde_json::from_str(&text).unwrap(), "invalid_request_error", None);
+    assert_error(
+        &serde_json::from_str(&text).unwrap(),
+        "invalid_request_error",
+        None,
+    );
 }
 
 #[test]
@@ -176,7 +235,11 @@ fn body_size_limit_is_413() {
     let (s, b) = post(addr, "/v1/completions", &big);
     assert_eq!(s, 413);
     assert_error(&b, "invalid_request_error", None);
-    let (s, _) = post(addr, "/v1/completions", &json!({"model": "default", "prompt": "x", "max_tokens": 1}));
+    let (s, _) = post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "default", "prompt": "x", "max_tokens": 1}),
+    );
     assert_eq!(s, 200);
 }
 
@@ -189,9 +252,19 @@ fn api_key_is_required_when_set() {
     for headers in [vec![], vec![("Authorization", "Bearer wrong")]] {
         let (s, text) = http(addr, "GET", "/v1/models", &headers, b"");
         assert_eq!(s, 401);
-        assert_error(&serde_json::from_str(&text).unwrap(), "authentication_error", None);
+        assert_error(
+            &serde_json::from_str(&text).unwrap(),
+            "authentication_error",
+            None,
+        );
     }
-    let (s, text) = http(addr, "GET", "/v1/models", &[("Authorization", "Bearer sekret")], b"");
+    let (s, text) = http(
+        addr,
+        "GET",
+        "/v1/models",
+        &[("Authorization", "Bearer sekret")],
+        b"",
+    );
     assert_eq!(s, 200);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["object"], "list");
@@ -207,17 +280,22 @@ fn concurrency_limit_is_429_and_frees_up() {
     });
     // A long streamed request holds the only slot while its stream is open.
     let mut held = TcpStream::connect(addr).unwrap();
-    let body = json!({"model": "default", "prompt": "hello", "max_tokens": 200, "stream": true}).to_string();
+    let body = json!({"model": "default", "prompt": "hello", "max_tokens": 200, "stream": true})
+        .to_string();
     write!(
         held,
-        "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut first = [0u8; 12];
     held.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
-    let (s, b) = post(addr, "/v1/completions", &json!({"model": "default", "prompt": "x", "max_tokens": 1}));
+    let (s, b) = post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "default", "prompt": "x", "max_tokens": 1}),
+    );
     assert_eq!(s, 429, "{b}");
     assert_error(&b, "rate_limit_error", None);
     // Once the stream ends (or its client leaves), the slot is free again.
@@ -227,7 +305,12 @@ fn concurrency_limit_is_429_and_frees_up() {
     drop(held);
     let mut status = 0;
     for _ in 0..50 {
-        status = post(addr, "/v1/completions", &json!({"model": "default", "prompt": "x", "max_tokens": 1})).0;
+        status = post(
+            addr,
+            "/v1/completions",
+            &json!({"model": "default", "prompt": "x", "max_tokens": 1}),
+        )
+        .0;
         if status == 200 {
             break;
         }
@@ -289,5 +372,8 @@ fn completions_answer_as_the_local_path() {
         assert!(v.is_finite() && v <= 0.0, "{v}");
     }
     assert_eq!(lp["top_logprobs"][1].as_object().unwrap().len(), 1);
-    assert!(b["choices"][0]["text"].as_str().unwrap().starts_with(prompts[1]));
+    assert!(b["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with(prompts[1]));
 }
