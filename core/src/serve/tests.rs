@@ -219,7 +219,10 @@ fn stops_cut_the_text_and_streaming_never_passes_them() {
     drain(&mut e);
     let f = done(&stopped);
     assert_eq!(f.finish_reason, FinishReason::Stop);
-    assert_eq!(f.text, truncate_at_stop(&full.text, &[stop.clone()]));
+    assert_eq!(
+        f.text,
+        truncate_at_stop(&full.text, std::slice::from_ref(&stop))
+    );
     assert!(!f.text.contains(&stop));
     for ev in stopped.lock().unwrap().iter() {
         if let Event::Delta(t) = ev {
