@@ -15,6 +15,7 @@ pub mod merge;
 pub mod model;
 pub mod output;
 pub mod runtime;
+pub mod serve;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod train;

@@ -306,6 +306,22 @@ pub fn resolve_adapter(store: Option<&Store>, spec: &str, device: &Device) -> Re
     Ok(adapter)
 }
 
+/// Whether a stop string shows in the decoded tail of the new tokens: the rule every
+/// generation path uses (evaluation, `soup serve`), so a stop split across tokens is seen and
+/// all paths end a row after the same token.
+pub fn stop_in_tail(tok: &SoupTokenizer, new: &[u32], stops: &[String]) -> bool {
+    if stops.is_empty() {
+        return false;
+    }
+    let tail = &new[new.len().saturating_sub(16)..];
+    match tok.decode(tail, false) {
+        Ok(text) => stops
+            .iter()
+            .any(|s| !s.is_empty() && text.contains(s.as_str())),
+        Err(_) => false,
+    }
+}
+
 /// Generation through a loaded model and a fixed adapter stack: evals' view of the model.
 pub struct TextGenerator<'a> {
     pub model: &'a LoadedModel,
@@ -335,18 +351,7 @@ impl TextGenerator<'_> {
         };
         // Stop strings are checked on the decoded tail, so a stop split across tokens is seen.
         let stops = &settings.stop;
-        let mut should_stop = |_row: usize, new: &[u32]| -> bool {
-            if stops.is_empty() {
-                return false;
-            }
-            let tail = &new[new.len().saturating_sub(16)..];
-            match tok.decode(tail, false) {
-                Ok(text) => stops
-                    .iter()
-                    .any(|s| !s.is_empty() && text.contains(s.as_str())),
-                Err(_) => false,
-            }
-        };
+        let mut should_stop = |_row: usize, new: &[u32]| -> bool { stop_in_tail(tok, new, stops) };
         let outs = generate_ids(
             &self.model.model,
             self.stack,

@@ -73,6 +73,8 @@ enum Command {
     Recipe(cli::recipe::RecipeArgs),
     /// Measure generation, training and merge speed (the figures of BENCHMARKS.md).
     Bench(cli::bench::BenchArgs),
+    /// Serve the base model, adapters and compositions over OpenAI's HTTP API.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() {
@@ -130,6 +132,7 @@ fn main() {
         Some(Command::Import(a)) => cli::transfer::import(&ctx, a),
         Some(Command::Recipe(a)) => cli::recipe::run(&ctx, a),
         Some(Command::Bench(a)) => cli::bench::run(&ctx, a),
+        Some(Command::Serve(a)) => cli::serve::run(&ctx, a),
     };
     if let Err(err) = result {
         std::process::exit(cli::report_error(&err));

@@ -15,7 +15,7 @@ pub mod spec;
 
 pub use data::BUILTINS;
 pub use plan::CompareMethod;
-pub use run::RunOutcome;
+pub use run::{target_stack, RunOutcome};
 pub use spec::{
     tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob,
 };

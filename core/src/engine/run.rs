@@ -766,6 +766,34 @@ fn render_chat(model: &LoadedModel, p: &Prompt) -> std::result::Result<String, G
     model.render_chat(&msgs).map_err(GenerateError::new)
 }
 
+/// The adapter stack an evaluation target runs with: none, one adapter (stored, CAT or a PEFT
+/// directory), or a merge built from its adapters with the evaluation's merge settings.
+/// `soup serve` builds its compositions here too, so a composition served answers as the same
+/// composition evaluated locally.
+pub fn target_stack(
+    model: &LoadedModel,
+    store: Option<&soup_store::Store>,
+    target: &EvalTarget,
+    seed: u64,
+) -> Result<AdapterStack> {
+    Ok(match target {
+        EvalTarget::Base => AdapterStack::base(),
+        EvalTarget::Adapter(a) => AdapterStack::single(model.adapter(store, a)?),
+        EvalTarget::Merge {
+            method,
+            adapters,
+            weights,
+        } => {
+            let ads = adapters
+                .iter()
+                .map(|n| model.adapter(store, n))
+                .collect::<Result<Vec<_>>>()?;
+            let m = merge_method(method, Some(0.5), None, None, seed)?;
+            AdapterStack::single(merge::merge(&m, &ads, weights)?)
+        }
+    })
+}
+
 fn run_eval(
     engine: &Engine,
     id: RunId,
@@ -775,19 +803,7 @@ fn run_eval(
 ) -> Result<RunOutcome> {
     let model = engine.model(&job.model, job.dtype)?;
     let store = engine.store();
-    let stack = match &job.target {
-        EvalTarget::Base => AdapterStack::base(),
-        EvalTarget::Adapter(a) => AdapterStack::single(model.adapter(Some(store), a)?),
-        EvalTarget::Merge {
-            method,
-            adapters,
-            weights,
-        } => {
-            let ads = load_adapters(engine, &model, adapters)?;
-            let m = merge_method(method, Some(0.5), None, None, job.seed)?;
-            AdapterStack::single(merge::merge(&m, &ads, weights)?)
-        }
-    };
+    let stack = target_stack(&model, Some(store), &job.target, job.seed)?;
     // Chat when asked (default: when the model is an instruct model) and the model has a
     // template; otherwise the plain form, recorded as such, with its stop strings.
     let style = if job.chat.unwrap_or_else(|| model.is_chat()) && model.is_chat() {

@@ -165,6 +165,51 @@ impl KvCache {
         }
         Ok(())
     }
+
+    /// Prepends `n` zero positions to every row: a left pad that the caller masks out in its
+    /// key mask, so that a shorter cache can join a batch of longer rows (continuous batching).
+    pub fn pad_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for l in self.layers.iter_mut().flatten() {
+            // k, v: (b, kv_heads, t, head_dim)
+            let (b, h, _, d) = l.0.dims4()?;
+            let zeros = Tensor::zeros((b, h, n, d), l.0.dtype(), l.0.device())?;
+            l.0 = Tensor::cat(&[&zeros, &l.0], 2)?;
+            l.1 = Tensor::cat(&[&zeros, &l.1], 2)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the first `n` positions of every row (columns that every row masks out).
+    pub fn drop_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for l in self.layers.iter_mut().flatten() {
+            let t = l.0.dims()[2];
+            l.0 = l.0.narrow(2, n, t - n)?;
+            l.1 = l.1.narrow(2, n, t - n)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the rows of `other` (as many positions, same layers) after this cache's rows;
+    /// an empty cache becomes a copy of `other`.
+    pub fn append_rows(&mut self, other: &KvCache) -> Result<()> {
+        if self.layers.iter().all(|l| l.is_none()) {
+            self.layers = other.layers.clone();
+            return Ok(());
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            if let (Some(m), Some(t)) = (mine.as_mut(), theirs) {
+                m.0 = Tensor::cat(&[&m.0, &t.0], 0)?;
+                m.1 = Tensor::cat(&[&m.1, &t.1], 0)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one forward call sees besides the token ids.

@@ -51,7 +51,7 @@ pub struct EvalArgs {
 }
 
 /// `METHOD:A,B:W1,W2`: the method before the first colon, the weights after the last.
-fn parse_merge(text: &str) -> Result<EvalTarget> {
+pub(crate) fn parse_merge(text: &str) -> Result<EvalTarget> {
     let usage =
         || format!("--merge {text:?}: expected METHOD:A,B:W1,W2, e.g. ties:math,code:0.5,0.5");
     let (method, rest) = text.split_once(':').with_context(usage)?;

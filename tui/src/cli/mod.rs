@@ -12,6 +12,7 @@ pub mod merge;
 pub mod model;
 pub mod recipe;
 pub mod runs;
+pub mod serve;
 pub mod train;
 pub mod transfer;
 
