@@ -56,7 +56,7 @@ pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> R
 
 /// The learning rates the CAT sweep tries with the default start, and the old default (1e-4
 /// from the paper's random start) for comparison.
-pub const CAT_SWEEP_LRS: [f64; 5] = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1];
+pub const CAT_SWEEP_LRS: [f64; 6] = [1e-3, 3e-3, 1e-2, 3e-2, 5e-2, 1e-1];
 
 /// CAT's learning rate against held-out loss: two adapters that memorized disjoint facts,
 /// CAT on half of the first one's facts, held-out loss on the other half; every other setting
@@ -79,17 +79,25 @@ pub fn cat_lr_sweep(model: &Llama, emit: &mut dyn FnMut(Value)) -> Result<()> {
     // What CAT did before it had its own settings: lr 1e-4, the paper's random start, the
     // dozen steps a small sample gives.
     runs.push((1e-4, CatInit::Normal, Some(12)));
-    for (lr, init, steps) in runs {
+    // Data from the first adapter only (best weights: all on it), and a 3:1 mix of both
+    // adapters' facts (best weights inside the simplex).
+    let mixed = task.mixed(3);
+    for (name, task, (lr, init, steps)) in runs
+        .iter()
+        .map(|r| ("a-only", &task, *r))
+        .chain(runs.iter().map(|r| ("mixed-3:1", &mixed, *r)))
+    {
         let mut cfg = base.train.clone();
         cfg.lr = lr;
         if let Some(n) = steps {
             cfg.min_steps = n;
         }
-        let t = run_cat(model, &task, base.param, init, &cfg)?;
+        let t = run_cat(model, task, base.param, init, &cfg)?;
         let m = &t.movement;
         let h = m.heldout.as_ref();
         emit(json!({
             "figure": "cat_lr_sweep",
+            "data": name,
             "lr": lr,
             "default": lr == DEFAULT_CAT_LR && init == CatInit::Uniform,
             "init": init.name(),

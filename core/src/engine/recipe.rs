@@ -19,7 +19,7 @@ use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, Tr
 use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::Module;
-use crate::train::{cat, CatInit, CatParam, LoraSpec};
+use crate::train::{cat, CatInit, CatMovement, CatParam, LoraSpec};
 use serde::{Deserialize, Serialize};
 use soup_store::{RunKind, RunQuery, RunStatus};
 use std::collections::BTreeMap;
@@ -415,6 +415,23 @@ impl Recipe {
             what: format!("recipe {}", self.name),
             source,
         })
+    }
+}
+
+impl Recipe {
+    /// How far this recipe's CAT moved at `budget_name` (its adapter's recorded
+    /// [`CatMovement`]): `None` when the recipe has no CAT, it has not run yet, or it ran
+    /// before the movement was recorded. For the table's "did not move" mark.
+    pub fn cat_movement(&self, engine: &Engine, budget_name: &str) -> Result<Option<CatMovement>> {
+        if !self.methods.contains(&CompareMethod::Cat) {
+            return Ok(None);
+        }
+        let name = format!("{}-cat", prefix(self, budget_name));
+        Ok(engine
+            .store()
+            .get_adapter(&name)?
+            .as_ref()
+            .and_then(CatMovement::of_adapter))
     }
 }
 

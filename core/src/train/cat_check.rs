@@ -29,6 +29,33 @@ pub struct KnownTask {
     pub heldout: Vec<TrainSeq>,
     /// The skill LoRAs' final training loss (a, b): low means they memorized.
     pub skill_loss: (f64, f64),
+    a_facts: Vec<TrainSeq>,
+    b_facts: Vec<TrainSeq>,
+}
+
+impl KnownTask {
+    /// The same adapters with CAT data that needs both: `a_share` of every 4 examples from
+    /// the first adapter's facts, the rest from the second's, in the sample and in the
+    /// held-out set alike. The best weights are then inside the simplex, not at a corner.
+    pub fn mixed(&self, a_share: usize) -> KnownTask {
+        let half = self.a_facts.len() / 2;
+        let take = |facts: &[TrainSeq], from: usize, n: usize| facts[from..from + n].to_vec();
+        let (na, nb) = (half * a_share / 4, half * (4 - a_share.min(4)) / 4);
+        let pick = |from: usize| {
+            let mut v = take(&self.a_facts, from, na);
+            v.extend(take(&self.b_facts, from, nb));
+            v
+        };
+        KnownTask {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            sample: pick(0),
+            heldout: pick(half),
+            skill_loss: self.skill_loss,
+            a_facts: self.a_facts.clone(),
+            b_facts: self.b_facts.clone(),
+        }
+    }
 }
 
 /// `n` facts `[bos, topic, key] → [v1, v2, v3, end]`: keys `key0..key0 + n`, values drawn from
@@ -102,6 +129,8 @@ pub fn known_task(model: &Llama, facts_per_adapter: usize, epochs: usize) -> Res
         sample: a_facts[..half].to_vec(),
         heldout: a_facts[half..].to_vec(),
         skill_loss: (la, lb),
+        a_facts,
+        b_facts,
     })
 }
 
