@@ -29,7 +29,7 @@ enum TrainCommand {
 /// Loop options shared by LoRA and CAT training (defaults differ, so all are optional).
 #[derive(Debug, Args)]
 struct LoopArgs {
-    /// Learning rate [default: 3e-4 for a LoRA; 3e-2 for CAT's coefficients].
+    /// Learning rate [default: 3e-4 for a LoRA; 5e-2 for CAT's coefficients].
     #[arg(long)]
     lr: Option<f64>,
     /// Passes over the data [default: 3 for a LoRA; 1 for CAT, more when --min-steps needs].

@@ -330,7 +330,7 @@ fn recipe_budget_cat_fields_reach_the_cat_job() {
             .unwrap()
     };
     let changed = text
-        .replacen("cat_lr = 3e-2", "cat_lr = 0.07", 1)
+        .replacen("cat_lr = 5e-2", "cat_lr = 0.07", 1)
         .replacen("cat_epochs = 1", "cat_epochs = 2", 1)
         .replacen("cat_min_steps = 24", "cat_min_steps = 33", 1)
         .replacen("cat_init = \"uniform\"", "cat_init = \"normal\"", 1)
@@ -372,8 +372,8 @@ fn recipe_budget_cat_fields_reach_the_cat_job() {
 
     // Nonsense is refused when the recipe is read, naming the field.
     for (from, to) in [
-        ("cat_lr = 3e-2", "cat_lr = -1.0"),
-        ("cat_lr = 3e-2", "cat_lr = nan"),
+        ("cat_lr = 5e-2", "cat_lr = -1.0"),
+        ("cat_lr = 5e-2", "cat_lr = nan"),
     ] {
         let bad = text.replacen(from, to, 1);
         let err = Recipe::parse(&bad, "t").unwrap_err().to_string();
