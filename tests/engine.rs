@@ -74,6 +74,18 @@ fn train_cat_merge_eval_pipeline() {
     assert_eq!(values.len(), 2 * 2 * 7);
     let stored = e.store().get_adapter("soup").unwrap().unwrap();
     assert!(stored.cat_weights.is_some());
+    // How far the weights moved and the held-out losses, with the adapter and in the summary;
+    // held out: up to 32 examples of the data outside the CAT sample.
+    let moved = soup_core::train::CatMovement::of_adapter(&stored).expect("cat_movement stored");
+    let held = moved.heldout.as_ref().expect("held-out loss");
+    assert_eq!(held.examples, 32);
+    assert_eq!(held.source, "unsampled skill data");
+    assert!(held.start.is_finite() && held.learned.is_finite());
+    assert_eq!(moved.spread.len(), 2);
+    assert_eq!(
+        soup_core::train::CatMovement::from_hyperparams(&out.summary),
+        Some(moved)
+    );
     // The folded CAT adapter has rank 8 + 8 on each projection.
     assert!(stored.modules.iter().all(|m| m.rank == 16));
 

@@ -17,7 +17,7 @@ fn recipe_text() -> String {
 name = "t"
 model = "{}"
 seed = 0
-methods = ["base", "skills", "data-mix", "cat", "ties", "dare_ties", "dare_linear", "linear", "svd", "lorahub"]
+methods = ["base", "skills", "data-mix", "cat", "cat-uniform", "ties", "ties@cat-scale", "dare_ties", "dare_linear", "linear", "svd", "lorahub"]
 [target]
 task = "code-math"
 data = "builtin:codemath-test"
@@ -44,6 +44,7 @@ batch_size = 4
 max_len = 128
 lr = 1e-3
 cat_fraction = 0.5
+cat_min_steps = 4
 eval_limit = 2
 skill_eval_limit = 2
 max_new_tokens = 6
@@ -69,7 +70,7 @@ fn recipe_runs_every_method_then_reuses_everything() {
     };
     // Before anything ran: every row, no scores, and nothing was started.
     let empty = run_recipe(&engine, &recipe, "micro", Reuse::StoredOnly, &mut |_, _| {}).unwrap();
-    assert_eq!(empty.rows.len(), 11);
+    assert_eq!(empty.rows.len(), 13);
     assert!(empty.rows.iter().all(|r| r.scores.is_empty()));
     assert_eq!(runs(&engine), 0, "a stored-only run starts no job");
     let table = run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |_, _| {}).unwrap();
@@ -82,7 +83,9 @@ fn recipe_runs_every_method_then_reuses_everything() {
             "code only",
             "DATA-MIX",
             "CAT",
+            "CAT-UNIFORM",
             "TIES",
+            "TIES @CAT-SCALE",
             "DARE-TIES",
             "DARE-LINEAR",
             "LINEAR",
@@ -121,6 +124,20 @@ fn recipe_runs_every_method_then_reuses_everything() {
     assert!(table.skill_gate.iter().all(|g| g.passed.is_some()));
     assert!(!table.power.unwrap().sufficient());
     assert!(table.markdown().contains("cannot separate"));
+
+    // The CAT row's run says how far it moved (the table can show "did not move").
+    let cat = engine.store().get_adapter("t-micro-cat").unwrap().unwrap();
+    let moved = soup_core::train::CatMovement::of_adapter(&cat).expect("CAT movement stored");
+    assert_eq!(moved.spread.len(), 2);
+    assert_eq!(recipe.cat_movement(&engine, "micro").unwrap(), Some(moved));
+    // cat-uniform is the concatenation at CAT's starting weights, built without training.
+    let uniform = engine
+        .store()
+        .get_adapter("t-micro-cat-uniform")
+        .unwrap()
+        .unwrap();
+    assert_eq!(uniform.method, soup_store::AdapterMethod::Merge);
+    assert_eq!(uniform.parents, cat.parents);
     let runs_before = runs(&engine);
     let mut reused = 0;
     let again = run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |_, u| {
@@ -132,8 +149,9 @@ fn recipe_runs_every_method_then_reuses_everything() {
     })
     .unwrap();
     assert_eq!(runs(&engine), runs_before, "nothing recomputed");
-    // 2 skills + DATA-MIX + CAT + 6 merges, and 11 configurations x 3 evaluation sets.
-    assert_eq!(reused, 10 + 33);
+    // 2 skills + DATA-MIX + CAT + cat-uniform + 7 merges, and 13 configurations x 3
+    // evaluation sets.
+    assert_eq!(reused, 12 + 39);
     assert_eq!(again.markdown(), table.markdown());
     let stored = run_recipe(&engine, &recipe, "micro", Reuse::StoredOnly, &mut |_, _| {}).unwrap();
     assert_eq!(stored.markdown(), table.markdown());

@@ -23,6 +23,9 @@ pub struct BenchOptions {
     pub generation: bool,
     pub training: bool,
     pub merges: bool,
+    /// The CAT learning-rate sweep on a task with known best weights (not a speed figure; one
+    /// line per learning rate, see [`crate::train::cat_check`]).
+    pub cat_lr: bool,
     /// Timed repetitions per figure (after one untimed warm-up); the median is reported.
     pub reps: usize,
 }
@@ -44,6 +47,70 @@ pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> R
         for figure in bench_merges(model, opts.reps)? {
             emit(figure);
         }
+    }
+    if opts.cat_lr {
+        cat_lr_sweep(model, emit)?;
+    }
+    Ok(())
+}
+
+/// The learning rates the CAT sweep tries with the default start, and the old default (1e-4
+/// from the paper's random start) for comparison.
+pub const CAT_SWEEP_LRS: [f64; 6] = [1e-3, 3e-3, 1e-2, 3e-2, 5e-2, 1e-1];
+
+/// CAT's learning rate against held-out loss: two adapters that memorized disjoint facts,
+/// CAT on half of the first one's facts, held-out loss on the other half; every other setting
+/// is a CAT job's default. One line per run.
+pub fn cat_lr_sweep(model: &Llama, emit: &mut dyn FnMut(Value)) -> Result<()> {
+    use crate::train::cat::{CatInit, DEFAULT_CAT_LR};
+    use crate::train::cat_check::{known_task, run_cat};
+    let t0 = Instant::now();
+    let task = known_task(model, 16, 60)?;
+    emit(json!({
+        "figure": "cat_lr_sweep_skills",
+        "skill_final_loss": [task.skill_loss.0, task.skill_loss.1],
+        "seconds": t0.elapsed().as_secs_f64(),
+    }));
+    let base = crate::engine::CatJob::new("sweep", "", Vec::new(), Vec::new());
+    let mut runs: Vec<(f64, CatInit, Option<usize>)> = CAT_SWEEP_LRS
+        .iter()
+        .map(|&lr| (lr, CatInit::Uniform, None))
+        .collect();
+    // What CAT did before it had its own settings: lr 1e-4, the paper's random start, the
+    // dozen steps a small sample gives.
+    runs.push((1e-4, CatInit::Normal, Some(12)));
+    // Data from the first adapter only (best weights: all on it), and a 3:1 mix of both
+    // adapters' facts (best weights inside the simplex).
+    let mixed = task.mixed(3);
+    for (name, task, (lr, init, steps)) in runs
+        .iter()
+        .map(|r| ("a-only", &task, *r))
+        .chain(runs.iter().map(|r| ("mixed-3:1", &mixed, *r)))
+    {
+        let mut cfg = base.train.clone();
+        cfg.lr = lr;
+        if let Some(n) = steps {
+            cfg.min_steps = n;
+        }
+        let t = run_cat(model, task, base.param, init, &cfg)?;
+        let m = &t.movement;
+        let h = m.heldout.as_ref();
+        emit(json!({
+            "figure": "cat_lr_sweep",
+            "data": name,
+            "lr": lr,
+            "default": lr == DEFAULT_CAT_LR && init == CatInit::Uniform,
+            "init": init.name(),
+            "steps": t.steps,
+            "heldout_loss_start": h.map(|h| h.start),
+            "heldout_loss_learned": h.map(|h| h.learned),
+            "mean_abs_delta": m.mean_abs_delta,
+            "w_a_mean": m.spread[0].mean,
+            "w_b_mean": m.spread[1].mean,
+            "a_largest_in": format!("{}/{}", m.spread[0].largest_in, m.spread[0].slots),
+            "verdict": m.verdict.label(),
+            "seconds": t.seconds,
+        }));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use soup_core::model::load::load_hf_weights;
 use soup_core::model::{Llama, Mode};
 use soup_core::train::batch::{batch_loss, loss_and_grads, loss_and_grads_keeping};
 use soup_core::train::{
-    train_loop, CatParam, CatTrainable, JobControl, LoopConfig, LoraSpec, LoraTrainable,
+    train_loop, CatInit, CatParam, CatTrainable, JobControl, LoopConfig, LoraSpec, LoraTrainable,
     TrainEvent, TrainSeq, Trainable,
 };
 use std::path::PathBuf;
@@ -201,8 +201,12 @@ fn finite_differences_agree_for_a_b_and_cat_weights() {
     let n = tr.vars().len();
     check_fd(&tr, &model, &seqs, &[0, 1, n - 2, n - 1]);
     for param in [CatParam::Softmax, CatParam::Free] {
-        let cat = CatTrainable::new(vec![a.clone(), b.clone()], 2, param, 1, &Device::Cpu).unwrap();
-        check_fd(&cat, &model, &seqs, &[0]);
+        // At the default start (the plain concatenation) and at the paper's random one.
+        for init in [CatInit::Uniform, CatInit::Normal] {
+            let ads = vec![a.clone(), b.clone()];
+            let cat = CatTrainable::new(ads, 2, param, init, 1, &Device::Cpu).unwrap();
+            check_fd(&cat, &model, &seqs, &[0]);
+        }
     }
 }
 
@@ -424,7 +428,10 @@ fn hand_written_backward_matches_autodiff() {
         seed: 7,
     };
     let lora = LoraTrainable::from_adapter(a.clone()).unwrap();
-    let cat = |param| CatTrainable::new(vec![a.clone(), b.clone()], 2, param, 1, &Device::Cpu);
+    let cat = |param| {
+        let ads = vec![a.clone(), b.clone()];
+        CatTrainable::new(ads, 2, param, CatInit::Normal, 1, &Device::Cpu)
+    };
     let softmax = cat(CatParam::Softmax).unwrap();
     let free = cat(CatParam::Free).unwrap();
     let qwen_lora = LoraTrainable::from_adapter(peft("adapter-qwen")).unwrap();
@@ -543,6 +550,7 @@ fn a_non_finite_loss_says_what_caused_it() {
         vec![fresh("ok", 1), broken],
         good.layers.len(),
         CatParam::Softmax,
+        CatInit::Normal,
         0,
         &dev,
     )
@@ -566,4 +574,39 @@ fn a_non_finite_loss_says_what_caused_it() {
     };
     let err = run(&good, &t, &wild);
     assert!(err.contains("lower the learning rate"), "{err}");
+}
+
+/// The done-when test of CAT: with the defaults a CAT job gets (its own learning rate, minimum
+/// steps, uniform start), on two adapters that memorized disjoint facts and data from the
+/// first only, the weights move towards the first adapter and the loss on its facts CAT did
+/// not see falls below the plain concatenation's.
+#[test]
+fn cat_with_the_defaults_learns_towards_the_adapter_that_knows_the_data() {
+    use soup_core::engine::CatJob;
+    use soup_core::train::cat_check::{known_task, run_cat};
+    let model = model();
+    let task = known_task(&model, 16, 60).unwrap();
+    let (la, lb) = task.skill_loss;
+    assert!(
+        la < 1.0 && lb < 1.0,
+        "the skills did not memorize: {la} {lb}"
+    );
+    let job = CatJob::new("c", "tiny", vec!["a".into(), "b".into()], Vec::new());
+    assert_eq!(job.init, CatInit::Uniform);
+    let trial = run_cat(&model, &task, job.param, job.init, &job.train).unwrap();
+    let m = &trial.movement;
+    // 8 examples at batch 8 is one step a pass: the minimum makes it 40.
+    assert_eq!(trial.steps, job.train.min_steps);
+    assert!(m.verdict.moved(), "{}", m.summary());
+    let (a, b) = (&m.spread[0], &m.spread[1]);
+    assert!((a.start_mean - 0.5).abs() < 1e-6, "{}", m.summary());
+    assert!(a.mean > 0.6 && b.mean < 0.4, "{:?}", m.spread_lines());
+    assert!(a.largest_in * 10 >= a.slots * 8, "{:?}", m.spread_lines());
+    let h = m.heldout.as_ref().unwrap();
+    assert!(
+        h.learned < h.start - 0.05,
+        "held-out loss {} -> {}",
+        h.start,
+        h.learned
+    );
 }

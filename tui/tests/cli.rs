@@ -299,12 +299,17 @@ fn train_cat_on_stored_adapters_and_show_the_weights() {
     let v = last_json(&out);
     assert_eq!(v["name"], "mathcode");
     assert_eq!(v["steps"], 2);
+    assert!(v["cat_movement"]["verdict"].is_string(), "{v}");
     let w = &v["cat_weights"];
     assert_eq!(w["adapters"], serde_json::json!(["math", "code"]), "{v}");
     assert_eq!(w["values"].as_array().unwrap().len(), 2 * 2 * 7);
 
     let shown = ok(data.path(), &["adapter", "show", "mathcode"]);
     assert!(shown.contains("CAT weights"), "{shown}");
+    assert!(
+        shown.contains("CAT run") && shown.contains("mean |Δw|"),
+        "{shown}"
+    );
     let header = shown
         .lines()
         .find(|l| l.trim_start().starts_with("layer"))
@@ -1031,4 +1036,24 @@ fn nan_and_inf_are_refused_where_they_enter() {
     }
     let runs = last_json(&ok(data.path(), &["runs", "list", "--json"]));
     assert_eq!(runs.as_array().map(|r| r.len()), Some(0), "{runs}");
+}
+
+/// `soup train cat --help` shows CAT's own defaults: its learning rate, start, minimum steps,
+/// parametrization, sample fraction and held-out count.
+#[test]
+fn cat_help_shows_cats_defaults() {
+    use soup_core::train::cat::{DEFAULT_CAT_HELDOUT, DEFAULT_CAT_LR, DEFAULT_CAT_MIN_STEPS};
+    let data = tempfile::tempdir().unwrap();
+    let help = ok(data.path(), &["train", "cat", "--help"]);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for shown in [
+        format!("{DEFAULT_CAT_LR:e} for CAT"),
+        "[default: uniform]".to_string(),
+        "[default: softmax]".to_string(),
+        format!("[default: {DEFAULT_CAT_MIN_STEPS}]"),
+        format!("[default: {DEFAULT_CAT_HELDOUT}]"),
+        "[default: 0.05]".to_string(),
+    ] {
+        assert!(flat.contains(&shown), "{shown:?} not in:\n{help}");
+    }
 }

@@ -11,6 +11,8 @@
 
 use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, JobSpec, MergeJob, TrainJob};
 use crate::merge::MergeKind;
+#[cfg(doc)]
+use crate::train::CatParam;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -27,9 +29,19 @@ pub enum CompareMethod {
     DataMix,
     /// CAT: per-layer weights learned over the frozen skill adapters.
     Cat,
+    /// CAT's control: the same concatenation at the weights CAT starts from, not learned
+    /// (a fixed-weight `cat` merge, every weight [`CatParam::start_weight`]; no training).
+    /// CAT beating it is the evidence that learning the weights helped.
+    CatUniform,
     /// A merge of the skill adapters: a fixed-weight family or LoraHub. (`Merge(MergeKind::Cat)`,
     /// PEFT's stacking, is refused by the planner: `cat` here means the learned CAT.)
     Merge(MergeKind),
+    /// `KIND@cat-scale`: the merge with every adapter at CAT's starting weight instead of the
+    /// recipe's merge weights. Under the softmax CAT's weights sum to 1 in every slot (1/k
+    /// each at the start), while merges conventionally use 1 per adapter: a merge at [1, 1]
+    /// applies each skill at full strength and CAT at about half, so the two are compared at
+    /// different scales. At CAT's scale the merge's weights are [1/k, ...] (free CAT: [1, ...]).
+    MergeAtCatScale(MergeKind),
 }
 
 /// The merges in the order plans build them (the order recipes always used, then the rest).
@@ -49,30 +61,37 @@ const MERGE_ORDER: [MergeKind; 12] = [
 ];
 
 impl CompareMethod {
-    /// The name recipes list it by: `base`, `skills`, `data-mix`, `cat`, or the merge's name.
-    pub fn name(self) -> &'static str {
+    /// The name recipes list it by: `base`, `skills`, `data-mix`, `cat`, `cat-uniform`, the
+    /// merge's name, or `MERGE@cat-scale`.
+    pub fn name(self) -> String {
         match self {
-            CompareMethod::Base => "base",
-            CompareMethod::Skills => "skills",
-            CompareMethod::DataMix => "data-mix",
-            CompareMethod::Cat => "cat",
-            CompareMethod::Merge(kind) => kind.name(),
+            CompareMethod::Base => "base".into(),
+            CompareMethod::Skills => "skills".into(),
+            CompareMethod::DataMix => "data-mix".into(),
+            CompareMethod::Cat => "cat".into(),
+            CompareMethod::CatUniform => "cat-uniform".into(),
+            CompareMethod::Merge(kind) => kind.name().into(),
+            CompareMethod::MergeAtCatScale(kind) => format!("{}{CAT_SCALE}", kind.name()),
         }
     }
 
-    /// Where it comes in a plan: base, skills, DATA-MIX, CAT, then the merges.
+    /// Where it comes in a plan: base, skills, DATA-MIX, CAT, its uniform control, then the
+    /// merges, each followed by its matched-scale variant.
     fn position(self) -> usize {
+        let merge = |kind| {
+            5 + 2 * MERGE_ORDER
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or(MERGE_ORDER.len())
+        };
         match self {
             CompareMethod::Base => 0,
             CompareMethod::Skills => 1,
             CompareMethod::DataMix => 2,
             CompareMethod::Cat => 3,
-            CompareMethod::Merge(kind) => {
-                4 + MERGE_ORDER
-                    .iter()
-                    .position(|k| *k == kind)
-                    .unwrap_or(MERGE_ORDER.len())
-            }
+            CompareMethod::CatUniform => 4,
+            CompareMethod::Merge(kind) => merge(kind),
+            CompareMethod::MergeAtCatScale(kind) => merge(kind) + 1,
         }
     }
 
@@ -92,14 +111,21 @@ impl CompareMethod {
             CompareMethod::Skills => "skills".into(),
             CompareMethod::DataMix => "DATA-MIX".into(),
             CompareMethod::Cat => "CAT".into(),
+            CompareMethod::CatUniform => "CAT-UNIFORM".into(),
             CompareMethod::Merge(kind) => kind.name().to_uppercase().replace('_', "-"),
+            CompareMethod::MergeAtCatScale(kind) => {
+                format!("{} @CAT-SCALE", CompareMethod::Merge(kind).row_label())
+            }
         }
     }
 }
 
+/// The suffix of a merge at CAT's scale: `ties@cat-scale`.
+const CAT_SCALE: &str = "@cat-scale";
+
 impl fmt::Display for CompareMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -111,6 +137,22 @@ impl FromStr for CompareMethod {
             "skills" => Ok(CompareMethod::Skills),
             "data-mix" => Ok(CompareMethod::DataMix),
             "cat" => Ok(CompareMethod::Cat),
+            "cat-uniform" => Ok(CompareMethod::CatUniform),
+            other if other.ends_with(CAT_SCALE) => {
+                let kind = other.trim_end_matches(CAT_SCALE);
+                match kind.parse::<MergeKind>() {
+                    Ok(MergeKind::LoraHub) => Err(format!(
+                        "{other:?}: LoraHub searches its own weights, so it has no fixed scale to match"
+                    )),
+                    Ok(MergeKind::Cat) => Err(format!(
+                        "{other:?}: a cat merge at CAT's scale is `cat-uniform`"
+                    )),
+                    Ok(kind) => Ok(CompareMethod::MergeAtCatScale(kind)),
+                    Err(_) => Err(format!(
+                        "unknown merge {kind:?} in {other:?}: expected MERGE@cat-scale, e.g. ties@cat-scale"
+                    )),
+                }
+            }
             other => other.parse::<MergeKind>().map(CompareMethod::Merge).map_err(|_| {
                 let merges: Vec<&str> = MERGE_ORDER
                     .iter()
@@ -118,7 +160,7 @@ impl FromStr for CompareMethod {
                     .map(|k| k.name())
                     .collect();
                 format!(
-                    "unknown comparison method {other:?}: expected base, skills, data-mix, cat or a merge ({})",
+                    "unknown comparison method {other:?}: expected base, skills, data-mix, cat, cat-uniform, a merge ({}) or MERGE@cat-scale",
                     merges.join(", ")
                 )
             }),
@@ -128,7 +170,7 @@ impl FromStr for CompareMethod {
 
 impl Serialize for CompareMethod {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
+        s.serialize_str(&self.name())
     }
 }
 
@@ -221,7 +263,8 @@ pub struct PlanRequest {
     /// The training job skill LoRAs and DATA-MIX are made from; the planner sets its name,
     /// model, data and skill (and a skill's epochs).
     pub train: TrainJob,
-    /// The CAT job; the planner sets its name, model, adapters and data.
+    /// The CAT job; the planner sets its name, model, adapters and data. Its parametrization
+    /// also sets the weights of `cat-uniform` and of the `@cat-scale` merges.
     pub cat: CatJob,
     pub merge: MergeSettings,
 }
@@ -271,7 +314,7 @@ pub enum PlanError {
         needed: usize,
         have: usize,
     },
-    #[error("a fixed-weight cat merge is not among the compositions compared: `cat` is CAT, whose weights are learned")]
+    #[error("a fixed-weight cat merge is not among the compositions compared: `cat` is CAT, whose weights are learned, and `cat-uniform` the concatenation at CAT's starting weights")]
     CatMerge,
 }
 
@@ -283,7 +326,11 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     methods.dedup();
     let have = req.skills.len();
     for &method in &methods {
-        if method == CompareMethod::Merge(MergeKind::Cat) {
+        if matches!(
+            method,
+            CompareMethod::Merge(MergeKind::Cat)
+                | CompareMethod::MergeAtCatScale(MergeKind::Cat | MergeKind::LoraHub)
+        ) {
             return Err(PlanError::CatMerge);
         }
         let needed = method.min_adapters();
@@ -296,6 +343,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     }
     let adapters: Vec<String> = req.skills.iter().map(|s| s.adapter.clone()).collect();
+    // CAT's starting weight for every adapter: what `cat-uniform` and `@cat-scale` use.
+    let cat_scale = vec![req.cat.param.start_weight(adapters.len()); adapters.len()];
     let joined = adapters.join("+");
     let name = |what: &str| match &req.naming {
         Naming::Prefix(prefix) => format!("{prefix}-{what}"),
@@ -368,6 +417,13 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                 builds.push(JobSpec::Cat(job));
                 configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
             }
+            CompareMethod::CatUniform => {
+                let adapter = name("cat-uniform");
+                let mut job = merge_job(req, MergeKind::Cat, &adapter, &adapters, &skill_data)?;
+                job.weights = cat_scale.clone();
+                builds.push(JobSpec::Merge(job));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+            }
             CompareMethod::Merge(kind) => {
                 let adapter = name(kind.name());
                 builds.push(JobSpec::Merge(merge_job(
@@ -377,6 +433,13 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                     &adapters,
                     &skill_data,
                 )?));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+            }
+            CompareMethod::MergeAtCatScale(kind) => {
+                let adapter = name(&format!("{}-cat-scale", kind.name()));
+                let mut job = merge_job(req, kind, &adapter, &adapters, &skill_data)?;
+                job.weights = cat_scale.clone();
+                builds.push(JobSpec::Merge(job));
                 configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
             }
         }

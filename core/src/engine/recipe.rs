@@ -22,7 +22,7 @@ use super::spec::{CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, Tr
 use super::{Engine, JobUpdate};
 use crate::error::{CoreError, Result};
 use crate::lora::Module;
-use crate::train::LoraSpec;
+use crate::train::{cat, CatInit, CatMovement, CatParam, LoraSpec};
 use serde::{Deserialize, Serialize};
 use soup_evals::stats::{holm, mcnemar_exact, paired_bootstrap, wilson95, PowerNote};
 use soup_store::{RecordQuery, RunId, RunKind, RunQuery, RunStatus};
@@ -86,7 +86,28 @@ pub struct Budget {
     pub batch_size: usize,
     pub max_len: usize,
     pub lr: f64,
+    /// Fraction of each skill's data CAT learns its weights on (the paper: 5 %).
     pub cat_fraction: f64,
+    /// The CAT coefficients' own learning rate (a few hundred scalars, not a LoRA).
+    #[serde(default = "default_cat_lr")]
+    pub cat_lr: f64,
+    /// Passes over the CAT sample.
+    #[serde(default = "default_cat_epochs")]
+    pub cat_epochs: usize,
+    /// At least this many CAT optimizer steps, repeating the sample as needed.
+    #[serde(default = "default_cat_min_steps")]
+    pub cat_min_steps: usize,
+    /// Where CAT's weights start: `uniform` (the plain concatenation) or `normal` (the
+    /// paper's N(0, 1) logits).
+    #[serde(default)]
+    pub cat_init: CatInit,
+    /// `softmax` over adapters per layer and module (weights sum to 1), or `free` weights.
+    #[serde(default)]
+    pub cat_param: CatParam,
+    /// Examples of each skill's data outside the CAT sample on which the start and learned
+    /// weights' held-out loss is measured.
+    #[serde(default = "default_cat_heldout")]
+    pub cat_heldout: usize,
     pub eval_limit: usize,
     pub skill_eval_limit: usize,
     pub max_new_tokens: usize,
@@ -111,6 +132,19 @@ fn default_seeds() -> usize {
 
 fn default_skill_gate_margin() -> f64 {
     0.10
+}
+
+fn default_cat_lr() -> f64 {
+    cat::DEFAULT_CAT_LR
+}
+fn default_cat_epochs() -> usize {
+    cat::DEFAULT_CAT_EPOCHS
+}
+fn default_cat_min_steps() -> usize {
+    cat::DEFAULT_CAT_MIN_STEPS
+}
+fn default_cat_heldout() -> usize {
+    cat::DEFAULT_CAT_HELDOUT
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +281,32 @@ impl Recipe {
                         "budget {name}: skill_gate_margin {} is not a share in [0, 1] (0.10 is ten points)",
                         b.skill_gate_margin
                     ),
+                ));
+            }
+
+            if !(b.cat_lr.is_finite() && b.cat_lr > 0.0) {
+                return Err(CoreError::bad_file(
+                    origin,
+                    format!(
+                        "budget {name}: cat_lr {} must be a positive number (CAT's default is {})",
+                        b.cat_lr,
+                        cat::DEFAULT_CAT_LR
+                    ),
+                ));
+            }
+            if !(b.cat_fraction > 0.0 && b.cat_fraction <= 1.0) {
+                return Err(CoreError::bad_file(
+                    origin,
+                    format!(
+                        "budget {name}: cat_fraction {} must be in (0, 1]",
+                        b.cat_fraction
+                    ),
+                ));
+            }
+            if b.cat_epochs == 0 && b.cat_min_steps == 0 {
+                return Err(CoreError::bad_file(
+                    origin,
+                    format!("budget {name}: cat_epochs and cat_min_steps are both 0, so CAT would not train: set cat_epochs = 1"),
                 ));
             }
         }
@@ -490,8 +550,14 @@ impl Recipe {
         train.train.seed = self.seed;
         let mut cat = CatJob::new("", &self.model, Vec::new(), Vec::new());
         cat.sample_fraction = b.cat_fraction;
+        cat.heldout = b.cat_heldout;
+        cat.param = b.cat_param;
+        cat.init = b.cat_init;
         cat.max_len = b.max_len;
         cat.train.batch_size = b.batch_size;
+        cat.train.lr = b.cat_lr;
+        cat.train.epochs = b.cat_epochs;
+        cat.train.min_steps = b.cat_min_steps;
         cat.train.seed = self.seed;
         // Every configuration on the target, and on each skill's own test.
         let mut sets = vec![(
@@ -558,6 +624,23 @@ impl Recipe {
             source,
         })?;
         Ok(plan::with_seeds(plan, b.seeds))
+    }
+}
+
+impl Recipe {
+    /// How far this recipe's CAT moved at `budget_name` (its adapter's recorded
+    /// [`CatMovement`]): `None` when the recipe has no CAT, it has not run yet, or it ran
+    /// before the movement was recorded. For the table's "did not move" mark.
+    pub fn cat_movement(&self, engine: &Engine, budget_name: &str) -> Result<Option<CatMovement>> {
+        if !self.methods.contains(&CompareMethod::Cat) {
+            return Ok(None);
+        }
+        let name = format!("{}-cat", prefix(self, budget_name));
+        Ok(engine
+            .store()
+            .get_adapter(&name)?
+            .as_ref()
+            .and_then(CatMovement::of_adapter))
     }
 }
 

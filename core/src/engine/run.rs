@@ -9,11 +9,13 @@ use crate::lora::{peft, AdapterStack, LoraAdapter};
 use crate::merge::{self, MajoritySign, MergeKind, MergeMethod, MergeOptions};
 use crate::runtime::{LoadedModel, TextGenerator};
 use crate::train::batch::eval_loss;
+use crate::train::cat::HeldOutLoss;
 use crate::train::data::{instruction_seqs, text_seqs, Formatting};
 use crate::train::trainer::clear_checkpoint;
+use crate::train::Trainable;
 use crate::train::{
-    train_loop, CatTrainable, JobControl, LoopConfig, LoraTrainable, TrainEvent, TrainSeq,
-    TrainSummary,
+    train_loop, CatMovement, CatTrainable, JobControl, LoopConfig, LoraTrainable, TrainEvent,
+    TrainSeq, TrainSummary,
 };
 use serde_json::json;
 use soup_evals::datasets::{detect_format, parse_instructions, Format};
@@ -62,6 +64,26 @@ fn training_sets(
     per_source: &dyn Fn(&[usize]) -> Result<Vec<usize>>,
     emit: &mut Emit,
 ) -> Result<Vec<Vec<TrainSeq>>> {
+    let sets = source_seqs(engine, model, sources, fmt, chunk_tokens, emit)?;
+    let sizes: Vec<usize> = sets.iter().map(|s| s.len()).collect();
+    let counts = per_source(&sizes)?;
+    Ok(sets
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(i, (set, n))| sample(set, n.max(1), seed ^ i as u64))
+        .collect())
+}
+
+/// Every source's sequences, one list per source, in file order.
+fn source_seqs(
+    engine: &Engine,
+    model: &LoadedModel,
+    sources: &[DataSource],
+    fmt: &Formatting,
+    chunk_tokens: usize,
+    emit: &mut Emit,
+) -> Result<Vec<Vec<TrainSeq>>> {
     let mut sets = Vec::new();
     for src in sources {
         let (path, text) = read(engine.data_dir(), src)?;
@@ -94,13 +116,7 @@ fn training_sets(
         }
         sets.push(seqs);
     }
-    let sizes: Vec<usize> = sets.iter().map(|s| s.len()).collect();
-    let counts = per_source(&sizes)?;
-    let mut all = Vec::new();
-    for (i, (set, n)) in sets.iter().zip(counts).enumerate() {
-        all.push(sample(set, n.max(1), seed ^ i as u64));
-    }
-    Ok(all)
+    Ok(sets)
 }
 
 /// [`training_sets`] as one list, sources in order.
@@ -403,32 +419,63 @@ fn run_cat(
             "must be in (0, 1]",
         ));
     }
-    let per_source = move |sizes: &[usize]| -> Result<Vec<usize>> {
-        Ok(sizes
-            .iter()
-            .map(|&n| ((n as f64 * fraction).ceil() as usize).clamp(1, n))
-            .collect())
-    };
-    let seqs = training_seqs(
-        engine,
-        &model,
-        &job.data,
-        &fmt,
-        256,
-        job.train.seed,
-        &per_source,
-        emit,
-    )?;
+    // The sample: the first ceil(fraction * n) of each dataset's seeded shuffle (what it
+    // always was); held out: the next `heldout` of the same shuffle, never trained on.
+    let sets = source_seqs(engine, &model, &job.data, &fmt, 256, emit)?;
+    let mut seqs = Vec::new();
+    let mut heldout = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        let n = ((set.len() as f64 * fraction).ceil() as usize).clamp(1, set.len());
+        let h = job.heldout.min(set.len() - n);
+        let shuffled = sample(set, n + h, job.train.seed ^ i as u64);
+        let (train, held) = shuffled.split_at(n);
+        seqs.extend_from_slice(train);
+        heldout.extend_from_slice(held);
+    }
     let layers = model.model.layers.len();
     let cat = CatTrainable::new(
         adapters.clone(),
         layers,
         job.param,
+        job.init,
         job.train.seed,
         model.model.device(),
     )?;
+    let start = cat.weight_values()?;
+    let batch = job.train.batch_size.max(1);
+    let start_loss = if heldout.is_empty() {
+        None
+    } else {
+        Some(eval_loss(&model.model, &cat.stack()?, &heldout, batch)?)
+    };
     let summary = run_loop(engine, id, &model, &cat, &seqs, &[], &job.train, ctl, emit)?;
     let values = cat.weight_values()?;
+    let heldout_loss = match start_loss {
+        Some(start) => Some(HeldOutLoss {
+            source: "unsampled skill data".into(),
+            examples: heldout.len(),
+            start,
+            learned: eval_loss(&model.model, &cat.stack()?, &heldout, batch)?,
+        }),
+        None => None,
+    };
+    let movement = CatMovement::measure(
+        &adapters,
+        layers,
+        job.param,
+        job.init,
+        &start,
+        &values,
+        heldout_loss,
+    )?;
+    emit(JobUpdate::Progress {
+        done: summary.steps as u64,
+        total: summary.total_steps as u64,
+        message: movement.summary(),
+        loss: None,
+        tokens_per_s: None,
+        eta_s: None,
+    });
     let mut folded = merge::cat::fold_cat(&adapters, layers, &values)?;
     folded.name = job.name.clone();
     let weights = CatWeights {
@@ -440,7 +487,13 @@ fn run_cat(
             .collect(),
         values: values.clone(),
     };
-    let hyper = json!({ "job": job, "examples": seqs.len(), "run": id.to_string() });
+    let hyper = json!({
+        "job": job,
+        "examples": seqs.len(),
+        "heldout_examples": heldout.len(),
+        "run": id.to_string(),
+        "cat_movement": movement,
+    });
     save_adapter(
         engine,
         &folded,
@@ -456,6 +509,7 @@ fn run_cat(
     clear_checkpoint(&engine.job_dir(id))?;
     let mut out = train_json(&job.name, &summary);
     out["cat_weights"] = json!({ "adapters": job.adapters, "layers": layers, "modules": crate::lora::ALL_MODULES.iter().map(|m| m.hf_name()).collect::<Vec<_>>(), "values": values });
+    out["cat_movement"] = json!(movement);
     Ok(RunOutcome { summary: out })
 }
 

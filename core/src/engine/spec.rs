@@ -4,7 +4,10 @@
 use crate::device::Precision;
 use crate::lora::Module;
 use crate::merge::MergeKind;
-use crate::train::{CatParam, LoopConfig, LoraSpec};
+use crate::train::cat::{
+    DEFAULT_CAT_EPOCHS, DEFAULT_CAT_HELDOUT, DEFAULT_CAT_LR, DEFAULT_CAT_MIN_STEPS,
+};
+use crate::train::{CatInit, CatParam, LoopConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -73,7 +76,8 @@ pub struct TrainJob {
     pub dtype: Option<Precision>,
 }
 
-/// Learn CAT weights over frozen skill adapters.
+/// Learn CAT weights over frozen skill adapters. Its loop's `lr`, `epochs` and `min_steps`
+/// are the CAT coefficients' own (a recipe's `cat_lr`, `cat_epochs`, `cat_min_steps`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatJob {
     pub name: String,
@@ -81,8 +85,16 @@ pub struct CatJob {
     pub adapters: Vec<String>,
     pub data: Vec<DataSource>,
     pub param: CatParam,
+    /// Where the weights start: the plain concatenation (`uniform`) or the paper's random
+    /// logits (`normal`). Specs stored before it existed ran `normal` and read so.
+    #[serde(default = "CatInit::legacy")]
+    pub init: CatInit,
     /// Fraction of each dataset used (the paper: 5 %).
     pub sample_fraction: f64,
+    /// Up to this many examples of each dataset outside the sample, on which the start and
+    /// the learned weights' loss are compared (0: none; specs stored before it read as 0).
+    #[serde(default)]
+    pub heldout: usize,
     pub train: LoopConfig,
     pub max_len: usize,
     #[serde(default)]
@@ -320,10 +332,13 @@ impl CatJob {
             adapters,
             data,
             param: CatParam::Softmax,
+            init: CatInit::Uniform,
             sample_fraction: 0.05,
+            heldout: DEFAULT_CAT_HELDOUT,
             train: LoopConfig {
-                epochs: 1,
-                lr: 1e-4,
+                epochs: DEFAULT_CAT_EPOCHS,
+                min_steps: DEFAULT_CAT_MIN_STEPS,
+                lr: DEFAULT_CAT_LR,
                 dropout: 0.0,
                 ..LoopConfig::default()
             },
@@ -415,6 +430,28 @@ mod tests {
             assert_eq!(target.label(), format!("{name}(a,b)"));
             assert_eq!(serde_json::to_string(&target).unwrap(), stored);
         }
+    }
+
+    /// A CAT spec stored before CAT had its own start, minimum steps and held-out set reads as
+    /// what it ran (the paper's random start, no minimum, no held-out loss).
+    #[test]
+    fn a_cat_spec_from_before_the_cat_settings_reads_as_what_it_ran() {
+        let old = r#"{"job":"cat","name":"c","model":"default","adapters":["a","b"],
+            "data":[{"builtin":"math-train"}],"param":"softmax","sample_fraction":0.05,
+            "train":{"batch_size":8,"checkpoint_every":50,"decay":"linear","dropout":0.0,
+            "epochs":1,"eval_every":0,"grad_accum":1,"lr":0.0001,"max_grad_norm":1.0,
+            "max_steps":null,"seed":0,"warmup_ratio":0.03,"weight_decay":0.0},
+            "max_len":512,"train_on_inputs":false}"#;
+        let JobSpec::Cat(job) = serde_json::from_str::<JobSpec>(old).unwrap() else {
+            panic!()
+        };
+        assert_eq!(job.init, CatInit::Normal);
+        assert_eq!(job.heldout, 0);
+        assert_eq!(job.train.min_steps, 0);
+        let new = CatJob::new("c", "default", vec![], vec![]);
+        assert_eq!(new.init, CatInit::Uniform);
+        assert_eq!(new.train.lr, DEFAULT_CAT_LR);
+        assert_eq!(new.train.min_steps, DEFAULT_CAT_MIN_STEPS);
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub struct LoopConfig {
     pub checkpoint_every: usize,
     /// Stop after this many optimizer steps (for smoke runs and tests).
     pub max_steps: Option<usize>,
+    /// Take at least this many optimizer steps, with further passes over the data as needed
+    /// (CAT: a small sample is otherwise a dozen steps, too few for its coefficients to move).
+    /// `max_steps` still caps it. Not written when 0, so specs from before it read the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_steps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for LoopConfig {
@@ -65,6 +74,7 @@ impl Default for LoopConfig {
             eval_every: 0,
             checkpoint_every: 50,
             max_steps: None,
+            min_steps: 0,
         }
     }
 }
@@ -130,11 +140,13 @@ struct CheckpointMeta {
     seconds: f64,
 }
 
-/// The micro-batches (indices into the training set) of every optimizer step, in order.
+/// The micro-batches (indices into the training set) of every optimizer step, in order:
+/// `epochs` passes, then more (each its own shuffle) until there are `min_steps`.
 fn plan(train: &[TrainSeq], cfg: &LoopConfig) -> Vec<(usize, Vec<Vec<usize>>)> {
     let lens: Vec<usize> = train.iter().map(|s| s.ids.len()).collect();
     let mut steps = Vec::new();
-    for epoch in 0..cfg.epochs {
+    let mut epoch = 0;
+    while epoch < cfg.epochs || (steps.len() < cfg.min_steps && !train.is_empty()) {
         let batches = make_batches(
             train.len(),
             &lens,
@@ -144,6 +156,11 @@ fn plan(train: &[TrainSeq], cfg: &LoopConfig) -> Vec<(usize, Vec<Vec<usize>>)> {
         for group in batches.chunks(cfg.grad_accum.max(1)) {
             steps.push((epoch, group.to_vec()));
         }
+        epoch += 1;
+    }
+    if epoch > cfg.epochs {
+        // The passes added for min_steps end at min_steps, not at the end of a pass.
+        steps.truncate(cfg.min_steps);
     }
     if let Some(m) = cfg.max_steps {
         steps.truncate(m);
@@ -470,4 +487,49 @@ pub fn clear_checkpoint(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs(n: usize) -> Vec<TrainSeq> {
+        (0..n)
+            .map(|i| TrainSeq {
+                ids: vec![1, 2, 3 + i as u32],
+                target: vec![false, true, true],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn min_steps_repeats_the_data_and_stops_at_the_minimum() {
+        let data = seqs(5);
+        let cfg = |epochs, min_steps, max_steps| LoopConfig {
+            epochs,
+            batch_size: 2,
+            min_steps,
+            max_steps,
+            ..Default::default()
+        };
+        // 5 examples at batch 2: 3 steps a pass.
+        assert_eq!(plan(&data, &cfg(1, 0, None)).len(), 3);
+        let steps = plan(&data, &cfg(1, 8, None));
+        assert_eq!(steps.len(), 8);
+        let epochs: Vec<usize> = steps.iter().map(|(e, _)| *e).collect();
+        assert_eq!(epochs, [0, 0, 0, 1, 1, 1, 2, 2]);
+        // Every pass sees every example once.
+        let mut seen: Vec<usize> = steps[3..6].iter().flat_map(|(_, g)| g.concat()).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        // A minimum below what the epochs give changes nothing; max_steps still caps.
+        assert_eq!(plan(&data, &cfg(4, 5, None)).len(), 12);
+        assert_eq!(plan(&data, &cfg(1, 8, Some(4))).len(), 4);
+        // Written only when set, so older specs serialize as before.
+        let json = serde_json::to_value(cfg(1, 0, None)).unwrap();
+        assert!(json.get("min_steps").is_none(), "{json}");
+        let back: LoopConfig =
+            serde_json::from_value(serde_json::to_value(cfg(1, 8, None)).unwrap()).unwrap();
+        assert_eq!(back.min_steps, 8);
+    }
 }

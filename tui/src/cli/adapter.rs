@@ -176,6 +176,12 @@ fn show(ctx: &super::Ctx, store: &Store, name: &str) -> Result<()> {
         println!("run       {run}");
     }
     print_loss_curve(&a);
+    if let Some(m) = soup_core::train::CatMovement::of_adapter(&a) {
+        println!("CAT run   {}", m.summary());
+        for line in m.spread_lines() {
+            println!("          {line}");
+        }
+    }
     if let Some(w) = &a.cat_weights {
         println!();
         print!("{}", cat_table(w));

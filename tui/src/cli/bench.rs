@@ -17,7 +17,8 @@ pub struct BenchArgs {
     /// on the weights; nothing to download or carry).
     #[arg(long, value_name = "CONFIG_JSON")]
     pub config: Option<PathBuf>,
-    /// Which figures: any of gen, train, merge.
+    /// Which figures: any of gen, train, merge; or cat-lr, CAT's learning-rate sweep on two
+    /// adapters that memorized disjoint facts (held-out loss per learning rate).
     #[arg(long, default_value = "gen,train,merge")]
     pub only: String,
     /// Timed repetitions per figure (after one warm-up); medians are printed.
@@ -47,14 +48,15 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
     if let Some(bad) = only
         .iter()
-        .find(|o| !matches!(**o, "gen" | "train" | "merge"))
+        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "cat-lr"))
     {
-        bail!("--only {bad:?}: expected gen, train or merge");
+        bail!("--only {bad:?}: expected gen, train, merge or cat-lr");
     }
     let opts = BenchOptions {
         generation: only.contains(&"gen"),
         training: only.contains(&"train"),
         merges: only.contains(&"merge"),
+        cat_lr: only.contains(&"cat-lr"),
         reps: args.reps,
     };
     eprintln!(

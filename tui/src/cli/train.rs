@@ -7,8 +7,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use soup_core::engine::{CatJob, DataSource, JobSpec, RunOutcome, TrainJob};
 use soup_core::lora::Module;
+use soup_core::train::cat::{DEFAULT_CAT_HELDOUT, DEFAULT_CAT_MIN_STEPS};
 use soup_core::train::optim::Decay;
-use soup_core::train::CatParam;
+use soup_core::train::{CatInit, CatMovement, CatParam};
 use soup_store::RunId;
 
 #[derive(Debug, Args)]
@@ -28,8 +29,10 @@ enum TrainCommand {
 /// Loop options shared by LoRA and CAT training (defaults differ, so all are optional).
 #[derive(Debug, Args)]
 struct LoopArgs {
+    /// Learning rate [default: 3e-4 for a LoRA; 5e-2 for CAT's coefficients].
     #[arg(long)]
     lr: Option<f64>,
+    /// Passes over the data [default: 3 for a LoRA; 1 for CAT, more when --min-steps needs].
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -126,12 +129,24 @@ struct CatArgs {
     data: Vec<String>,
     #[arg(long, required_unless_present = "resume")]
     name: Option<String>,
-    /// softmax over adapters per layer and module (the paper's code), or free weights.
-    #[arg(long)]
-    param: Option<CatParam>,
+    /// softmax over adapters per layer and module (the paper's code; each slot's weights sum
+    /// to 1), or free weights.
+    #[arg(long, default_value_t = CatParam::Softmax)]
+    param: CatParam,
+    /// Where the weights start: uniform (the plain concatenation: weights 1/k under softmax,
+    /// 1 when free) or normal (plus N(0, 1) noise: the paper's random logits).
+    #[arg(long, default_value_t = CatInit::Uniform)]
+    init: CatInit,
+    /// Take at least this many optimizer steps, repeating the sample as needed.
+    #[arg(long, default_value_t = DEFAULT_CAT_MIN_STEPS)]
+    min_steps: usize,
     /// Fraction of each dataset used (the paper: 5 %).
-    #[arg(long)]
-    sample_fraction: Option<f64>,
+    #[arg(long, default_value_t = 0.05)]
+    sample_fraction: f64,
+    /// Examples of each dataset outside the sample on which the start and the learned weights'
+    /// loss are compared (0: none).
+    #[arg(long, default_value_t = DEFAULT_CAT_HELDOUT)]
+    heldout: usize,
     #[command(flatten)]
     common: LoopArgs,
 }
@@ -305,15 +320,15 @@ fn cat(ctx: &super::Ctx, a: CatArgs) -> Result<()> {
         adapters,
         data_sources(&a.data),
     );
-    if let Some(p) = a.param {
-        job.param = p;
+    job.param = a.param;
+    job.init = a.init;
+    job.train.min_steps = a.min_steps;
+    job.heldout = a.heldout;
+    let f = a.sample_fraction;
+    if !(f > 0.0 && f <= 1.0) {
+        bail!("--sample-fraction {f} must be in (0, 1]");
     }
-    if let Some(f) = a.sample_fraction {
-        if !(f > 0.0 && f <= 1.0) {
-            bail!("--sample-fraction {f} must be in (0, 1]");
-        }
-        job.sample_fraction = f;
-    }
+    job.sample_fraction = f;
     apply_loop(&a.common, &mut job.train);
     check_loop(&job.train)?;
     if let Some(v) = a.common.max_len {
@@ -353,6 +368,12 @@ pub fn report(ctx: &super::Ctx, id: RunId, out: &RunOutcome) -> Result<()> {
     }
     if let (Some(sec), Some(tps)) = (num("seconds"), num("tokens_per_s")) {
         println!("{sec:.1} s, {tps:.0} tokens/s");
+    }
+    if let Some(m) = CatMovement::from_hyperparams(s) {
+        println!("{}", m.summary());
+        for line in m.spread_lines() {
+            println!("  {line}");
+        }
     }
     if s.get("cat_weights").is_some() {
         if let Some(name) = s.get("name").and_then(|v| v.as_str()) {

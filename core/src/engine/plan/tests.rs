@@ -373,3 +373,159 @@ fn seeds_repeat_only_the_random_builds_with_suffixed_names_and_shifted_seeds() {
     assert!(evals.contains(&format!("{cat}-seed2")));
     assert_eq!(seed_name("x", 0), "x");
 }
+
+/// `cat-uniform` is the concatenation at CAT's start: a fixed-weight cat merge at 1/k each (no
+/// training job), and `KIND@cat-scale` the merge at the same weights; with free CAT weights
+/// the start, and so the scale, is 1.
+#[test]
+fn cat_uniform_and_matched_scale_merges_use_cats_starting_weights() {
+    let methods: Vec<CompareMethod> = ["ties@cat-scale", "cat-uniform", "ties", "cat"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    let mut req = request(methods);
+    let p = plan(&req).unwrap();
+    assert_eq!(
+        labels(&p.builds),
+        [
+            "cat cat-code+math",
+            "merge cat-uniform-code+math (cat)",
+            "merge ties-code+math (ties)",
+            "merge ties-cat-scale-code+math (ties)",
+        ]
+    );
+    let rows: Vec<&str> = p.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(rows, ["CAT", "CAT-UNIFORM", "TIES", "TIES @CAT-SCALE"]);
+    let merges = |p: &Plan| -> Vec<MergeJob> {
+        p.builds
+            .iter()
+            .filter_map(|j| match j {
+                JobSpec::Merge(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let m = merges(&p);
+    assert_eq!(m[0].method, MergeKind::Cat);
+    assert_eq!(m[0].weights, [0.5, 0.5]);
+    assert_eq!(
+        m[1].weights,
+        [1.0, 1.0],
+        "the plain merge keeps the given weights"
+    );
+    assert_eq!(m[2].weights, [0.5, 0.5]);
+    assert!(
+        !p.builds.iter().any(|j| matches!(j, JobSpec::Train(_))),
+        "no training for the controls"
+    );
+    // Without CAT itself the control is still a merge, nothing trained.
+    req.methods = vec![CompareMethod::CatUniform];
+    let only = plan(&req).unwrap();
+    assert_eq!(labels(&only.builds), ["merge cat-uniform-code+math (cat)"]);
+
+    req.methods = vec![
+        CompareMethod::CatUniform,
+        CompareMethod::MergeAtCatScale(MergeKind::Linear),
+    ];
+    req.cat.param = crate::train::CatParam::Free;
+    for m in merges(&plan(&req).unwrap()) {
+        assert_eq!(m.weights, [1.0, 1.0], "{}", m.name);
+    }
+    req.skills.push(skill("qa", Some("builtin:qa-train")));
+    req.cat.param = crate::train::CatParam::Softmax;
+    for m in merges(&plan(&req).unwrap()) {
+        assert_eq!(m.weights, [1.0 / 3.0; 3], "{}", m.name);
+    }
+}
+
+#[test]
+fn matched_scale_names_read_back_and_refuse_what_has_no_scale() {
+    for text in ["cat-uniform", "ties@cat-scale", "dare_linear@cat-scale"] {
+        let m: CompareMethod = text.parse().unwrap();
+        assert_eq!(m.name(), text);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<CompareMethod>(&json).unwrap(), m);
+    }
+    let err = "lorahub@cat-scale".parse::<CompareMethod>().unwrap_err();
+    assert!(err.contains("searches its own weights"), "{err}");
+    let err = "cat@cat-scale".parse::<CompareMethod>().unwrap_err();
+    assert!(err.contains("cat-uniform"), "{err}");
+    let err = "tie@cat-scale".parse::<CompareMethod>().unwrap_err();
+    assert!(err.contains("tie"), "{err}");
+    // A plan asked for them directly refuses them too.
+    let req = request(vec![CompareMethod::MergeAtCatScale(MergeKind::LoraHub)]);
+    assert_eq!(plan(&req).unwrap_err(), PlanError::CatMerge);
+}
+
+/// Every CAT hyperparameter of a recipe's budget reaches the CAT job it plans; a recipe
+/// without them gets CAT's defaults.
+#[test]
+fn recipe_budget_cat_fields_reach_the_cat_job() {
+    use crate::engine::recipe::{Recipe, BUILTIN_RECIPES};
+    use crate::train::cat::{DEFAULT_CAT_HELDOUT, DEFAULT_CAT_LR, DEFAULT_CAT_MIN_STEPS};
+    use crate::train::{CatInit, CatParam};
+    let text = BUILTIN_RECIPES[0].1;
+    let cat_job = |text: &str| -> CatJob {
+        let r = Recipe::parse(text, "t").unwrap();
+        let jobs = r.plan("tiny").unwrap().builds;
+        jobs.into_iter()
+            .find_map(|j| match j {
+                JobSpec::Cat(c) => Some(c),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let changed = text
+        .replacen("cat_lr = 5e-2", "cat_lr = 0.07", 1)
+        .replacen("cat_epochs = 1", "cat_epochs = 2", 1)
+        .replacen("cat_min_steps = 24", "cat_min_steps = 33", 1)
+        .replacen("cat_init = \"uniform\"", "cat_init = \"normal\"", 1)
+        .replacen("cat_param = \"softmax\"", "cat_param = \"free\"", 1)
+        .replacen("cat_heldout = 16", "cat_heldout = 5", 1)
+        .replacen("cat_fraction = 0.012", "cat_fraction = 0.25", 1);
+    assert_ne!(changed, text);
+    let c = cat_job(&changed);
+    assert_eq!(c.train.lr, 0.07);
+    assert_eq!(c.train.epochs, 2);
+    assert_eq!(c.train.min_steps, 33);
+    assert_eq!(c.init, CatInit::Normal);
+    assert_eq!(c.param, CatParam::Free);
+    assert_eq!(c.heldout, 5);
+    assert_eq!(c.sample_fraction, 0.25);
+
+    // Without the fields: CAT's defaults.
+    let bare: String = text
+        .lines()
+        .filter(|l| {
+            ![
+                "cat_lr",
+                "cat_epochs",
+                "cat_min_steps",
+                "cat_init",
+                "cat_param",
+                "cat_heldout",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = cat_job(&bare);
+    assert_eq!(c.train.lr, DEFAULT_CAT_LR);
+    assert_eq!(c.train.min_steps, DEFAULT_CAT_MIN_STEPS);
+    assert_eq!(c.heldout, DEFAULT_CAT_HELDOUT);
+    assert_eq!(c.init, CatInit::Uniform);
+
+    // Nonsense is refused when the recipe is read, naming the field.
+    for (from, to) in [
+        ("cat_lr = 5e-2", "cat_lr = -1.0"),
+        ("cat_lr = 5e-2", "cat_lr = nan"),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        let err = Recipe::parse(&bad, "t").unwrap_err().to_string();
+        assert!(err.contains("cat_lr"), "{err}");
+    }
+    let bad = text.replacen("cat_init = \"uniform\"", "cat_init = \"zeros\"", 1);
+    let err = Recipe::parse(&bad, "t").unwrap_err().to_string();
+    assert!(err.contains("zeros"), "{err}");
+}

@@ -44,6 +44,8 @@ pub fn method_label(method: CompareMethod) -> &'static str {
         CompareMethod::Merge(MergeKind::Svd) => "SVD",
         CompareMethod::Merge(MergeKind::LoraHub) => "LoraHub",
         CompareMethod::Merge(other) => other.name(),
+        CompareMethod::CatUniform => "CAT uniform",
+        CompareMethod::MergeAtCatScale(_) => "merge at CAT's scale",
         CompareMethod::Skills => "single adapter",
         CompareMethod::Base => "base",
     }
@@ -66,6 +68,8 @@ pub fn method_description(method: CompareMethod) -> &'static str {
             "merge: weights searched gradient-free on a few examples"
         }
         CompareMethod::Merge(_) => "merge: a fixed-weight PEFT merge",
+        CompareMethod::CatUniform => "the concatenation at CAT's starting weights, not learned",
+        CompareMethod::MergeAtCatScale(_) => "the merge with every adapter at CAT's weight (1/k)",
         CompareMethod::Skills => "each picked adapter alone",
         CompareMethod::Base => "the base model, no adapter",
     }
