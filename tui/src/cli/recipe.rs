@@ -31,6 +31,9 @@ pub struct RecipeArgs {
     /// Print the recipe file of a built-in recipe instead of running it (to copy and edit).
     #[arg(long)]
     pub show: bool,
+    // Where the evaluations generate (training, merges and grading stay local).
+    #[command(flatten)]
+    pub backend: super::eval::BackendArgs,
 }
 
 pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
@@ -43,7 +46,8 @@ pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
-    let recipe = Recipe::load(&args.recipe)?;
+    let mut recipe = Recipe::load(&args.recipe)?;
+    recipe.remote = args.backend.remote()?;
     let engine = ctx.engine()?;
     super::check_model(&engine, &recipe.model)?;
     let t0 = Instant::now();
