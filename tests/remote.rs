@@ -127,9 +127,16 @@ fn remote_records_equal_local_ones_when_the_server_answers_alike() {
     let run = e.store().get_run(remote_run).unwrap().unwrap();
     let spec = run.spec.to_string();
     assert!(spec.contains(&server.url) && spec.contains("SOUP_TEST_REMOTE_KEY"));
-    assert!(!spec.contains("k-123"), "the key leaked into the spec: {spec}");
+    assert!(
+        !spec.contains("k-123"),
+        "the key leaked into the spec: {spec}"
+    );
     assert_eq!(out.summary["backend"]["route"], "base");
-    assert!(run.progress.message.contains(&server.url), "{:?}", run.progress);
+    assert!(
+        run.progress.message.contains(&server.url),
+        "{:?}",
+        run.progress
+    );
 }
 
 #[test]

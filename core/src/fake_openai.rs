@@ -197,11 +197,20 @@ fn serve(st: &State, stream: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-fn default_reply(st: &State, method: &str, path: &str, body: &Value) -> (u16, String, Vec<(String, String)>) {
+fn default_reply(
+    st: &State,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, String, Vec<(String, String)>) {
     match (method, path) {
         ("GET", "/v1/models") => {
             let data = st.models.lock().unwrap().clone();
-            (200, json!({"object": "list", "data": data}).to_string(), Vec::new())
+            (
+                200,
+                json!({"object": "list", "data": data}).to_string(),
+                Vec::new(),
+            )
         }
         ("POST", "/v1/completions") => {
             let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -219,7 +228,8 @@ fn default_reply(st: &State, method: &str, path: &str, body: &Value) -> (u16, St
                 let msg = format!("The model `{model}` does not exist.");
                 return (
                     404,
-                    json!({"error": {"message": msg, "type": "NotFoundError", "code": 404}}).to_string(),
+                    json!({"error": {"message": msg, "type": "NotFoundError", "code": 404}})
+                        .to_string(),
                     Vec::new(),
                 );
             }
@@ -238,13 +248,28 @@ fn default_reply(st: &State, method: &str, path: &str, body: &Value) -> (u16, St
         ("POST", "/v1/load_lora_adapter") => {
             let name = body["lora_name"].as_str().unwrap_or("").to_string();
             let path = body["lora_path"].as_str().unwrap_or("");
-            if !std::path::Path::new(path).join("adapter_config.json").exists() {
-                return (400, json!({"message": format!("no adapter at {path}")}).to_string(), Vec::new());
+            if !std::path::Path::new(path)
+                .join("adapter_config.json")
+                .exists()
+            {
+                return (
+                    400,
+                    json!({"message": format!("no adapter at {path}")}).to_string(),
+                    Vec::new(),
+                );
             }
             let mut models = st.models.lock().unwrap();
-            let parent = models.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
-            models.push(json!({"id": name, "object": "model", "owned_by": "vllm", "parent": parent}));
-            (200, format!("Success: LoRA adapter '{name}' added successfully."), Vec::new())
+            let parent = models
+                .first()
+                .map(|m| m["id"].clone())
+                .unwrap_or(Value::Null);
+            models
+                .push(json!({"id": name, "object": "model", "owned_by": "vllm", "parent": parent}));
+            (
+                200,
+                format!("Success: LoRA adapter '{name}' added successfully."),
+                Vec::new(),
+            )
         }
         _ => (404, json!({"detail": "Not Found"}).to_string(), Vec::new()),
     }

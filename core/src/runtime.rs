@@ -231,7 +231,9 @@ pub fn load_model_at(
 /// loaded whole.
 pub fn load_tokenizer_at(path: &Path) -> Result<SoupTokenizer> {
     if path.is_file() {
-        return Ok(load_model_at("gguf", path, &Device::Cpu, crate::device::Precision::F32)?.tokenizer);
+        return Ok(
+            load_model_at("gguf", path, &Device::Cpu, crate::device::Precision::F32)?.tokenizer,
+        );
     }
     SoupTokenizer::from_hf_dir(path)
 }

@@ -19,8 +19,18 @@ fn an_eval_run_exports_in_lm_eval_schema() {
     let out = ok(
         data.path(),
         &[
-            "--json", "eval", "--task", "manual-qa", "--model", &model, "--limit", "3",
-            "--max-new-tokens", "8", "--shots", "0",
+            "--json",
+            "eval",
+            "--task",
+            "manual-qa",
+            "--model",
+            &model,
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--shots",
+            "0",
         ],
     );
     let summary: Value = serde_json::from_str(out.trim()).unwrap();
@@ -36,7 +46,9 @@ fn an_eval_run_exports_in_lm_eval_schema() {
     let dir_s = dir.display().to_string();
     ok(
         data.path(),
-        &["runs", "export", &run, "--format", "lm-eval", "--out", &dir_s],
+        &[
+            "runs", "export", &run, "--format", "lm-eval", "--out", &dir_s,
+        ],
     );
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -84,7 +96,10 @@ fn an_eval_run_exports_in_lm_eval_schema() {
     assert_eq!(task["alias"], "manual-qa");
     assert_eq!(results["n-shot"]["manual-qa"], 0);
     assert_eq!(results["n-samples"]["manual-qa"]["effective"], 3);
-    assert_eq!(results["configs"]["manual-qa"]["output_type"], "generate_until");
+    assert_eq!(
+        results["configs"]["manual-qa"]["output_type"],
+        "generate_until"
+    );
     assert_eq!(
         results["configs"]["manual-qa"]["generation_kwargs"]["max_gen_toks"],
         8
@@ -147,7 +162,9 @@ fn an_eval_run_exports_in_lm_eval_schema() {
     // The folder is now non-empty: a second export into it needs --force.
     let err = fails(
         data.path(),
-        &["runs", "export", &run, "--format", "lm-eval", "--out", &dir_s],
+        &[
+            "runs", "export", &run, "--format", "lm-eval", "--out", &dir_s,
+        ],
     );
     assert!(err.contains("--force"), "{err}");
     ok(
@@ -163,14 +180,27 @@ fn backend_settings_without_the_openai_backend_are_refused() {
     let err = fails(
         data.path(),
         &[
-            "eval", "--task", "manual-qa", "--model", &model, "--base-url",
+            "eval",
+            "--task",
+            "manual-qa",
+            "--model",
+            &model,
+            "--base-url",
             "http://localhost:1",
         ],
     );
     assert!(err.contains("--backend openai"), "{err}");
     let err = fails(
         data.path(),
-        &["eval", "--task", "manual-qa", "--model", &model, "--backend", "openai"],
+        &[
+            "eval",
+            "--task",
+            "manual-qa",
+            "--model",
+            &model,
+            "--backend",
+            "openai",
+        ],
     );
     assert!(err.contains("--base-url"), "{err}");
     // A server that is not there: a clear error, and no run is left marked running.
@@ -183,9 +213,21 @@ fn backend_settings_without_the_openai_backend_are_refused() {
     let err = fails(
         data.path(),
         &[
-            "eval", "--task", "manual-qa", "--model", &model, "--limit", "1", "--backend",
-            "openai", "--base-url", &url,
+            "eval",
+            "--task",
+            "manual-qa",
+            "--model",
+            &model,
+            "--limit",
+            "1",
+            "--backend",
+            "openai",
+            "--base-url",
+            &url,
         ],
     );
-    assert!(err.contains("could not reach") && err.contains(&url), "{err}");
+    assert!(
+        err.contains("could not reach") && err.contains(&url),
+        "{err}"
+    );
 }

@@ -953,14 +953,8 @@ fn run_eval_remote(
             }
         }
     };
-    let placed = crate::remote::place_target(
-        engine,
-        &client,
-        remote,
-        &job.target,
-        &model_name,
-        &build,
-    )?;
+    let placed =
+        crate::remote::place_target(engine, &client, remote, &job.target, &model_name, &build)?;
     tracing::info!(
         "evaluating {} on {} as model {:?}",
         job.target.label(),

@@ -19,7 +19,9 @@ use std::time::Duration;
 /// Why a request to the server failed, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("could not reach the server at {url}: {message} (is it running, and is --base-url right?)")]
+    #[error(
+        "could not reach the server at {url}: {message} (is it running, and is --base-url right?)"
+    )]
     Unreachable { url: String, message: String },
     #[error("environment variable {var} (from --api-key-env) is not set: export the server's API key in it, or drop --api-key-env for a server without a key")]
     MissingKey { var: String },
@@ -158,19 +160,22 @@ impl OpenAiClient {
         let url = format!("{}/models", self.base);
         let body = self.send("GET", &url, None)?;
         let v: Value = parse_json(&url, &body)?;
-        let data = v
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| RemoteError::BadResponse {
-                url: url.clone(),
-                message: "no \"data\" list in the model listing".into(),
-            })?;
+        let data =
+            v.get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| RemoteError::BadResponse {
+                    url: url.clone(),
+                    message: "no \"data\" list in the model listing".into(),
+                })?;
         Ok(data
             .iter()
             .filter_map(|m| {
                 Some(RemoteModel {
                     id: m.get("id")?.as_str()?.to_string(),
-                    owned_by: m.get("owned_by").and_then(Value::as_str).map(str::to_string),
+                    owned_by: m
+                        .get("owned_by")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     parent: m.get("parent").and_then(Value::as_str).map(str::to_string),
                 })
             })
@@ -238,13 +243,14 @@ impl OpenAiClient {
                 url: url.clone(),
                 message: "no choices in the completion".into(),
             })?;
-        let out = choice
-            .get("text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RemoteError::BadResponse {
-                url: url.clone(),
-                message: "the first choice has no \"text\"".into(),
-            })?;
+        let out =
+            choice
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| RemoteError::BadResponse {
+                    url: url.clone(),
+                    message: "the first choice has no \"text\"".into(),
+                })?;
         let usage = |k: &str| {
             v.get("usage")
                 .and_then(|u| u.get(k))
@@ -365,7 +371,10 @@ impl OpenAiClient {
 fn parse_json(url: &str, text: &str) -> Result<Value, RemoteError> {
     serde_json::from_str(text).map_err(|e| RemoteError::BadResponse {
         url: url.into(),
-        message: format!("not JSON ({e}): {}", text.chars().take(200).collect::<String>()),
+        message: format!(
+            "not JSON ({e}): {}",
+            text.chars().take(200).collect::<String>()
+        ),
     })
 }
 

@@ -62,7 +62,10 @@ fn column(m: &[f64], rows: usize, cols: usize, j: usize) -> Vec<f64> {
 pub fn fit_to_rank(adapter: &LoraAdapter, max_lora_rank: usize) -> Result<FittedAdapter> {
     let source_rank = adapter.pairs.values().map(|p| p.rank()).max().unwrap_or(0);
     if source_rank == 0 {
-        return Err(CoreError::adapter(&adapter.name, "has no LoRA pairs to export"));
+        return Err(CoreError::adapter(
+            &adapter.name,
+            "has no LoRA pairs to export",
+        ));
     }
     let cap = allowed_rank(max_lora_rank);
     let rank = source_rank.min(cap);
@@ -281,7 +284,11 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap()
             .sqrt();
-        assert!(((num / den) as f64 - e).abs() < 1e-3, "{} vs {e}", num / den);
+        assert!(
+            ((num / den) as f64 - e).abs() < 1e-3,
+            "{} vs {e}",
+            num / den
+        );
         assert_eq!(f.report.max_projection_error, e);
     }
 

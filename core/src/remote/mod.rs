@@ -323,9 +323,10 @@ fn base_model(
     if let [one] = roots.as_slice() {
         return Ok(one.id.clone());
     }
-    if let Some(m) = roots.iter().find(|m| {
-        m.id == local_model_name || m.id.rsplit('/').next() == Some(local_model_name)
-    }) {
+    if let Some(m) = roots
+        .iter()
+        .find(|m| m.id == local_model_name || m.id.rsplit('/').next() == Some(local_model_name))
+    {
         return Ok(m.id.clone());
     }
     Err(RemoteError::ModelNotFound {

@@ -12,7 +12,10 @@ fn echo_server() -> FakeOpenAi {
         &[("base-model", "vllm")],
         Box::new(|body: &Value| {
             let p = body["prompt"].as_str().unwrap_or("");
-            format!("<{}>\n\nQuestion: next", p.split_whitespace().last().unwrap_or(""))
+            format!(
+                "<{}>\n\nQuestion: next",
+                p.split_whitespace().last().unwrap_or("")
+            )
         }),
     )
 }
@@ -51,13 +54,22 @@ fn requests_carry_prompt_stops_greedy_and_the_key() {
     // In prompt order, cut at the first stop string.
     assert_eq!(
         texts,
-        ["<number0>", "<number1>", "<number2>", "<number3>", "<number4>"]
+        [
+            "<number0>",
+            "<number1>",
+            "<number2>",
+            "<number3>",
+            "<number4>"
+        ]
     );
     assert!(out.iter().all(|c| c.output_tokens == 3 && !c.cached));
     let reqs = server.requests();
     assert_eq!(reqs.len(), 5);
     for r in &reqs {
-        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/completions"));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/v1/completions")
+        );
         assert_eq!(r.header("authorization"), Some("Bearer sekrit"));
         assert_eq!(r.body["model"], "base-model");
         assert_eq!(r.body["max_tokens"], 12);
@@ -65,7 +77,10 @@ fn requests_carry_prompt_stops_greedy_and_the_key() {
         assert_eq!(r.body["seed"], 3);
         assert_eq!(r.body["stop"], serde_json::json!(["\n\n", "Question:"]));
     }
-    let mut sent: Vec<&str> = reqs.iter().map(|r| r.body["prompt"].as_str().unwrap()).collect();
+    let mut sent: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.body["prompt"].as_str().unwrap())
+        .collect();
     sent.sort();
     assert_eq!(sent, prompts.iter().map(String::as_str).collect::<Vec<_>>());
 }
@@ -80,9 +95,15 @@ fn overload_and_server_errors_are_retried() {
         headers: vec![("Retry-After".into(), "0".into())],
     });
     let client = fast(OpenAiClient::new(&server.url, None).unwrap());
-    let c = client.complete("base-model", "hello world", &settings()).unwrap();
+    let c = client
+        .complete("base-model", "hello world", &settings())
+        .unwrap();
     assert_eq!(c.text, "<world>\n\nQuestion: next");
-    assert_eq!(server.requests().len(), 4, "three failures, then the answer");
+    assert_eq!(
+        server.requests().len(),
+        4,
+        "three failures, then the answer"
+    );
 }
 
 #[test]
@@ -144,7 +165,10 @@ fn an_unreachable_server_says_so_after_retrying() {
     let err = client.models().unwrap_err();
     assert!(matches!(err, RemoteError::Unreachable { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("--base-url") && text.contains(&port.to_string()), "{text}");
+    assert!(
+        text.contains("--base-url") && text.contains(&port.to_string()),
+        "{text}"
+    );
 }
 
 #[test]
@@ -165,7 +189,11 @@ fn concurrency_is_used_and_bounded() {
     let most = server.max_in_flight();
     assert!(most >= 2 && most <= 3, "{most} requests in flight at once");
     // Nine requests of 150 ms, three at a time: well under the 1.35 s of one at a time.
-    assert!(t0.elapsed() < Duration::from_millis(1300), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -195,12 +223,21 @@ fn load_adapter_accepts_plain_text_and_already_loaded() {
     assert_eq!(r.path, "/v1/load_lora_adapter");
     assert_eq!(r.body["lora_name"], "soup-x");
     assert_eq!(r.body["lora_path"], path.as_str());
-    assert!(client.models().unwrap().iter().any(|m| m.id == "soup-x"
-        && m.parent.as_deref() == Some("base-model")));
-    server.script([(400, "{\"message\":\"The lora adapter 'soup-x' has already been loaded.\"}")]);
+    assert!(client
+        .models()
+        .unwrap()
+        .iter()
+        .any(|m| m.id == "soup-x" && m.parent.as_deref() == Some("base-model")));
+    server.script([(
+        400,
+        "{\"message\":\"The lora adapter 'soup-x' has already been loaded.\"}",
+    )]);
     client.load_lora_adapter("soup-x", &path).unwrap();
     // A server without the runtime API says what to start it with.
     server.script([(404, "{\"detail\":\"Not Found\"}")]);
-    let err = client.load_lora_adapter("soup-y", &path).unwrap_err().to_string();
+    let err = client
+        .load_lora_adapter("soup-y", &path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("VLLM_ALLOW_RUNTIME_LORA_UPDATING"), "{err}");
 }

@@ -73,7 +73,9 @@ impl BackendArgs {
                 ("--server-lora-dir", self.server_lora_dir.is_some()),
             ];
             if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
-                bail!("{flag} is a setting of --backend openai: add --backend openai, or drop {flag}");
+                bail!(
+                    "{flag} is a setting of --backend openai: add --backend openai, or drop {flag}"
+                );
             }
             return Ok(None);
         }
@@ -91,8 +93,7 @@ impl BackendArgs {
         }
         let lora_dir = match &self.lora_dir {
             Some(d) => Some(
-                std::path::absolute(d)
-                    .with_context(|| format!("--lora-dir {}", d.display()))?,
+                std::path::absolute(d).with_context(|| format!("--lora-dir {}", d.display()))?,
             ),
             None => None,
         };
@@ -191,7 +192,9 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
     };
     let (id, outcome) = if let Some(r) = &a.resume {
         if a.backend.remote()?.is_some() {
-            bail!("--resume runs with the backend its run recorded: drop --backend and its settings");
+            bail!(
+                "--resume runs with the backend its run recorded: drop --backend and its settings"
+            );
         }
         let id = engine.store().resolve_run(r)?;
         if let Some(run) = engine.store().get_run(id)? {
@@ -286,7 +289,9 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         if let Some(e) = b.get("export").filter(|e| !e.is_null()) {
             println!(
                 "  exported     rank {} (from {}), relative Frobenius error {:.4}",
-                e["rank"], e["source_rank"], e["relative_frobenius_error"].as_f64().unwrap_or(f64::NAN)
+                e["rank"],
+                e["source_rank"],
+                e["relative_frobenius_error"].as_f64().unwrap_or(f64::NAN)
             );
         }
     }

@@ -44,7 +44,10 @@ fn sanitize_model_name(name: &str) -> String {
     let mut out = String::new();
     let mut in_run = false;
     for c in name.chars() {
-        if matches!(c, '"' | '<' | '>' | ':' | '/' | '|' | '\\' | '?' | '*' | '[' | ']') {
+        if matches!(
+            c,
+            '"' | '<' | '>' | ':' | '/' | '|' | '\\' | '?' | '*' | '[' | ']'
+        ) {
             if !in_run {
                 out.push_str("__");
             }
@@ -128,10 +131,7 @@ pub fn build(run: &RunRecord, records: &[StoredQuestion], scores: &[Score]) -> R
         sample.insert("resps".into(), json!([[raw]]));
         sample.insert("filtered_resps".into(), json!([graded]));
         sample.insert("filter".into(), json!("none"));
-        sample.insert(
-            "metrics".into(),
-            json!(r.scores.keys().collect::<Vec<_>>()),
-        );
+        sample.insert("metrics".into(), json!(r.scores.keys().collect::<Vec<_>>()));
         sample.insert("doc_hash".into(), json!(doc_hash));
         sample.insert("prompt_hash".into(), json!(prompt_hash));
         sample.insert("target_hash".into(), json!(target_hash));
@@ -156,7 +156,8 @@ pub fn build(run: &RunRecord, records: &[StoredQuestion], scores: &[Score]) -> R
             .map_or(json!("N/A"), |e| json!(e));
         task_results.insert(format!("{}_stderr,none", s.metric), stderr);
         higher.insert(s.metric.clone(), json!(true));
-        metric_list.push(json!({ "metric": s.metric, "aggregation": "mean", "higher_is_better": true }));
+        metric_list
+            .push(json!({ "metric": s.metric, "aggregation": "mean", "higher_is_better": true }));
     }
     let n = records.len();
     let start = run.started.unwrap_or(run.created);
@@ -246,10 +247,7 @@ mod tests {
             hash_string("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(
-            sanitize_model_name("org/model:v1|x"),
-            "org__model__v1__x"
-        );
+        assert_eq!(sanitize_model_name("org/model:v1|x"), "org__model__v1__x");
         // json.dumps({"answer": "7", "id": "q1"}, indent=2, ensure_ascii=False)
         let doc = json!({"id": "q1", "answer": "7"});
         assert_eq!(

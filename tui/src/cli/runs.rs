@@ -207,8 +207,11 @@ fn export_lm_eval(
     let rules = super::output_rules(ctx, force, std::iter::empty::<&str>());
     let staged = soup_core::output::StagedDir::new(&out, &rules)?;
     let results = staged.path().join(export.results_file());
-    std::fs::write(&results, serde_json::to_string_pretty(&export.results)? + "\n")
-        .map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
+    std::fs::write(
+        &results,
+        serde_json::to_string_pretty(&export.results)? + "\n",
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
     let mut lines = String::new();
     for s in &export.samples {
         lines.push_str(&serde_json::to_string(s)?);

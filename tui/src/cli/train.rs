@@ -426,16 +426,18 @@ pub fn show_defaults(cmd: clap::Command) -> clap::Command {
     ];
     cmd.mut_subcommand("train", |t| {
         t.mut_subcommand("lora", |c| {
-            lora_values.into_iter().fold(
-                loop_flags(c, &lora.train, lora.max_len),
-                |c, (id, v)| c.mut_arg(id, |a| a.default_value(v)),
-            )
+            lora_values
+                .into_iter()
+                .fold(loop_flags(c, &lora.train, lora.max_len), |c, (id, v)| {
+                    c.mut_arg(id, |a| a.default_value(v))
+                })
         })
         .mut_subcommand("cat", |c| {
-            cat_values.into_iter().fold(
-                loop_flags(c, &cat.train, cat.max_len),
-                |c, (id, v)| c.mut_arg(id, |a| a.default_value(v)),
-            )
+            cat_values
+                .into_iter()
+                .fold(loop_flags(c, &cat.train, cat.max_len), |c, (id, v)| {
+                    c.mut_arg(id, |a| a.default_value(v))
+                })
         })
     })
 }
