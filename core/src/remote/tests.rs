@@ -187,7 +187,7 @@ fn concurrency_is_used_and_bounded() {
     assert_eq!(out.len(), 9);
     assert_eq!(out[8].text, "<w8>");
     let most = server.max_in_flight();
-    assert!(most >= 2 && most <= 3, "{most} requests in flight at once");
+    assert!((2..=3).contains(&most), "{most} requests in flight at once");
     // Nine requests of 150 ms, three at a time: well under the 1.35 s of one at a time.
     assert!(
         t0.elapsed() < Duration::from_millis(1300),
