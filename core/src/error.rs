@@ -159,6 +159,8 @@ pub enum CoreError {
     #[error(transparent)]
     Store(#[from] soup_store::StoreError),
     #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
     Dataset(#[from] soup_evals::datasets::DatasetError),
     #[error(transparent)]
     Eval(#[from] soup_evals::driver::EvalError),

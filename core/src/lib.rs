@@ -6,6 +6,9 @@ pub mod bench;
 pub mod device;
 pub mod engine;
 pub mod error;
+/// Tests: a fake OpenAI-compatible server (see the module).
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake_openai;
 #[cfg(test)]
 #[path = "../../fuzz/harness.rs"]
 pub(crate) mod fuzz_harness;
@@ -14,6 +17,7 @@ pub mod lora;
 pub mod merge;
 pub mod model;
 pub mod output;
+pub mod remote;
 pub mod runtime;
 pub mod serve;
 #[cfg(any(test, feature = "test-support"))]

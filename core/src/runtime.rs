@@ -226,6 +226,18 @@ pub fn load_model_at(
     })
 }
 
+/// A model's tokenizer (with its chat template) without its weights: what rendering prompts
+/// for a remote server needs. A GGUF file keeps its tokenizer among its tensors, so it is
+/// loaded whole.
+pub fn load_tokenizer_at(path: &Path) -> Result<SoupTokenizer> {
+    if path.is_file() {
+        return Ok(
+            load_model_at("gguf", path, &Device::Cpu, crate::device::Precision::F32)?.tokenizer,
+        );
+    }
+    SoupTokenizer::from_hf_dir(path)
+}
+
 /// A sha256 over a model's content: the GGUF file, or an HF directory's files (config,
 /// tokenizer, weights; in name order, each name hashed with its bytes). The generation cache
 /// keys answers by it, so a model replaced at the same path never serves stale answers.

@@ -16,6 +16,22 @@ pub fn date_time(ms: Timestamp) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH-MM-SS.ffffff` in UTC: Python's `datetime.isoformat()` with the colons made
+/// dashes, the date part of lm-evaluation-harness's output file names.
+pub fn file_date_id(ms: Timestamp) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}.{:06}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        (ms % 1000) * 1000
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -58,6 +74,10 @@ mod tests {
         assert_eq!(date_time(1_732_792_800_000), "2024-11-28 11:20");
         // 2024-02-29 12:34:00 UTC
         assert_eq!(date_time(1_709_210_040_000), "2024-02-29 12:34");
+        assert_eq!(
+            file_date_id(1_709_210_041_007),
+            "2024-02-29T12-34-01.007000"
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@
 mod cli;
 mod dashboard;
 mod format;
+#[cfg(test)]
+mod help_defaults;
 mod logging;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -77,8 +79,17 @@ enum Command {
     Serve(cli::serve::ServeArgs),
 }
 
+impl Cli {
+    /// The command line as parsed and as `--help` shows it: the derive, plus the defaults
+    /// that are computed (see `cli::train::show_defaults`).
+    fn full_command() -> clap::Command {
+        cli::train::show_defaults(Cli::command())
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::full_command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let data_dir = soup_store::data_dir(cli.data_dir.clone());
     logging::init(
         cli.verbose,

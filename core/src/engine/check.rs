@@ -198,6 +198,18 @@ impl Engine {
         if let Some(l) = j.limit {
             at_least_one("--limit", l)?;
         }
+        if let Some(r) = &j.remote {
+            at_least_one("--concurrency", r.concurrency)?;
+            at_least_one("--max-lora-rank", r.max_lora_rank)?;
+            let url = r.base_url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(CoreError::BadSetting {
+                    setting: "--base-url".into(),
+                    value: format!("{url:?}"),
+                    allowed: "the http:// or https:// URL of an OpenAI-compatible server, e.g. http://localhost:8000".into(),
+                });
+            }
+        }
         // The task parses its own file: a malformed line is named now, not as a failed run.
         let (path, text) = read(self.data_dir(), &j.data)?;
         let loaded = j.task.load(&path, &text)?;

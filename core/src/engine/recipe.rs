@@ -158,6 +158,10 @@ pub struct Recipe {
     pub lora: LoraParams,
     pub merge: MergeParams,
     pub budgets: BTreeMap<String, Budget>,
+    /// Where the recipe's evaluations generate (`soup recipe --backend openai`): set by the
+    /// caller, never read from a recipe file; None: locally.
+    #[serde(skip)]
+    pub remote: Option<crate::remote::RemoteBackend>,
 }
 
 impl Recipe {
@@ -583,6 +587,7 @@ impl Recipe {
                 job.max_new_tokens = b.max_new_tokens;
                 job.shots = b.shots;
                 job.seed = self.seed;
+                job.remote = self.remote.clone();
                 Ok(EvalColumn { column, job })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -809,7 +809,10 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRec
 }
 
 /// The chat form of a prompt, through the model's template.
-fn render_chat(model: &LoadedModel, p: &Prompt) -> std::result::Result<String, GenerateError> {
+fn render_chat(
+    tokenizer: &crate::model::tokenizer::SoupTokenizer,
+    p: &Prompt,
+) -> std::result::Result<String, GenerateError> {
     let msgs: Vec<crate::model::tokenizer::ChatMessage> = p
         .messages
         .iter()
@@ -817,7 +820,9 @@ fn render_chat(model: &LoadedModel, p: &Prompt) -> std::result::Result<String, G
             crate::model::tokenizer::ChatMessage::new(m.role.clone(), m.content.clone())
         })
         .collect();
-    model.render_chat(&msgs).map_err(GenerateError::new)
+    tokenizer
+        .apply_chat_template(&msgs, true)
+        .map_err(GenerateError::new)
 }
 
 /// The adapter stack an evaluation target runs with: none, one adapter (stored, CAT or a PEFT
@@ -855,22 +860,74 @@ fn run_eval(
     ctl: &JobControl,
     emit: &mut Emit,
 ) -> Result<RunOutcome> {
+    if let Some(remote) = &job.remote {
+        return run_eval_remote(engine, id, job, remote, ctl, emit);
+    }
     let model = engine.model(&job.model, job.dtype)?;
     let store = engine.store();
     let stack = target_stack(&model, Some(store), &job.target, job.seed)?;
-    // Chat when asked (default: when the model is an instruct model) and the model has a
-    // template; otherwise the plain form, recorded as such, with its stop strings.
-    let style = if job.chat.unwrap_or_else(|| model.is_chat()) && model.is_chat() {
+    let style = prompt_style(job, model.is_chat(), &model.name);
+    let mut generator = CachedGenerator {
+        inner: TextGenerator {
+            model: &model,
+            stack: &stack,
+            on_batch: None,
+        },
+        store,
+        identity: weights_identity(engine, &model, &job.target)?,
+        hits: 0,
+    };
+    let render = |p: &Prompt| render_chat(&model.tokenizer, p);
+    let side = GenerationSide {
+        style,
+        render: &render,
+        dtype: Some(model.precision.name().to_string()),
+        batch_size: job.batch_size,
+    };
+    let mut summary = grade_eval(engine, id, job, ctl, emit, &mut generator, side)?;
+    summary["cache_hits"] = json!(generator.hits);
+    summary["dtype"] = json!(model.precision.name());
+    Ok(RunOutcome { summary })
+}
+
+/// Chat when asked (default: when the model is an instruct model) and the model has a
+/// template; otherwise the plain form, recorded as such, with its stop strings.
+fn prompt_style(job: &EvalJob, has_template: bool, model_name: &str) -> PromptStyle {
+    let style = if job.chat.unwrap_or(has_template) && has_template {
         PromptStyle::Chat
     } else {
         PromptStyle::Plain
     };
     if job.chat == Some(true) && style == PromptStyle::Plain {
         tracing::warn!(
-            "model {} has no chat template: the evaluation uses the plain prompt form (recorded as plain)",
-            model.name
+            "model {model_name} has no chat template: the evaluation uses the plain prompt form (recorded as plain)"
         );
     }
+    style
+}
+
+/// What differs between generating here and on a server: how prompts are rendered (the same
+/// template either way), the dtype the records note, the batch the driver hands over.
+struct GenerationSide<'a> {
+    style: PromptStyle,
+    render: &'a dyn Fn(&Prompt) -> std::result::Result<String, GenerateError>,
+    dtype: Option<String>,
+    batch_size: usize,
+}
+
+/// The evaluation loop shared by both backends: loads the task's data, generates through
+/// `generator`, grades (sandbox here), stores every record as it is graded, then the scores
+/// with bootstrap intervals. Returns the run's summary.
+fn grade_eval(
+    engine: &Engine,
+    id: RunId,
+    job: &EvalJob,
+    ctl: &JobControl,
+    emit: &mut Emit,
+    generator: &mut dyn Generate,
+    side: GenerationSide<'_>,
+) -> Result<serde_json::Value> {
+    let store = engine.store();
     let (path, text) = read(engine.data_dir(), &job.data)?;
     let data = job.task.load(&path, &text)?;
     let previous = previous_records(store, id)?;
@@ -899,16 +956,6 @@ fn run_eval(
             });
             Ok(())
         };
-    let mut generator = CachedGenerator {
-        inner: TextGenerator {
-            model: &model,
-            stack: &stack,
-            on_batch: None,
-        },
-        store,
-        identity: weights_identity(engine, &model, &job.target)?,
-        hits: 0,
-    };
     let sandbox = if job.task.info().needs_sandbox {
         Some(Sandbox::new(SandboxConfig {
             allow_weaker_isolation: true,
@@ -917,21 +964,20 @@ fn run_eval(
     } else {
         None
     };
-    let render = |p: &Prompt| render_chat(&model, p);
     let mut run = EvalRun {
-        generator: &mut generator,
+        generator,
         sandbox: sandbox.as_ref(),
-        style,
-        render_chat: &render,
+        style: side.style,
+        render_chat: side.render,
         prompt: PromptOptions { shots: job.shots },
-        dtype: Some(model.precision.name().to_string()),
+        dtype: side.dtype,
         opts: EvalOptions {
             settings: GenSettings {
                 max_new_tokens: job.max_new_tokens,
                 seed: job.seed,
                 ..Default::default()
             },
-            batch_size: job.batch_size,
+            batch_size: side.batch_size,
             limit: job.limit,
             sample_seed: job.sample_seed,
             cancel: Some(ctl.cancel.clone()),
@@ -940,7 +986,6 @@ fn run_eval(
         sink: &mut sink,
     };
     let summary = data.evaluate(&mut run)?;
-    let cache_hits = generator.hits;
     if summary.cancelled {
         return Err(CoreError::Cancelled);
     }
@@ -973,21 +1018,117 @@ fn run_eval(
             )
         })
         .collect();
-    Ok(RunOutcome {
-        summary: json!({
-            "run": id.to_string(),
-            "task": job.task.name(),
-            "target": job.target.label(),
-            "n": records.len(),
-            "headline": summary.headline,
-            "scores": scores_json,
-            "verdicts": summary.verdicts,
-            "resumed": summary.resumed,
-            "cache_hits": cache_hits,
-            "prompt_style": style,
-            "dtype": model.precision.name(),
-        }),
-    })
+    Ok(json!({
+        "run": id.to_string(),
+        "task": job.task.name(),
+        "target": job.target.label(),
+        "n": records.len(),
+        "headline": summary.headline,
+        "scores": scores_json,
+        "verdicts": summary.verdicts,
+        "resumed": summary.resumed,
+        "cache_hits": 0,
+        "prompt_style": side.style,
+    }))
+}
+
+/// An evaluation whose generation runs on an OpenAI-compatible server. Only the tokenizer is
+/// loaded here (for the chat template: the prompt text is rendered as the local engine
+/// renders it); answers are not cached, since a server's weights behind a name can change.
+fn run_eval_remote(
+    engine: &Engine,
+    id: RunId,
+    job: &EvalJob,
+    remote: &crate::remote::RemoteBackend,
+    ctl: &JobControl,
+    emit: &mut Emit,
+) -> Result<RunOutcome> {
+    let (model_name, model_path) =
+        crate::runtime::locate_model(Some(engine.store()), engine.data_dir(), &job.model)?;
+    let tokenizer = crate::runtime::load_tokenizer_at(&model_path)?;
+    let client = remote.client()?;
+    // The adapter the server is given when it must load one: built here on the CPU (a merge
+    // is merged here, a CAT adapter is already one folded adapter), checked against the model.
+    let build = || -> Result<LoraAdapter> {
+        let cfg = crate::runtime::model_config_at(&model_path)?;
+        let load = |spec: &str| -> Result<LoraAdapter> {
+            let a = crate::runtime::resolve_adapter(
+                Some(engine.store()),
+                spec,
+                &candle_core::Device::Cpu,
+            )?;
+            crate::runtime::check_adapter_fits(&a, &cfg, &model_name)?;
+            Ok(a)
+        };
+        match &job.target {
+            EvalTarget::Base => Err(CoreError::Internal(
+                "the base model is not exported as an adapter".into(),
+            )),
+            EvalTarget::Adapter(a) => load(a),
+            EvalTarget::Merge {
+                method,
+                adapters,
+                weights,
+            } => {
+                let ads = adapters
+                    .iter()
+                    .map(|a| load(a))
+                    .collect::<Result<Vec<_>>>()?;
+                let m = merge_method(method, Some(0.5), None, None, job.seed)?;
+                merge::merge(&m, &ads, weights)
+            }
+        }
+    };
+    let placed =
+        crate::remote::place_target(engine, &client, remote, &job.target, &model_name, &build)?;
+    tracing::info!(
+        "evaluating {} on {} as model {:?}",
+        job.target.label(),
+        client.base(),
+        placed.model
+    );
+    let style = prompt_style(job, tokenizer.has_chat_template(), &model_name);
+    let mut generator = crate::remote::RemoteGenerator {
+        client: &client,
+        model: placed.model.clone(),
+        concurrency: remote.concurrency,
+    };
+    let render = |p: &Prompt| render_chat(&tokenizer, p);
+    let side = GenerationSide {
+        style,
+        render: &render,
+        // The server's precision is not known here.
+        dtype: None,
+        // A batch big enough to keep every allowed request in flight.
+        batch_size: job.batch_size.max(remote.concurrency),
+    };
+    let mut summary = grade_eval(engine, id, job, ctl, emit, &mut generator, side)?;
+    // The run's last progress line says where the answers came from and, for an exported
+    // adapter, what fitting the server's rank cost (`soup runs show` prints it).
+    let n = summary["n"].as_u64().unwrap_or(0);
+    let mut message = format!("answers from {} as model {}", client.base(), placed.model);
+    if let Some(e) = &placed.export {
+        message.push_str(&format!(
+            " (exported rank {} from {}, relative Frobenius error {:.6})",
+            e.fit.rank, e.fit.source_rank, e.fit.relative_frobenius_error
+        ));
+    }
+    emit(JobUpdate::Progress {
+        done: n,
+        total: n,
+        message,
+        loss: None,
+        tokens_per_s: None,
+        eta_s: None,
+    });
+    summary["backend"] = json!({
+        "protocol": remote.protocol,
+        "base_url": remote.base_url,
+        "model": placed.model,
+        "route": placed.route,
+        "export": placed.export,
+    });
+    Ok(RunOutcome { summary })
 }
 
 #[cfg(test)]

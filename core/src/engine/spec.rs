@@ -187,6 +187,10 @@ pub struct EvalJob {
     /// stored spec always says what ran (specs stored before it existed read as None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
+    /// Generation on an OpenAI-compatible server instead of the local engine (grading,
+    /// records and resume stay local); None: local. Specs stored before it read as None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteBackend>,
 }
 
 /// Everything the engine can run.
@@ -387,6 +391,7 @@ impl EvalJob {
             chat: None,
             seed: 0,
             dtype: None,
+            remote: None,
         }
     }
 }

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The model: a name from `soup model list`, `default`, an HF directory or a GGUF file.
+    /// The model: a name from `soup model list`, `default`, an HF directory or a GGUF file
+    /// (required without --config).
     #[arg(long, conflicts_with = "config")]
     pub model: Option<String>,
     /// Instead of a model, random weights of this config.json's shapes (speed does not depend
-    /// on the weights; nothing to download or carry).
+    /// on the weights; nothing to download or carry). Without it: --model is required.
     #[arg(long, value_name = "CONFIG_JSON")]
     pub config: Option<PathBuf>,
     /// Which figures: any of gen, train, merge; or cat-lr, CAT's learning-rate sweep on two

@@ -3,14 +3,117 @@
 
 use super::jobs::{run_job, JobView};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use soup_core::engine::{DataSource, EvalJob, EvalTarget, EvalTask, JobSpec};
+use soup_core::remote::{AdapterRoute, RemoteBackend};
 use soup_evals::sandbox::{Sandbox, SandboxConfig};
 use std::path::PathBuf;
 
+/// Where generation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// This machine's engine.
+    Local,
+    /// An OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, `soup serve`).
+    Openai,
+}
+
+/// `--backend` and its settings, shared by `soup eval` and `soup recipe`.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Where answers are generated: `local`, or `openai` (the server at --base-url; prompts
+    /// are rendered here, and grading, records, resume and the store stay here).
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    pub backend: Backend,
+    /// The server's URL, e.g. http://gpu-node:8000 or http://gpu-node:8000/v1 (required with
+    /// --backend openai).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// An environment variable holding the server's API key, sent as a Bearer token (the
+    /// key is never recorded). Without it: no key is sent.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once on the server.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The name the server knows the evaluated weights by (its base model, an adapter it
+    /// loaded with --lora-modules). Without it: found through --route.
+    #[arg(long, value_name = "NAME")]
+    pub remote_model: Option<String>,
+    /// How an adapter or composition reaches the server: `soup` (the server is `soup serve`:
+    /// sent by name, e.g. ties:math,code:0.5,0.5), `load` (exported as one PEFT adapter and
+    /// registered with vLLM's /v1/load_lora_adapter), `auto` (soup when the server's
+    /// /v1/models says owned_by "soup", else load).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soup", "load"])]
+    pub route: String,
+    /// The server's --max-lora-rank: an exported adapter of higher rank (a CAT adapter has
+    /// rank Σ r_i) is compressed by SVD to the largest allowed rank not above it (8, 16, 32,
+    /// 64, 128, 256, 320, 512), and the run records the relative Frobenius error.
+    #[arg(long, default_value_t = 64)]
+    pub max_lora_rank: usize,
+    /// Where exported adapters are written; the server must be able to read it (a shared
+    /// filesystem). Without it: <data dir>/exports/remote.
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
+    /// --lora-dir as the server sees it, when its path differs there (a container mount).
+    /// Without it: the local path is sent.
+    #[arg(long, value_name = "PATH")]
+    pub server_lora_dir: Option<String>,
+}
+
+impl BackendArgs {
+    /// The remote backend to record in the job spec; None for `--backend local`.
+    pub fn remote(&self) -> Result<Option<RemoteBackend>> {
+        if self.backend == Backend::Local {
+            let stray = [
+                ("--base-url", self.base_url.is_some()),
+                ("--api-key-env", self.api_key_env.is_some()),
+                ("--remote-model", self.remote_model.is_some()),
+                ("--lora-dir", self.lora_dir.is_some()),
+                ("--server-lora-dir", self.server_lora_dir.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
+                bail!(
+                    "{flag} is a setting of --backend openai: add --backend openai, or drop {flag}"
+                );
+            }
+            return Ok(None);
+        }
+        let Some(url) = &self.base_url else {
+            bail!("--backend openai needs --base-url URL (the server, e.g. http://localhost:8000)");
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--base-url {url:?}: expected an http:// or https:// URL");
+        }
+        if self.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if self.max_lora_rank == 0 {
+            bail!("--max-lora-rank must be at least 1");
+        }
+        let lora_dir = match &self.lora_dir {
+            Some(d) => Some(
+                std::path::absolute(d).with_context(|| format!("--lora-dir {}", d.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(RemoteBackend {
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency,
+            remote_model: self.remote_model.clone(),
+            route: self.route.parse::<AdapterRoute>()?,
+            max_lora_rank: self.max_lora_rank,
+            lora_dir,
+            server_lora_dir: self.server_lora_dir.clone(),
+            ..RemoteBackend::new(url.trim())
+        }))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// code-math, manual-qa, math-cot, code, qa or game-qa (`soup eval --help` lists them).
+    /// code-math, manual-qa, math-cot, code, qa or game-qa (`soup eval --help` lists them);
+    /// required unless --resume.
     #[arg(long, required_unless_present = "resume")]
     task: Option<EvalTask>,
     /// A data file, `builtin` (the task's own target set) or builtin:NAME.
@@ -18,16 +121,17 @@ pub struct EvalArgs {
     data: String,
     #[arg(long, default_value = "default")]
     model: String,
-    /// A stored adapter or a PEFT directory.
+    /// A stored adapter or a PEFT directory. Without it, --cat and --merge: the base model.
     #[arg(long, conflicts_with_all = ["cat", "merge"])]
     adapter: Option<String>,
-    /// A stored CAT adapter.
+    /// A stored CAT adapter (without it: see --adapter).
     #[arg(long, conflicts_with = "merge")]
     cat: Option<String>,
-    /// A merge built on the fly: METHOD:A,B:W1,W2 (e.g. ties:math,code:0.5,0.5).
+    /// A merge built on the fly: METHOD:A,B:W1,W2 (e.g. ties:math,code:0.5,0.5); without it:
+    /// see --adapter.
     #[arg(long)]
     merge: Option<String>,
-    /// Grade the first N questions only.
+    /// Grade the first N questions only (default: all).
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long, default_value_t = 16)]
@@ -45,9 +149,12 @@ pub struct EvalArgs {
     chat: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Continue a failed or cancelled evaluation (its recorded settings are used).
+    /// Continue a failed or cancelled evaluation (its recorded settings are used). Without
+    /// it: a new run.
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// `METHOD:A,B:W1,W2`: the method before the first colon, the weights after the last.
@@ -84,6 +191,11 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         expected_total: a.limit.map(|l| l as u64),
     };
     let (id, outcome) = if let Some(r) = &a.resume {
+        if a.backend.remote()?.is_some() {
+            bail!(
+                "--resume runs with the backend its run recorded: drop --backend and its settings"
+            );
+        }
         let id = engine.store().resolve_run(r)?;
         if let Some(run) = engine.store().get_run(id)? {
             if let Some(l) = run.spec.get("limit").and_then(|v| v.as_u64()) {
@@ -120,6 +232,7 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         job.max_new_tokens = a.max_new_tokens;
         job.shots = a.shots;
         job.seed = a.seed;
+        job.remote = a.backend.remote()?;
         job.chat = if a.plain {
             Some(false)
         } else if a.chat {
@@ -165,6 +278,21 @@ pub fn eval(ctx: &super::Ctx, a: EvalArgs) -> Result<()> {
         let parts: Vec<String> = verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         if !parts.is_empty() {
             println!("  verdicts     {}", parts.join(", "));
+        }
+    }
+    if let Some(b) = s.get("backend").filter(|b| !b.is_null()) {
+        println!(
+            "  backend      {} as model {}",
+            b["base_url"].as_str().unwrap_or("?"),
+            b["model"].as_str().unwrap_or("?")
+        );
+        if let Some(e) = b.get("export").filter(|e| !e.is_null()) {
+            println!(
+                "  exported     rank {} (from {}), relative Frobenius error {:.4}",
+                e["rank"],
+                e["source_rank"],
+                e["relative_frobenius_error"].as_f64().unwrap_or(f64::NAN)
+            );
         }
     }
     println!("records: `soup runs records {id}`");

@@ -19,7 +19,8 @@ pub struct GenerateArgs {
     /// A model name (`soup model list`), `default`, an HF directory or a GGUF file.
     #[arg(long, default_value = "default")]
     model: String,
-    /// A stored adapter name or a PEFT directory; repeat for a stack (weight 1 each).
+    /// A stored adapter name or a PEFT directory; repeat for a stack (weight 1 each). Without
+    /// it: the base model alone.
     #[arg(long = "adapter", value_name = "A")]
     adapters: Vec<String>,
     #[arg(long)]
@@ -50,6 +51,7 @@ enum InspectCommand {
     Logits {
         #[arg(long, default_value = "default")]
         model: String,
+        /// A stored adapter or PEFT directory; repeat for a stack. Without it: the base model.
         #[arg(long = "adapter", value_name = "A")]
         adapters: Vec<String>,
         /// Tokenized as transformers does (special tokens added as the tokenizer says).

@@ -14,22 +14,23 @@ pub struct MergeArgs {
     /// cat, linear, svd, ties, dare_linear, dare_ties, magnitude_prune (also *_svd), lorahub.
     #[arg(long)]
     method: String,
-    /// One weight per adapter, e.g. 0.7,0.3 (not used by lorahub, which searches them).
+    /// One weight per adapter, e.g. 0.7,0.3: required, except by lorahub, which searches them.
     #[arg(long)]
     weights: Option<String>,
-    /// Fraction of entries kept (ties, dare_*, magnitude_prune).
+    /// Fraction of entries kept: required by ties, dare_* and magnitude_prune, unused (none:)
+    /// by the others.
     #[arg(long)]
     density: Option<f64>,
     /// Rank of the *_svd merges (default: the largest input rank).
     #[arg(long)]
     svd_rank: Option<usize>,
-    /// How TIES elects signs: total or frequency.
+    /// How TIES elects signs: total or frequency (default: total).
     #[arg(long)]
     majority_sign: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Also write the merged adapter as a PEFT directory here.
-    /// A new or empty folder (a non-empty one needs --force).
+    /// A new or empty folder (a non-empty one needs --force). Without it: only stored.
     #[arg(long, value_name = "PEFT_DIR")]
     out: Option<PathBuf>,
     /// Replace --out if it is a non-empty folder (never an input, the data dir, `.`).
@@ -38,13 +39,15 @@ pub struct MergeArgs {
     /// Name of the stored merged adapter (default: METHOD-A-B...).
     #[arg(long)]
     name: Option<String>,
-    /// LoraHub: the model whose loss on --data the search minimizes.
+    /// LoraHub: the model whose loss on --data the search minimizes (required by lorahub,
+    /// unused by the others).
     #[arg(long)]
     model: Option<String>,
-    /// LoraHub: a few examples to search weights on.
+    /// LoraHub: a few examples to search weights on (required by lorahub, unused by the
+    /// others).
     #[arg(long = "data", value_name = "FILE")]
     data: Vec<String>,
-    /// LoraHub: how many weight vectors to evaluate.
+    /// LoraHub: how many weight vectors to evaluate (default: 40).
     #[arg(long)]
     budget: Option<usize>,
     /// The adapters: stored names or PEFT directories.

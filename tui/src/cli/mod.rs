@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod jobs;
+pub mod lm_eval;
 pub mod merge;
 pub mod model;
 pub mod recipe;

@@ -37,6 +37,9 @@ pub struct RecipeArgs {
     /// does not ship, such as game-qa (the paper's game manual and questions).
     #[arg(long = "data", value_name = "NAME=PATH")]
     pub data: Vec<String>,
+    // Where the evaluations generate (training, merges and grading stay local).
+    #[command(flatten)]
+    pub backend: super::eval::BackendArgs,
 }
 
 pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
@@ -56,6 +59,7 @@ pub fn run(ctx: &Ctx, args: RecipeArgs) -> Result<()> {
         })?;
         recipe.set_data(which, path)?;
     }
+    recipe.remote = args.backend.remote()?;
     let engine = ctx.engine()?;
     super::check_model(&engine, &recipe.model)?;
     let t0 = Instant::now();

@@ -1,11 +1,20 @@
-//! `soup runs list|show|records|delete|resume`: the jobs recorded in the store, their scores
-//! and every graded answer behind them, paged from the store's indexes.
+//! `soup runs list|show|records|delete|resume|export`: the jobs recorded in the store, their
+//! scores and every graded answer behind them, paged from the store's indexes; `export` writes
+//! an evaluation in another tool's format (lm-evaluation-harness's).
 
 use super::jobs::{run_job, JobView};
 use anyhow::{bail, Result};
-use clap::{Args, Subcommand};
-use soup_store::{RecordQuery, RunKind, RunQuery, RunRecord, RunStatus, Store};
+use clap::{Args, Subcommand, ValueEnum};
+use soup_store::{RecordQuery, RunKind, RunQuery, RunRecord, RunStatus, Store, StoredQuestion};
 use std::io::Write;
+use std::path::PathBuf;
+
+/// The formats `soup runs export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// lm-evaluation-harness: results_<date>.json and samples_<task>_<date>.jsonl.
+    LmEval,
+}
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -17,7 +26,7 @@ pub struct RunsArgs {
 enum RunsCommand {
     /// Runs, newest first.
     List {
-        /// Only runs with this status: queued, running, done, failed, cancelled.
+        /// Only runs with this status: queued, running, done, failed, cancelled (default: all).
         #[arg(long)]
         status: Option<String>,
         /// At most N runs (0: all).
@@ -32,7 +41,7 @@ enum RunsCommand {
     /// A run's graded questions, one JSON object per line with --json.
     Records {
         run: String,
-        /// Only records with this verdict (correct, wrong, error, timeout, ...).
+        /// Only records with this verdict (correct, wrong, error, timeout, ...; default: all).
         #[arg(long)]
         verdict: Option<String>,
     },
@@ -40,6 +49,20 @@ enum RunsCommand {
     Delete { run: String },
     /// Resume a failed or cancelled run from where it stopped.
     Resume { run: String },
+    /// Write an evaluation run in another tool's format, into a new or empty folder.
+    Export {
+        run: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::LmEval)]
+        format: ExportFormat,
+        /// The folder to write (new or empty; a non-empty one only with --force). Without it:
+        /// lm-eval-<run id> in the current directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Replace a non-empty --out folder (never an input, the data dir or a folder above
+        /// them).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn kind_name(k: RunKind) -> &'static str {
@@ -126,7 +149,93 @@ pub fn run(ctx: &super::Ctx, args: RunsArgs) -> Result<()> {
             let (id, out) = run_job(&engine, None, Some(id), &view)?;
             super::train::report(ctx, id, &out)
         }
+        RunsCommand::Export {
+            run,
+            format: ExportFormat::LmEval,
+            out,
+            force,
+        } => {
+            let store = ctx.store()?;
+            export_lm_eval(ctx, &store, &run, out, force)
+        }
     }
+}
+
+/// Every record of a run, in index order.
+fn all_records(store: &Store, id: soup_store::RunId) -> Result<Vec<StoredQuestion>> {
+    let mut q = RecordQuery {
+        verdict: None,
+        from: 0,
+        limit: 500,
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = store.records_page(id, &q)?;
+        for e in &page.skipped {
+            eprintln!("warning: {e}");
+        }
+        all.extend(page.items);
+        match page.next {
+            Some(n) => q.from = n,
+            None => break,
+        }
+    }
+    Ok(all)
+}
+
+fn export_lm_eval(
+    ctx: &super::Ctx,
+    store: &Store,
+    text: &str,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    let id = store.resolve_run(text)?;
+    let Some(run) = store.get_run(id)? else {
+        bail!("no run {id}");
+    };
+    if run.status != RunStatus::Done {
+        bail!(
+            "run {id} is {}: export a finished evaluation (resume it first with `soup runs resume {id}`)",
+            status_name(run.status)
+        );
+    }
+    let records = all_records(store, id)?;
+    let scores = store.scores(id)?;
+    let export = super::lm_eval::build(&run, &records, &scores.items)?;
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("lm-eval-{id}")));
+    let rules = super::output_rules(ctx, force, std::iter::empty::<&str>());
+    let staged = soup_core::output::StagedDir::new(&out, &rules)?;
+    let results = staged.path().join(export.results_file());
+    std::fs::write(
+        &results,
+        serde_json::to_string_pretty(&export.results)? + "\n",
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
+    let mut lines = String::new();
+    for s in &export.samples {
+        lines.push_str(&serde_json::to_string(s)?);
+        lines.push('\n');
+    }
+    let samples = staged.path().join(export.samples_file());
+    std::fs::write(&samples, lines).map_err(|e| anyhow::anyhow!("{}: {e}", samples.display()))?;
+    let dir = staged.commit()?;
+    if ctx.json {
+        return super::print_json(&serde_json::json!({
+            "run": id.to_string(),
+            "out": dir,
+            "results": dir.join(export.results_file()),
+            "samples": dir.join(export.samples_file()),
+        }));
+    }
+    println!(
+        "wrote {} and {} ({} samples) in {}",
+        export.results_file(),
+        export.samples_file(),
+        export.samples.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 fn duration(r: &RunRecord) -> String {

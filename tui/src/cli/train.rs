@@ -51,7 +51,7 @@ struct LoopArgs {
     weight_decay: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Stop after this many optimizer steps.
+    /// Stop after this many optimizer steps (without it: when the epochs are done).
     #[arg(long)]
     max_steps: Option<usize>,
     /// Checkpoint every N optimizer steps (a cancelled run always keeps one).
@@ -67,7 +67,7 @@ struct LoopArgs {
     #[arg(long)]
     train_on_inputs: bool,
     /// Resume a failed or cancelled run from its checkpoint (its recorded settings are used;
-    /// the other flags are ignored).
+    /// the other flags are ignored). Without it: a new run.
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
 }
@@ -78,10 +78,10 @@ struct LoraArgs {
     #[arg(long, default_value = "default")]
     model: String,
     /// A data file (JSON/JSONL instructions, GSM8K, plain text) or builtin:NAME; repeat for
-    /// DATA-MIX.
+    /// DATA-MIX. Required unless --resume.
     #[arg(long = "data", value_name = "FILE", required_unless_present = "resume")]
     data: Vec<String>,
-    /// The adapter's name in the store.
+    /// The adapter's name in the store (required unless --resume).
     #[arg(long, required_unless_present = "resume")]
     name: Option<String>,
     #[arg(long)]
@@ -102,13 +102,14 @@ struct LoraArgs {
     strict: bool,
     #[arg(long)]
     val_fraction: Option<f64>,
-    /// Mixing ratios of the --data sets, e.g. 1,1.
+    /// Mixing ratios of the --data sets, e.g. 1,1 (default: each set in proportion to its
+    /// size).
     #[arg(long)]
     mix: Option<String>,
-    /// Use at most N examples of each dataset.
+    /// Use at most N examples of each dataset (default: all).
     #[arg(long)]
     limit: Option<usize>,
-    /// The skill this adapter teaches (recorded with it).
+    /// The skill this adapter teaches (recorded with it; default: none).
     #[arg(long)]
     skill: Option<String>,
     /// Plain-text corpora are cut into chunks of this many tokens.
@@ -122,11 +123,14 @@ struct LoraArgs {
 struct CatArgs {
     #[arg(long, default_value = "default")]
     model: String,
-    /// The adapters to combine: stored names or PEFT directories, comma-separated.
+    /// The adapters to combine: stored names or PEFT directories, comma-separated (required
+    /// unless --resume).
     #[arg(long, required_unless_present = "resume")]
     adapters: Option<String>,
+    /// Data the weights are learned on: files or builtin:NAME (required unless --resume).
     #[arg(long = "data", value_name = "FILE", num_args = 1.., required_unless_present = "resume")]
     data: Vec<String>,
+    /// The CAT adapter's name in the store (required unless --resume).
     #[arg(long, required_unless_present = "resume")]
     name: Option<String>,
     /// softmax over adapters per layer and module (the paper's code; each slot's weights sum
@@ -381,4 +385,80 @@ pub fn report(ctx: &super::Ctx, id: RunId, out: &RunOutcome) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The lowercase name serde gives a unit enum variant (`softmax`, `linear`), which is also
+/// what its `FromStr` reads.
+fn variant_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Shows the defaults of `train lora` and `train cat` in `--help`. They come from the job
+/// constructors ([`TrainJob::new`], [`CatJob::new`]), and LoRA and CAT default differently
+/// (CAT: one epoch, lr 1e-4), so the flags they share stay options in the derive and get their
+/// shown default here, per subcommand, from that one source. A flag given parses as before; an
+/// absent one parses as the job's own default, which is what it meant already.
+pub fn show_defaults(cmd: clap::Command) -> clap::Command {
+    let lora = TrainJob::new("", "", Vec::new());
+    let cat = CatJob::new("", "", Vec::new(), Vec::new());
+    fn loop_flags(
+        c: clap::Command,
+        t: &soup_core::train::LoopConfig,
+        max_len: usize,
+    ) -> clap::Command {
+        let values = [
+            ("lr", t.lr.to_string()),
+            ("epochs", t.epochs.to_string()),
+            ("batch_size", t.batch_size.to_string()),
+            ("grad_accum", t.grad_accum.to_string()),
+            ("warmup_ratio", t.warmup_ratio.to_string()),
+            ("schedule", variant_name(t.decay)),
+            ("max_grad_norm", t.max_grad_norm.to_string()),
+            ("weight_decay", t.weight_decay.to_string()),
+            ("seed", t.seed.to_string()),
+            ("checkpoint_every", t.checkpoint_every.to_string()),
+            ("eval_every", t.eval_every.to_string()),
+            ("max_len", max_len.to_string()),
+        ];
+        values
+            .into_iter()
+            .fold(c, |c, (id, v)| c.mut_arg(id, |a| a.default_value(v)))
+    }
+    let targets: Vec<&str> = lora
+        .lora
+        .targets
+        .iter()
+        .map(|m| m.hf_name().trim_end_matches("_proj"))
+        .collect();
+    let lora_values = [
+        ("rank", lora.lora.rank.to_string()),
+        ("alpha", lora.lora.alpha.to_string()),
+        ("targets", targets.join(",")),
+        ("dropout", lora.train.dropout.to_string()),
+        ("val_fraction", lora.val_fraction.to_string()),
+        ("chunk_tokens", lora.chunk_tokens.to_string()),
+    ];
+    let cat_values = [
+        ("param", variant_name(cat.param)),
+        ("sample_fraction", cat.sample_fraction.to_string()),
+    ];
+    cmd.mut_subcommand("train", |t| {
+        t.mut_subcommand("lora", |c| {
+            lora_values
+                .into_iter()
+                .fold(loop_flags(c, &lora.train, lora.max_len), |c, (id, v)| {
+                    c.mut_arg(id, |a| a.default_value(v))
+                })
+        })
+        .mut_subcommand("cat", |c| {
+            cat_values
+                .into_iter()
+                .fold(loop_flags(c, &cat.train, cat.max_len), |c, (id, v)| {
+                    c.mut_arg(id, |a| a.default_value(v))
+                })
+        })
+    })
 }
