@@ -83,9 +83,11 @@ pub fn on_loaded(app: &mut App, runs: Vec<RunRecord>, skipped: usize) -> Option<
     None
 }
 
-/// A job's event: live progress kept for the list, a status change marks the list stale.
+/// A job's event: live progress kept for the list, a status change marks the list stale. A
+/// finished job may have built the adapter that held jobs wait for: they are offered again.
 pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
     app.stale_runs = true;
+    let mut next = None;
     let status = match &event.update {
         JobUpdate::Queued => Some(RunStatus::Queued),
         JobUpdate::Started => Some(RunStatus::Running),
@@ -115,6 +117,9 @@ pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
         JobUpdate::Finished(_) => {
             app.stale_results = true;
             app.stale_adapters = true;
+            if !app.held.is_empty() {
+                next = Some(Command::Submit(std::mem::take(&mut app.held)));
+            }
             Some(RunStatus::Done)
         }
         JobUpdate::Failed(why) => {
@@ -133,8 +138,9 @@ pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
         }
         // A run the list does not know yet: it comes with the next reload.
         app.stale_runs = true;
+        app.recipes.stale = true;
     }
-    None
+    next
 }
 
 fn run_label(app: &App, run: RunId) -> String {

@@ -9,7 +9,7 @@ use ratatui::Frame;
 /// (keys, what they do); an empty key starts a section.
 pub const BINDINGS: &[(&str, &str)] = &[
     ("", "Everywhere"),
-    ("1-5, Tab, S-Tab", "switch screen"),
+    ("1-7, Tab, S-Tab", "switch screen"),
     ("↑↓ j k, PgUp PgDn, g G", "move"),
     ("? / Esc", "this help / close"),
     ("F", "fetch the default model"),
@@ -37,7 +37,17 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("v", "cycle the verdict filter"),
     ("/", "search the run's records"),
     ("c", "compare with another run (cycles)"),
+    ("d", "questions the two runs disagree on (McNemar b, c)"),
     ("J / K", "scroll the detail down / up"),
+    ("", "Train"),
+    ("← →", "form / built-in sets (CAT: adapters)"),
+    ("space, i", "edit field (train: LoRA / CAT); add set, pick"),
+    ("Tab (typing)", "complete a file path or builtin:NAME"),
+    ("Enter", "launch the training"),
+    ("", "Recipes"),
+    ("← →", "budget"),
+    ("i", "type the data a recipe leaves to you"),
+    ("Enter", "launch the recipe at the budget"),
 ];
 
 pub fn draw(frame: &mut Frame, area: Rect) {

@@ -202,9 +202,13 @@ fn draw_detail(run: &RunRecord, live: Option<&LiveProgress>, frame: &mut Frame, 
     );
 
     let losses = live.map(|l| l.losses.as_slice()).unwrap_or(&[]);
-    let spark_title = match losses.last() {
-        Some(last) => format!(" loss {last:.4} "),
-        None => " loss (live, while it trains) ".to_string(),
+    // First and last of the live curve, so a falling loss reads in numbers as well as bars.
+    let spark_title = match (losses.first(), losses.last()) {
+        (Some(first), Some(last)) if losses.len() > 1 => {
+            format!(" loss {first:.4} → {last:.4} ")
+        }
+        (_, Some(last)) => format!(" loss {last:.4} "),
+        _ => " loss (live, while it trains) ".to_string(),
     };
     let data = sparkline_data(losses, spark_area.width.saturating_sub(2) as usize);
     frame.render_widget(
