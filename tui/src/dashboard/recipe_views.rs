@@ -4,7 +4,7 @@
 //! estimates from the speeds of finished runs. Also the reuse test that keeps a relaunched
 //! recipe from running again what the store already holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use soup_core::engine::plan::Plan;
@@ -586,9 +586,4 @@ fn common_prefix(names: &[String]) -> Option<String> {
             .min(end);
     }
     Some(first[..end].to_string())
-}
-
-/// Recipe data sets by origin, for tests and the loader: nothing typed.
-pub fn no_data() -> RecipeData {
-    BTreeMap::new()
 }

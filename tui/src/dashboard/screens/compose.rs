@@ -106,7 +106,7 @@ impl FormField {
     pub fn hint(self) -> &'static str {
         match self {
             FormField::Task => "space cycles",
-            FormField::Dataset => "builtin:NAME or a file path; Tab completes",
+            FormField::Dataset => "builtin:NAME or path (Tab)",
             FormField::Limit => "blank: all",
             FormField::Weights => "comma list; blank: 1 each",
             FormField::Density => "TIES/DARE, in (0, 1]",

@@ -15,8 +15,12 @@ use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::format;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    // The list takes what its rows need, up to 45%: the rest goes to the detail (lineage,
+    // heat map), which is what a short list leaves cut otherwise.
+    let rows = app.adapters.items.len().max(3) as u16 + 3;
+    let list_height = rows.min(area.height * 45 / 100);
     let [list, detail] =
-        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+        Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
     draw_list(app, frame, list);
     match app.adapters.selected() {
         Some(adapter) => draw_detail(adapter, &app.adapters.items, frame, detail),
@@ -57,7 +61,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     if state.items.is_empty() {
         frame.render_widget(
             Paragraph::new(
-                "No adapters yet. Train one with `soup train`, or compose some in Compose (2).",
+                "No adapters yet. Train one in Train (6) or with `soup train`, or compose some in Compose (2).",
             )
             .wrap(Wrap { trim: true })
             .block(block),

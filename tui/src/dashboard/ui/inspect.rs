@@ -92,7 +92,7 @@ fn draw_discordant(app: &App, view: &DiscordantView, frame: &mut Frame, area: Re
         return;
     };
     let title = format!(
-        " discordant · b = {} (A right, B wrong) · c = {} (A wrong, B right) · of {} paired ",
+        " discordant · b = {} (A✓ B✗) · c = {} (A✗ B✓) · of {} paired ",
         list.b_count, list.c_count, list.paired
     );
     let block = pane(&title, true);
@@ -195,7 +195,7 @@ fn draw_runs(app: &App, frame: &mut Frame, area: Rect) {
     let block = pane(" evaluation runs ", focused);
     if evals.is_empty() {
         frame.render_widget(
-            Paragraph::new("No evaluation runs yet: launch one from Compose (2).")
+            Paragraph::new("No evaluation runs yet: launch one from Compose (2) or Recipes (7).")
                 .wrap(Wrap { trim: true })
                 .block(block),
             area,
@@ -297,7 +297,7 @@ fn draw_records(app: &App, frame: &mut Frame, area: Rect) {
             }
         )
     } else {
-        "/ search · v verdict · n p pages · Enter detail · c compare · d disagreements".to_string()
+        "/ search · v verdict · n p pages · Enter detail · c compare · d discordant".to_string()
     };
     frame.render_widget(
         Paragraph::new(search_line).style(Style::new().fg(Color::DarkGray)),

@@ -73,7 +73,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     if jobs.runs.is_empty() {
         frame.render_widget(
             Paragraph::new(
-                "No jobs yet. Launch one from Compose (2): pick adapters, a method, Enter.",
+                "No jobs yet. Launch one from Train (6), Compose (2) or Recipes (7).",
             )
             .wrap(Wrap { trim: true })
             .block(block),

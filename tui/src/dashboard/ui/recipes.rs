@@ -79,19 +79,18 @@ fn estimate_lines(e: &Estimate) -> Vec<Line<'static>> {
     let num = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "?".into());
     let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
     let train = format!(
-        "train: {} job(s), {} examples × {} tokens/example ÷ {} tokens/s{}",
+        "train: {} job(s) · {} examples × {} tok/example ÷ {} tok/s{}",
         e.train_jobs,
         count(e.train_examples),
         num(s.tokens_per_example),
         num(s.train_tokens_per_s),
         match e.train_seconds() {
             Some(t) => format!(" = {}", format::duration_s(t)),
-            None if s.train_runs == 0 => " (no finished training measured yet)".into(),
             None => String::new(),
         }
     );
     let eval = format!(
-        "eval: {} run(s), {} questions × {} tokens/question (≤ {}) ÷ {} tokens/s{}",
+        "eval: {} run(s) · {} questions × {} tok (≤ {} new) ÷ {} tok/s{}",
         e.eval_jobs,
         count(e.questions),
         num(e.tokens_per_question()),
@@ -99,7 +98,6 @@ fn estimate_lines(e: &Estimate) -> Vec<Line<'static>> {
         num(s.gen_tokens_per_s),
         match e.eval_seconds() {
             Some(t) => format!(" = {}", format::duration_s(t)),
-            None if s.eval_runs == 0 => " (no finished evaluation measured yet)".into(),
             None => String::new(),
         }
     );
@@ -109,7 +107,7 @@ fn estimate_lines(e: &Estimate) -> Vec<Line<'static>> {
         Line::styled(eval, dim),
         Line::styled(
             format!(
-                "measured on {} training and {} evaluation run(s) in the store; merges not counted",
+                "speeds from {} training and {} evaluation run(s) in the store; merges not counted",
                 s.train_runs, s.eval_runs
             ),
             dim,
@@ -119,7 +117,16 @@ fn estimate_lines(e: &Estimate) -> Vec<Line<'static>> {
 
 fn draw_recipe(app: &App, view: &RecipeView, frame: &mut Frame, area: Rect) {
     let state = &app.recipes;
-    let title = format!(" {} · {} ", view.name, view.origin);
+    // A user's recipe by its place in the data dir, not the whole path.
+    let origin = if view.origin.starts_with("built-in") {
+        "built-in".to_string()
+    } else {
+        std::path::Path::new(&view.origin)
+            .file_name()
+            .map(|f| format!("<data dir>/recipes/{}", f.to_string_lossy()))
+            .unwrap_or_else(|| view.origin.clone())
+    };
+    let title = format!(" {} · {origin} ", view.name);
     let block = pane(&title, false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -174,7 +181,15 @@ fn draw_recipe(app: &App, view: &RecipeView, frame: &mut Frame, area: Rect) {
     let budget = state.selected_budget();
     if let Some(b) = budget {
         frame.render_widget(Paragraph::new(estimate_lines(&b.estimate)), estimate_area);
-        draw_table(b, frame, table_area);
+        // The data still to type, named as the form names it (the planner's own message
+        // speaks of the command line's --data).
+        let missing: Vec<&str> = view
+            .needs_data
+            .iter()
+            .filter(|n| state.typed(n).trim().is_empty())
+            .map(String::as_str)
+            .collect();
+        draw_table(b, &missing, frame, table_area);
     }
     let footer = match (&state.error, budget) {
         (Some(error), _) => Line::styled(
@@ -270,13 +285,18 @@ fn cell_text(cell: &CellState) -> (String, Style) {
     }
 }
 
-fn draw_table(budget: &BudgetView, frame: &mut Frame, area: Rect) {
+fn draw_table(budget: &BudgetView, missing: &[&str], frame: &mut Frame, area: Rect) {
     let Some(table) = &budget.table else {
+        let why = if missing.is_empty() {
+            budget.plan_error.clone().unwrap_or_default()
+        } else {
+            format!(
+                "type a file for {} above (i edits the line, Tab completes a path)",
+                missing.join(", ")
+            )
+        };
         frame.render_widget(
-            Paragraph::new(format!(
-                "cannot plan it yet: {}",
-                budget.plan_error.clone().unwrap_or_default()
-            ))
+            Paragraph::new(format!("cannot plan it yet: {why}"))
             .style(Style::new().fg(Color::Yellow))
             .wrap(Wrap { trim: true }),
             area,
@@ -288,8 +308,16 @@ fn draw_table(budget: &BudgetView, frame: &mut Frame, area: Rect) {
         " table · {done}/{all} evaluations done · adapters built {}/{} ",
         table.builds_done, table.builds
     );
+    // Column names such as `math skill (math-cot)` break before their parenthesis: two short
+    // lines fit where one long one is cut.
     let mut header = vec![Text::raw("method")];
-    header.extend(table.columns.iter().map(|c| Text::raw(c.clone())));
+    header.extend(table.columns.iter().map(|c| Text::raw(c.replacen(" (", "\n(", 1))));
+    let header_height = table
+        .columns
+        .iter()
+        .map(|c| if c.contains(" (") { 2 } else { 1 })
+        .max()
+        .unwrap_or(1);
     let rows: Vec<Row> = table
         .rows
         .iter()
@@ -306,7 +334,11 @@ fn draw_table(budget: &BudgetView, frame: &mut Frame, area: Rect) {
     widths.extend(table.columns.iter().map(|_| Constraint::Fill(1)));
     frame.render_widget(
         Table::new(rows, widths)
-            .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+            .header(
+                Row::new(header)
+                    .height(header_height)
+                    .style(Style::new().add_modifier(Modifier::BOLD)),
+            )
             .block(pane(&title, false)),
         area,
     );

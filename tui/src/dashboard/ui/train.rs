@@ -17,7 +17,7 @@ use crate::dashboard::screens::train::{TrainKind, TrainPane};
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let [panes, footer] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
     let [form, side] =
-        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(panes);
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(panes);
     draw_form(app, frame, form);
     match app.train.kind {
         TrainKind::Lora => draw_builtins(app, frame, side),
@@ -78,14 +78,14 @@ fn draw_builtins(app: &App, frame: &mut Frame, area: Rect) {
         .iter()
         .skip(start)
         .take(visible)
-        .map(|(name, _, file)| {
+        .map(|(name, _, _)| {
             let entry = format!("builtin:{name}");
             let mark = if chosen.split(',').any(|d| d.trim() == entry) {
                 "[x]"
             } else {
                 "[ ]"
             };
-            ListItem::new(format!("{mark} {entry}  ({file})"))
+            ListItem::new(format!("{mark} {entry}"))
         })
         .collect();
     let mut state =
