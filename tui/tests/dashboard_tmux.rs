@@ -51,11 +51,20 @@ impl Tmux {
     }
 
     fn wait_for_within(&self, text: &str, limit: Duration) -> String {
+        self.wait_for_unless(text, None, limit)
+    }
+
+    /// As `wait_for_within`, but stops at once when `failure` shows (a job that failed will
+    /// not bring `text`, so waiting out the limit only hides the cause for minutes).
+    fn wait_for_unless(&self, text: &str, failure: Option<&str>, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
             if screen.contains(text) {
                 return screen;
+            }
+            if let Some(failure) = failure.filter(|f| screen.contains(f)) {
+                panic!("{failure:?} appeared while waiting for {text:?}; the screen is:\n{screen}");
             }
             if Instant::now() > deadline {
                 panic!("{text:?} never appeared; the screen is:\n{screen}");
@@ -178,7 +187,7 @@ lorahub_budget = 2
 train_examples = 8
 epochs = 1
 batch_size = 4
-max_len = 64
+max_len = 256
 lr = 1e-3
 cat_fraction = 0.01
 eval_limit = 2
@@ -212,7 +221,11 @@ fn a_recipe_launched_from_the_dashboard_fills_its_table() {
     assert!(screen.contains("0/4 evaluations done"), "{screen}");
     tmux.keys(&["Enter"]);
     // The table fills in as the jobs finish: the skill LoRAs, CAT, then four evaluations.
-    let screen = tmux.wait_for_within("4/4 evaluations done", Duration::from_secs(240));
+    let screen = tmux.wait_for_unless(
+        "4/4 evaluations done",
+        Some("failed"),
+        Duration::from_secs(240),
+    );
     assert!(screen.contains("adapters built 3/3"), "{screen}");
     assert!(!screen.contains("failed"), "{screen}");
     // The adapters it built are in Adapters, CAT with its lineage.

@@ -517,8 +517,7 @@ pub fn complete_path(text: &str, cwd: &Path) -> (String, Vec<String>) {
         }
         None => (String::new(), text.to_string()),
     };
-    if current.starts_with("builtin:") {
-        let prefix = &current["builtin:".len()..];
+    if let Some(prefix) = current.strip_prefix("builtin:") {
         let names: Vec<String> = soup_core::engine::BUILTINS
             .iter()
             .map(|(n, _, _)| n.to_string())

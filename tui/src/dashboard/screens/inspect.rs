@@ -196,9 +196,7 @@ fn request_discordant(app: &mut App) -> Option<Command> {
 /// Keys while the discordant list is open: move, Enter side by side, `c` next run, Esc back.
 fn update_discordant(app: &mut App, action: Action) -> Option<Command> {
     let inspect = &mut app.inspect;
-    let Some(view) = inspect.discordant.as_mut() else {
-        return None;
-    };
+    let view = inspect.discordant.as_mut()?;
     let len = view.list.as_ref().map_or(0, |l| l.pairs.len());
     if move_cursor(&mut view.cursor, len, &action) {
         inspect.scroll = 0;

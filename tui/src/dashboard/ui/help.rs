@@ -72,7 +72,10 @@ fn column(bindings: &[(&'static str, &'static str)]) -> (Vec<Line<'static>>, u16
             } else {
                 width = width.max(1 + key_width + what.chars().count());
                 Line::from(vec![
-                    Span::styled(format!(" {keys:<key_width$}"), Style::new().fg(Color::Yellow)),
+                    Span::styled(
+                        format!(" {keys:<key_width$}"),
+                        Style::new().fg(Color::Yellow),
+                    ),
                     Span::raw(*what),
                 ])
             }

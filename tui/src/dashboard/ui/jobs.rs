@@ -72,11 +72,9 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     }
     if jobs.runs.is_empty() {
         frame.render_widget(
-            Paragraph::new(
-                "No jobs yet. Launch one from Train (6), Compose (2) or Recipes (7).",
-            )
-            .wrap(Wrap { trim: true })
-            .block(block),
+            Paragraph::new("No jobs yet. Launch one from Train (6), Compose (2) or Recipes (7).")
+                .wrap(Wrap { trim: true })
+                .block(block),
             area,
         );
         return;

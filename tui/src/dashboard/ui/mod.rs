@@ -18,6 +18,7 @@ use ratatui::Frame;
 
 use super::app::{App, Tab};
 
+#[cfg(test)]
 pub(crate) use adapters::lineage as lineage_of;
 
 /// Below this the screens cannot show their panes: say so instead of drawing garbage.

@@ -297,8 +297,8 @@ fn draw_table(budget: &BudgetView, missing: &[&str], frame: &mut Frame, area: Re
         };
         frame.render_widget(
             Paragraph::new(format!("cannot plan it yet: {why}"))
-            .style(Style::new().fg(Color::Yellow))
-            .wrap(Wrap { trim: true }),
+                .style(Style::new().fg(Color::Yellow))
+                .wrap(Wrap { trim: true }),
             area,
         );
         return;
@@ -311,7 +311,12 @@ fn draw_table(budget: &BudgetView, missing: &[&str], frame: &mut Frame, area: Re
     // Column names such as `math skill (math-cot)` break before their parenthesis: two short
     // lines fit where one long one is cut.
     let mut header = vec![Text::raw("method")];
-    header.extend(table.columns.iter().map(|c| Text::raw(c.replacen(" (", "\n(", 1))));
+    header.extend(
+        table
+            .columns
+            .iter()
+            .map(|c| Text::raw(c.replacen(" (", "\n(", 1))),
+    );
     let header_height = table
         .columns
         .iter()
