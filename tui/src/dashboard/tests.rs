@@ -620,6 +620,42 @@ fn snapshot_missing_model_and_error_status() {
 // ---- keystroke-driven behaviour ----------------------------------------------------------
 
 #[test]
+fn jobs_held_for_an_adapter_whose_build_failed_are_dropped_and_said_so() {
+    let mut h = Harness::new(true);
+    // Compose: linear over code and math; its evaluation waits for the merge.
+    h.keys("2j j →jjjj⏎");
+    assert_eq!(h.app.held.len(), 1);
+    let merge_run = h
+        .app
+        .jobs
+        .runs
+        .iter()
+        .find(|r| r.label.contains("linear-code+math"))
+        .map(|r| r.id)
+        .expect("the merge is queued");
+    h.act(Action::Job(JobEvent {
+        run: merge_run,
+        update: JobUpdate::Failed("out of memory".into()),
+    }));
+    assert!(h.app.held.is_empty(), "nothing will build its adapter now");
+    let status = h.app.status.clone().expect("status");
+    assert!(
+        status.text.contains("out of memory") && status.text.contains("1 job(s)"),
+        "{}",
+        status.text
+    );
+    // A later job finishing submits nothing for it.
+    let before = submitted(&h).len();
+    h.act(Action::Job(JobEvent {
+        run: merge_run,
+        update: JobUpdate::Finished(RunOutcome {
+            summary: serde_json::json!({}),
+        }),
+    }));
+    assert_eq!(submitted(&h).len(), before);
+}
+
+#[test]
 fn launching_a_merge_from_compose_queues_it_in_jobs() {
     let mut h = Harness::new(true);
     // Compose: pick code and math, method linear (5th), Enter.
