@@ -298,6 +298,16 @@ pub(crate) fn save_adapter(
     Ok(engine.store().save_adapter(&rec, &bytes)?)
 }
 
+/// Tokens trained on and the seconds it took, kept with the adapter: finished runs are the
+/// only measure of this machine's training speed once the process is gone.
+fn speed_json(s: &TrainSummary) -> serde_json::Value {
+    json!({
+        "tokens": (s.tokens_per_s * s.seconds).round(),
+        "seconds": s.seconds,
+        "tokens_per_s": s.tokens_per_s,
+    })
+}
+
 fn train_json(name: &str, s: &TrainSummary) -> serde_json::Value {
     json!({
         "name": name,
@@ -366,7 +376,8 @@ fn run_train(
     )?;
     let adapter = trainable.adapter()?;
     let data: Vec<String> = job.data.iter().map(|d| d.label()).collect();
-    let hyper = json!({ "job": job, "examples": train.len(), "validation_examples": val.len(), "run": id.to_string() });
+    // "speed": what the dashboard's recipe estimates measure this machine by.
+    let hyper = json!({ "job": job, "examples": train.len(), "validation_examples": val.len(), "run": id.to_string(), "speed": speed_json(&summary) });
     save_adapter(
         engine,
         &adapter,
@@ -493,6 +504,7 @@ fn run_cat(
         "heldout_examples": heldout.len(),
         "run": id.to_string(),
         "cat_movement": movement,
+        "speed": speed_json(&summary),
     });
     save_adapter(
         engine,

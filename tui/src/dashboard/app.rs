@@ -17,12 +17,15 @@ use super::screens::adapters::{self, AdaptersState};
 use super::screens::compose::{self, ComposeState, FormField};
 use super::screens::inspect::{self, InspectState};
 use super::screens::jobs::{self, JobsState};
+use super::screens::recipes::{self, RecipeData, RecipeView, RecipesState};
 use super::screens::results::{self, ResultsState};
+use super::screens::train::{self, TrainField, TrainState};
 
 /// Records are read from the store this many at a time.
 pub const PAGE_SIZE: usize = 50;
 
-/// The screens, in tab order (number keys 1-5).
+/// The screens, in tab order (number keys 1-7). Train and Recipes came last so the first
+/// five keep the numbers users learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Adapters,
@@ -30,15 +33,19 @@ pub enum Tab {
     Jobs,
     Results,
     Inspect,
+    Train,
+    Recipes,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Adapters,
         Tab::Compose,
         Tab::Jobs,
         Tab::Results,
         Tab::Inspect,
+        Tab::Train,
+        Tab::Recipes,
     ];
 
     pub fn title(self) -> &'static str {
@@ -48,6 +55,8 @@ impl Tab {
             Tab::Jobs => "Jobs",
             Tab::Results => "Results",
             Tab::Inspect => "Inspect",
+            Tab::Train => "Train",
+            Tab::Recipes => "Recipes",
         }
     }
 
@@ -92,6 +101,8 @@ pub enum Action {
     /// `i`: edit the selected form field (Compose).
     Edit,
     Input(char),
+    /// Tab while typing: complete a file path (Train's datasets, Recipes' data files).
+    InputComplete,
     InputBackspace,
     InputSubmit,
     InputCancel,
@@ -106,6 +117,8 @@ pub enum Action {
     Export,
     LaunchComparison,
     Compare,
+    /// `d`: the questions two runs disagree on (Inspect).
+    Discordant,
     NextPage,
     PrevPage,
     FetchModel,
@@ -136,6 +149,16 @@ pub enum Loaded {
         record: Option<Box<StoredQuestion>>,
     },
     Submitted(Vec<RunId>),
+    /// Jobs held back until the adapters they need exist (queued jobs build them).
+    Held(Vec<JobSpec>),
+    Recipes(Vec<RecipeView>),
+    /// A path completed for the field being typed: the new text, and the other candidates.
+    Completion {
+        target: InputTarget,
+        text: String,
+        candidates: Vec<String>,
+    },
+    Discordant(Box<DiscordantList>),
     /// A cancel or resume went through; the text says which.
     JobControl(String),
     Exported(Vec<PathBuf>),
@@ -153,6 +176,26 @@ pub struct RecordsPage {
     /// Records read to find `items` (search scans; page reads read exactly the page).
     pub scanned: u64,
     pub skipped: usize,
+}
+
+/// The questions two evaluation runs disagree on: right in one and wrong in the other (the
+/// pairs that decide McNemar's test), each with both runs' records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscordantList {
+    pub generation: u64,
+    pub a: RunId,
+    pub b: RunId,
+    /// Right under `a`, wrong under `b`.
+    pub b_count: u64,
+    /// Wrong under `a`, right under `b`.
+    pub c_count: u64,
+    /// Questions present in both runs with the same id.
+    pub paired: u64,
+    /// Questions whose ids differ at the same index (not the same dataset order).
+    pub mismatched: u64,
+    pub pairs: Vec<(StoredQuestion, StoredQuestion)>,
+    /// More discordant pairs exist than were kept.
+    pub truncated: bool,
 }
 
 /// Progress of fetching the default model.
@@ -177,7 +220,24 @@ pub enum Command {
         run: RunId,
         index: u64,
     },
+    /// Queue these jobs in order; those needing an adapter an earlier job builds are held
+    /// back and submitted when it exists.
     Submit(Vec<JobSpec>),
+    /// [`Command::Submit`] without the jobs whose result the store already holds or whose
+    /// twin is queued (a recipe launched again picks up where it stopped).
+    SubmitReusing(Vec<JobSpec>),
+    /// Read the recipes (built-in and `<data dir>/recipes/*.toml`), their tables and the
+    /// measured speeds.
+    LoadRecipes(RecipeData),
+    CompletePath {
+        target: InputTarget,
+        text: String,
+    },
+    LoadDiscordant {
+        generation: u64,
+        a: RunId,
+        b: RunId,
+    },
     Cancel(RunId),
     Resume(RunId),
     Export(ResultsTable),
@@ -201,6 +261,9 @@ pub enum InputTarget {
     AdapterFilter,
     RecordSearch,
     FormField(FormField),
+    TrainField(TrainField),
+    /// The data set a recipe leaves for the user to name, by its index in the recipe's list.
+    RecipeData(usize),
 }
 
 /// A status line message.
@@ -233,6 +296,10 @@ pub struct App {
     pub jobs: JobsState,
     pub results: ResultsState,
     pub inspect: InspectState,
+    pub train: TrainState,
+    pub recipes: RecipesState,
+    /// Jobs waiting for an adapter that a queued job builds (see [`Command::Submit`]).
+    pub held: Vec<JobSpec>,
     /// Data that changed (job events) and is read again at the next tick.
     pub stale_runs: bool,
     pub stale_results: bool,
@@ -257,6 +324,9 @@ impl App {
             jobs: JobsState::new(),
             results: ResultsState::new(),
             inspect: InspectState::new(),
+            train: TrainState::new(),
+            recipes: RecipesState::new(),
+            held: Vec::new(),
             stale_runs: false,
             stale_results: false,
             stale_adapters: false,
@@ -269,6 +339,7 @@ impl App {
             Command::LoadAdapters,
             Command::LoadRuns,
             Command::LoadResults,
+            Command::LoadRecipes(RecipeData::new()),
         ])
     }
 
@@ -350,6 +421,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
         }
         Action::CommandFailed(why) => {
             app.inspect.loading = false;
+            app.recipes.loading = false;
             app.error(why);
             None
         }
@@ -359,6 +431,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                 Command::LoadAdapters,
                 Command::LoadRuns,
                 Command::LoadResults,
+                Command::LoadRecipes(app.recipes.data.clone()),
             ];
             // The open run's page too: a running evaluation adds records as it goes.
             let from = app.inspect.page_from;
@@ -371,6 +444,8 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
             Tab::Jobs => jobs::update(app, other),
             Tab::Results => results::update(app, other),
             Tab::Inspect => inspect::update(app, other),
+            Tab::Train => train::update(app, other),
+            Tab::Recipes => recipes::update(app, other),
         },
     }
 }
@@ -386,6 +461,11 @@ fn on_tick(app: &mut App) -> Option<Command> {
     if std::mem::take(&mut app.stale_adapters) {
         commands.push(Command::LoadAdapters);
     }
+    // The recipes' tables follow the runs, read only while the screen shows them.
+    if app.tab == Tab::Recipes && !app.recipes.loading && std::mem::take(&mut app.recipes.stale) {
+        app.recipes.loading = true;
+        commands.push(Command::LoadRecipes(app.recipes.data.clone()));
+    }
     batch(commands)
 }
 
@@ -400,6 +480,11 @@ fn batch(mut commands: Vec<Command>) -> Option<Command> {
 fn switch_tab(app: &mut App, tab: Tab) -> Option<Command> {
     app.tab = tab;
     app.input = None;
+    if tab == Tab::Recipes && !app.recipes.loading {
+        // User recipes may have been written since: read them again on the way in.
+        app.recipes.loading = true;
+        return Some(Command::LoadRecipes(app.recipes.data.clone()));
+    }
     None
 }
 
@@ -422,9 +507,49 @@ fn on_loaded(app: &mut App, loaded: Loaded) -> Option<Command> {
                 ids.len(),
                 list.join(" ")
             ));
-            app.tab = Tab::Jobs;
+            // A recipe launched from its screen stays there: its table shows the progress.
+            if app.tab != Tab::Recipes {
+                app.tab = Tab::Jobs;
+            }
+            app.recipes.stale = true;
             Some(Command::LoadRuns)
         }
+        Loaded::Held(specs) => {
+            let n = specs.len();
+            app.held.extend(specs);
+            app.info(format!(
+                "{n} job(s) wait for the adapters the queued jobs build; they are queued as those finish"
+            ));
+            None
+        }
+        Loaded::Recipes(views) => recipes::on_loaded(app, views),
+        Loaded::Completion {
+            target,
+            text,
+            candidates,
+        } => {
+            if app.input == Some(target) {
+                match target {
+                    InputTarget::TrainField(field) => train::set_completion(app, field, text),
+                    InputTarget::RecipeData(i) => recipes::set_completion(app, i, text),
+                    InputTarget::FormField(field) => {
+                        if let Some(value) = app.compose.field_mut(field) {
+                            *value = text;
+                        }
+                    }
+                    _ => {}
+                }
+                if candidates.len() > 1 {
+                    app.info(format!(
+                        "{} matches: {}",
+                        candidates.len(),
+                        candidates.join("  ")
+                    ));
+                }
+            }
+            None
+        }
+        Loaded::Discordant(list) => inspect::on_discordant(app, *list),
         Loaded::JobControl(text) => {
             app.info(text);
             Some(Command::LoadRuns)

@@ -6,10 +6,16 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use soup_store::{RecordQuery, RunQuery, Store};
+use std::collections::HashSet;
 
-use super::app::{Action, Command, FetchStatus, Loaded, RecordRequest, RecordsPage, PAGE_SIZE};
+use soup_core::engine::JobSpec;
+use soup_store::{RecordQuery, RunId, RunQuery, RunStatus, Store, StoredQuestion};
+
+use super::app::{
+    Action, Command, DiscordantList, FetchStatus, Loaded, RecordRequest, RecordsPage, PAGE_SIZE,
+};
 use super::backend::JobBackend;
+use super::recipe_views;
 
 /// Runs listed in Jobs (newest first).
 pub const RUNS_SHOWN: usize = 500;
@@ -17,6 +23,8 @@ pub const RUNS_SHOWN: usize = 500;
 const SEARCH_CHUNK: usize = 500;
 /// ...and stops after this many, handing back a cursor to continue from (`n`).
 const SEARCH_BUDGET: u64 = 20_000;
+/// Discordant pairs kept for the list (the counts cover them all).
+const DISCORDANT_KEPT: usize = 2_000;
 
 /// What commands act on.
 #[derive(Clone)]
@@ -85,26 +93,42 @@ impl Effects {
                 })
                 .map_err(|e| format!("cannot read question {index} of {run}: {e}")),
             Command::Submit(specs) => {
-                let mut ids = Vec::new();
-                let mut failure = None;
-                for spec in specs {
-                    let label = spec.label();
-                    match self.backend.submit(spec) {
-                        Ok(id) => ids.push(id),
-                        Err(e) => {
-                            failure = Some(format!("cannot queue {label}: {e}"));
-                            break;
-                        }
+                self.submit(specs, emit);
+                return;
+            }
+            Command::SubmitReusing(specs) => {
+                let total = specs.len();
+                let fresh = match self.without_done(specs) {
+                    Ok(fresh) => fresh,
+                    Err(why) => {
+                        emit(Action::CommandFailed(why));
+                        return;
                     }
-                }
-                if !ids.is_empty() {
-                    emit(Action::Loaded(Loaded::Submitted(ids)));
-                }
-                match failure {
-                    Some(why) => Err(why),
-                    None => return,
+                };
+                if fresh.is_empty() {
+                    Ok(Loaded::JobControl(format!(
+                        "nothing to run: all {total} job(s) are done or queued already"
+                    )))
+                } else {
+                    self.submit(fresh, emit);
+                    return;
                 }
             }
+            Command::LoadRecipes(data) => {
+                recipe_views::load(&self.store, &self.data_dir, &data).map(Loaded::Recipes)
+            }
+            Command::CompletePath { target, text } => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| self.data_dir.clone());
+                let (text, candidates) = recipe_views::complete_path(&text, &cwd);
+                Ok(Loaded::Completion {
+                    target,
+                    text,
+                    candidates,
+                })
+            }
+            Command::LoadDiscordant { generation, a, b } => self
+                .discordant(generation, a, b)
+                .map(|l| Loaded::Discordant(Box::new(l))),
             Command::Cancel(id) => self
                 .backend
                 .cancel(id)
@@ -124,6 +148,141 @@ impl Effects {
             Ok(loaded) => Action::Loaded(loaded),
             Err(why) => Action::CommandFailed(why),
         });
+    }
+
+    /// Queues `specs` in order. A job that needs an adapter which a queued job (or an earlier
+    /// one here) builds and which is not stored yet would be refused by the engine's check:
+    /// it and the jobs after it are handed back as held, to be submitted when a job finishes.
+    fn submit(&self, specs: Vec<JobSpec>, emit: &mut dyn FnMut(Action)) {
+        let mut upcoming: HashSet<String> = match self.store.list_runs(&RunQuery::default()) {
+            Ok(runs) => runs
+                .items
+                .iter()
+                .filter(|r| matches!(r.status, RunStatus::Queued | RunStatus::Running))
+                .filter_map(|r| r.spec.get("name").and_then(|n| n.as_str()))
+                .map(str::to_string)
+                .collect(),
+            Err(e) => {
+                emit(Action::CommandFailed(format!("cannot list runs: {e}")));
+                return;
+            }
+        };
+        let mut ids = Vec::new();
+        let mut failure = None;
+        let mut held = Vec::new();
+        let mut specs = specs.into_iter();
+        while let Some(spec) = specs.next() {
+            let waits = recipe_views::needs(&spec)
+                .iter()
+                .any(|a| upcoming.contains(a) && !matches!(self.store.get_adapter(a), Ok(Some(_))));
+            if waits {
+                held.push(spec);
+                held.extend(specs.by_ref());
+                break;
+            }
+            let label = spec.label();
+            let produced = recipe_views::produces(&spec).map(str::to_string);
+            match self.backend.submit(spec) {
+                Ok(id) => {
+                    ids.push(id);
+                    upcoming.extend(produced);
+                }
+                Err(e) => {
+                    failure = Some(format!("cannot queue {label}: {e}"));
+                    break;
+                }
+            }
+        }
+        if !ids.is_empty() {
+            emit(Action::Loaded(Loaded::Submitted(ids)));
+        }
+        if let Some(why) = failure {
+            emit(Action::CommandFailed(why));
+        } else if !held.is_empty() {
+            emit(Action::Loaded(Loaded::Held(held)));
+        }
+    }
+
+    /// `specs` without those whose result is stored or whose twin is queued or running.
+    fn without_done(&self, specs: Vec<JobSpec>) -> Result<Vec<JobSpec>, String> {
+        let runs = self
+            .store
+            .list_runs(&RunQuery::default())
+            .map_err(|e| format!("cannot list runs: {e}"))?
+            .items;
+        let adapters = self
+            .store
+            .list_adapters()
+            .map_err(|e| format!("cannot list adapters: {e}"))?
+            .items;
+        Ok(specs
+            .into_iter()
+            .filter(|s| !recipe_views::already_done(s, &runs, &adapters))
+            .collect())
+    }
+
+    /// Reads both runs' records side by side (by question index) and keeps the questions
+    /// one run got right and the other did not.
+    fn discordant(&self, generation: u64, a: RunId, b: RunId) -> Result<DiscordantList, String> {
+        let read_all = |run: RunId| -> Result<Vec<StoredQuestion>, String> {
+            let mut out = Vec::new();
+            let mut from = Some(0);
+            while let Some(at) = from {
+                let page = self
+                    .store
+                    .records_page(
+                        run,
+                        &RecordQuery {
+                            verdict: None,
+                            from: at,
+                            limit: SEARCH_CHUNK,
+                        },
+                    )
+                    .map_err(|e| format!("cannot read records of {run}: {e}"))?;
+                out.extend(page.items);
+                from = page.next;
+            }
+            Ok(out)
+        };
+        let left = read_all(a)?;
+        let right: std::collections::HashMap<u64, StoredQuestion> =
+            read_all(b)?.into_iter().map(|r| (r.index, r)).collect();
+        let mut list = DiscordantList {
+            generation,
+            a,
+            b,
+            b_count: 0,
+            c_count: 0,
+            paired: 0,
+            mismatched: 0,
+            pairs: Vec::new(),
+            truncated: false,
+        };
+        for l in left {
+            let Some(r) = right.get(&l.index) else {
+                continue;
+            };
+            if l.id != r.id {
+                list.mismatched += 1;
+                continue;
+            }
+            list.paired += 1;
+            let (right_a, right_b) = (is_right(&l), is_right(r));
+            if right_a == right_b {
+                continue;
+            }
+            if right_a {
+                list.b_count += 1;
+            } else {
+                list.c_count += 1;
+            }
+            if list.pairs.len() < DISCORDANT_KEPT {
+                list.pairs.push((l, r.clone()));
+            } else {
+                list.truncated = true;
+            }
+        }
+        Ok(list)
     }
 
     /// A page of records, or with a search, the next matches found within the search budget.
@@ -226,6 +385,12 @@ impl Effects {
             Err(e) => FetchStatus::Failed(e.to_string()),
         }));
     }
+}
+
+/// Right or not, as McNemar's test counts it: the grader's own `correct` (a sandbox verdict
+/// such as a timeout is not right).
+pub fn is_right(record: &StoredQuestion) -> bool {
+    crate::dashboard::question::graded(record).correct
 }
 
 /// Case-insensitive search over what a reader looks for in a record; `needle` is lowercase.

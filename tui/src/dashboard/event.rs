@@ -103,6 +103,7 @@ pub fn action_for_key(app: &App, key: KeyEvent) -> Option<Action> {
         return match key.code {
             KeyCode::Char(c) if !ctrl => Some(Action::Input(c)),
             KeyCode::Backspace => Some(Action::InputBackspace),
+            KeyCode::Tab => Some(Action::InputComplete),
             KeyCode::Enter => Some(Action::InputSubmit),
             KeyCode::Esc => Some(Action::InputCancel),
             _ => None,
@@ -118,7 +119,7 @@ pub fn action_for_key(app: &App, key: KeyEvent) -> Option<Action> {
     let action = match key.code {
         KeyCode::Char('q') => Action::Quit,
         KeyCode::Char('?') => Action::ToggleHelp,
-        KeyCode::Char(c @ '1'..='5') => Action::SwitchTab(Tab::ALL[(c as usize) - ('1' as usize)]),
+        KeyCode::Char(c @ '1'..='7') => Action::SwitchTab(Tab::ALL[(c as usize) - ('1' as usize)]),
         KeyCode::Tab => Action::NextTab,
         KeyCode::BackTab => Action::PrevTab,
         KeyCode::Up | KeyCode::Char('k') => Action::Up,
@@ -144,6 +145,7 @@ pub fn action_for_key(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('e') => Action::Export,
         KeyCode::Char('A') => Action::LaunchComparison,
         KeyCode::Char('c') => Action::Compare,
+        KeyCode::Char('d') => Action::Discordant,
         KeyCode::Char('n') => Action::NextPage,
         KeyCode::Char('p') => Action::PrevPage,
         KeyCode::Char('F') => Action::FetchModel,

@@ -19,6 +19,7 @@ pub mod event;
 pub mod export;
 pub mod format;
 pub mod question;
+pub mod recipe_views;
 pub mod screens;
 pub mod terminal;
 pub mod ui;

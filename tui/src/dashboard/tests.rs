@@ -622,6 +622,42 @@ fn snapshot_missing_model_and_error_status() {
 // ---- keystroke-driven behaviour ----------------------------------------------------------
 
 #[test]
+fn jobs_held_for_an_adapter_whose_build_failed_are_dropped_and_said_so() {
+    let mut h = Harness::new(true);
+    // Compose: linear over code and math; its evaluation waits for the merge.
+    h.keys("2j j →jjjj⏎");
+    assert_eq!(h.app.held.len(), 1);
+    let merge_run = h
+        .app
+        .jobs
+        .runs
+        .iter()
+        .find(|r| r.label.contains("linear-code+math"))
+        .map(|r| r.id)
+        .expect("the merge is queued");
+    h.act(Action::Job(JobEvent {
+        run: merge_run,
+        update: JobUpdate::Failed("out of memory".into()),
+    }));
+    assert!(h.app.held.is_empty(), "nothing will build its adapter now");
+    let status = h.app.status.clone().expect("status");
+    assert!(
+        status.text.contains("out of memory") && status.text.contains("1 job(s)"),
+        "{}",
+        status.text
+    );
+    // A later job finishing submits nothing for it.
+    let before = submitted(&h).len();
+    h.act(Action::Job(JobEvent {
+        run: merge_run,
+        update: JobUpdate::Finished(RunOutcome {
+            summary: serde_json::json!({}),
+        }),
+    }));
+    assert_eq!(submitted(&h).len(), before);
+}
+
+#[test]
 fn launching_a_merge_from_compose_queues_it_in_jobs() {
     let mut h = Harness::new(true);
     // Compose: pick code and math, method linear (5th), Enter.
@@ -632,24 +668,53 @@ fn launching_a_merge_from_compose_queues_it_in_jobs() {
         .lock()
         .map(|s| s.clone())
         .unwrap_or_default();
-    assert_eq!(submitted.len(), 2, "a merge and its evaluation");
-    match &submitted[0] {
+    // The evaluation needs the merged adapter, which does not exist until the merge ran:
+    // the engine would refuse it now, so it waits.
+    assert_eq!(submitted.len(), 1, "the merge; its evaluation waits");
+    let merge = match &submitted[0] {
         JobSpec::Merge(m) => {
             assert_eq!(m.method, "linear");
             assert_eq!(m.adapters, vec!["code".to_string(), "math".to_string()]);
+            m.clone()
         }
         other => panic!("expected a merge, got {other:?}"),
-    }
+    };
+    assert_eq!(h.app.held.len(), 1);
     assert_eq!(h.app.tab, Tab::Jobs);
-    let queued: Vec<&RunRecord> = h
+    assert!(h.screen(W, H).contains("merge linear-code+math"));
+    // The merge finishes (its adapter stored): the evaluation is queued.
+    let merge_run = h
+        .app
+        .jobs
+        .runs
+        .iter()
+        .find(|r| r.label.contains("linear-code+math"))
+        .map(|r| r.id)
+        .expect("the merge is queued");
+    let mut merged = adapter(&merge.name, None, AdapterMethod::Merge, 90);
+    merged.parents = merge.adapters.clone();
+    h.store.save_adapter(&merged, b"x").expect("save");
+    h.store
+        .finish_run(merge_run, RunStatus::Done, None)
+        .expect("finish");
+    h.act(Action::Job(JobEvent {
+        run: merge_run,
+        update: JobUpdate::Finished(RunOutcome {
+            summary: serde_json::json!({}),
+        }),
+    }));
+    assert!(h.app.held.is_empty());
+    let submitted = h.engine.submitted.lock().map(|s| s.len()).unwrap_or(0);
+    assert_eq!(submitted, 2, "the evaluation followed the merge");
+    h.act(Action::Tick);
+    let queued = h
         .app
         .jobs
         .runs
         .iter()
         .filter(|r| r.status == RunStatus::Queued && r.label.contains("linear-code+math"))
-        .collect();
-    assert_eq!(queued.len(), 2, "{:?}", h.app.jobs.runs);
-    assert!(h.screen(W, H).contains("merge linear-code+math"));
+        .count();
+    assert_eq!(queued, 1, "{:?}", h.app.jobs.runs);
 }
 
 #[test]
@@ -662,12 +727,12 @@ fn one_key_launches_every_method_on_the_task() {
         .lock()
         .map(|s| s.clone())
         .unwrap_or_default();
-    let evals = submitted
-        .iter()
-        .filter(|s| matches!(s, JobSpec::Eval(_)))
-        .count();
+    // What needs an adapter built by a queued job waits for it, in order.
+    let all: Vec<&JobSpec> = submitted.iter().chain(h.app.held.iter()).collect();
+    let evals = all.iter().filter(|s| matches!(s, JobSpec::Eval(_))).count();
     // CAT, DATA-MIX, TIES, DARE, linear, SVD, LoraHub, 2 single adapters, base.
-    assert_eq!(evals, 10, "{submitted:#?}");
+    assert_eq!(evals, 10, "{all:#?}");
+    assert!(!h.app.held.is_empty());
     assert!(submitted.iter().any(|s| matches!(s, JobSpec::Cat(_))));
     assert!(submitted.iter().any(|s| matches!(s, JobSpec::Train(_))));
 }
@@ -805,4 +870,465 @@ fn quit_from_any_screen_and_tab_cycles() {
     assert_eq!(h.app.tab, Tab::Jobs);
     h.keys("q");
     assert!(h.app.should_quit);
+}
+
+// ---- Train -------------------------------------------------------------------------------
+
+fn submitted(h: &Harness) -> Vec<JobSpec> {
+    h.engine
+        .submitted
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn snapshot_train_form_with_defaults() {
+    let mut h = Harness::new(false);
+    h.keys("6");
+    insta::assert_snapshot!("train", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_train_cat_form_and_its_error() {
+    let mut h = Harness::new(true);
+    // Kind → CAT, then Enter without a name.
+    h.keys("6 ⏎");
+    assert!(h.app.train.error.is_some());
+    insta::assert_snapshot!("train_cat_error", h.screen(W, H));
+}
+
+#[test]
+fn training_a_skill_lora_from_the_form_uses_the_cli_defaults() {
+    let mut h = Harness::new(true);
+    // name: math2, skill: math; → the built-in list, space on the first set; Enter.
+    h.keys("6ji");
+    h.keys("math2⏎ji");
+    h.keys("math⏎");
+    h.keys("→ ⏎");
+    let jobs = submitted(&h);
+    assert_eq!(jobs.len(), 1, "{:?}", h.app.train.error);
+    let JobSpec::Train(job) = &jobs[0] else {
+        panic!("expected a training job, got {:?}", jobs[0]);
+    };
+    let mut expected = TrainJob::new(
+        "math2",
+        soup_core::runtime::DEFAULT_MODEL,
+        vec![DataSource::Builtin(
+            soup_core::engine::BUILTINS[0].0.to_string(),
+        )],
+    );
+    expected.skill = Some("math".into());
+    assert_eq!(
+        job, &expected,
+        "the form's untouched fields are TrainJob::new's"
+    );
+    assert_eq!(h.app.tab, Tab::Jobs);
+}
+
+#[test]
+fn train_form_settings_and_refusals() {
+    let mut h = Harness::new(true);
+    h.keys("6ji");
+    h.keys("r8⏎");
+    // datasets: two, typed.
+    h.keys("jji");
+    h.keys("builtin:math-train, builtin:code-train⏎");
+    // rank: clear the 16, type 4; targets q,v.
+    h.keys("jji⌫⌫4⏎jji");
+    for _ in 0..20 {
+        h.key(KeyCode::Backspace);
+    }
+    h.keys("q,v⏎");
+    // lr 0.001, epochs 1.
+    h.keys("ji⌫⌫⌫⌫⌫⌫0.001⏎ji⌫1⏎");
+    h.keys("⏎");
+    let jobs = submitted(&h);
+    let JobSpec::Train(job) = jobs.first().expect("a job") else {
+        panic!("not a training job");
+    };
+    assert_eq!(job.data.len(), 2);
+    assert_eq!(job.lora.rank, 4);
+    assert_eq!(job.lora.targets.len(), 2);
+    assert_eq!(job.train.lr, 0.001);
+    assert_eq!(job.train.epochs, 1);
+    // A bad number is refused with the field named, nothing submitted.
+    let mut h = Harness::new(true);
+    h.keys("6ji");
+    h.keys("x⏎jji");
+    h.keys("builtin:math-train⏎jji");
+    h.keys("z⏎⏎");
+    let error = h.app.train.error.clone().unwrap_or_default();
+    assert!(error.contains("rank"), "{error}");
+    assert!(submitted(&h).is_empty());
+}
+
+#[test]
+fn cat_from_the_train_screen_over_picked_adapters() {
+    let mut h = Harness::new(true);
+    // Kind → CAT; name; → adapter list: pick code and math (sorted by name: cat, code, math).
+    h.keys("6 ji");
+    h.keys("cat2⏎→j j ⏎");
+    let jobs = submitted(&h);
+    let JobSpec::Cat(job) = jobs.first().expect("a job") else {
+        panic!("expected CAT, got {jobs:?}");
+    };
+    assert_eq!(job.adapters, vec!["code".to_string(), "math".to_string()]);
+    // Blank datasets: the adapters' own.
+    let labels: Vec<String> = job.data.iter().map(|d| d.label()).collect();
+    assert_eq!(labels, ["builtin:code-train", "builtin:math-train"]);
+    let defaults = soup_core::engine::CatJob::new("", "", Vec::new(), Vec::new());
+    assert_eq!(job.sample_fraction, defaults.sample_fraction);
+    assert_eq!(job.train, defaults.train);
+}
+
+#[test]
+fn tab_completes_a_dataset_path() {
+    let mut h = Harness::new(false);
+    let dir = h.data_dir().join("sets");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("gsm-train.jsonl"), "{}\n").expect("file");
+    std::fs::write(dir.join("gsm-test.jsonl"), "{}\n").expect("file");
+    let typed = format!("builtin:math-train, {}/gs", dir.display());
+    h.keys("6jjji");
+    h.keys(&typed);
+    h.key(KeyCode::Tab);
+    let value = h
+        .app
+        .train
+        .value(super::screens::train::TrainField::Datasets);
+    assert_eq!(
+        value,
+        format!("builtin:math-train, {}/gsm-t", dir.display()),
+        "the common prefix"
+    );
+    h.keys("r");
+    h.key(KeyCode::Tab);
+    let value = h
+        .app
+        .train
+        .value(super::screens::train::TrainField::Datasets);
+    assert!(value.ends_with("/gsm-train.jsonl"), "{value}");
+    assert_eq!(
+        h.app.input,
+        Some(super::app::InputTarget::TrainField(
+            super::screens::train::TrainField::Datasets
+        ))
+    );
+    // Built-in names complete too.
+    let (text, names) = super::recipe_views::complete_path("builtin:code-t", h.data_dir());
+    assert_eq!(names, ["code-train", "code-test"].map(String::from));
+    assert_eq!(text, "builtin:code-t");
+}
+
+// ---- Recipes -----------------------------------------------------------------------------
+
+/// A small recipe in the data dir's recipes/ folder.
+fn write_recipe(dir: &Path) {
+    let recipes = dir.join("recipes");
+    std::fs::create_dir_all(&recipes).expect("recipes dir");
+    std::fs::write(
+        recipes.join("small.toml"),
+        r#"
+name = "small"
+model = "smollm2-135m-instruct"
+seed = 0
+methods = ["base", "skills", "cat"]
+[target]
+task = "code-math"
+data = "builtin:codemath-test"
+[[skills]]
+name = "math"
+data = "builtin:math-train"
+[[skills]]
+name = "code"
+data = "builtin:code-train"
+[lora]
+rank = 4
+alpha = 8.0
+targets = "q,v"
+[merge]
+weights = [1.0, 1.0]
+density = 0.5
+lorahub_budget = 4
+[budgets.micro]
+train_examples = 8
+epochs = 1
+batch_size = 4
+max_len = 128
+lr = 1e-3
+cat_fraction = 0.5
+eval_limit = 4
+skill_eval_limit = 2
+max_new_tokens = 8
+shots = 0
+"#,
+    )
+    .expect("write recipe");
+    std::fs::write(recipes.join("broken.toml"), "name = 3\n").expect("write recipe");
+}
+
+#[test]
+fn snapshot_recipes_builtin_list() {
+    let mut h = Harness::new(false);
+    h.keys("7");
+    assert!(h.app.recipes.loaded);
+    assert_eq!(h.app.recipes.views.len(), 3, "the built-in recipes");
+    insta::assert_snapshot!("recipes", h.screen(W, H));
+    // game-qa leaves its data to the user: the form asks for it.
+    h.keys("jj");
+    insta::assert_snapshot!("recipes_needs_data", h.screen(W, H));
+    h.keys("⏎");
+    let error = h.app.recipes.error.clone().unwrap_or_default();
+    assert!(error.contains("target"), "{error}");
+    assert!(submitted(&h).is_empty());
+}
+
+#[test]
+fn a_recipe_launches_in_order_fills_its_table_and_is_not_run_twice() {
+    let mut h = Harness::new(false);
+    write_recipe(h.data_dir());
+    h.keys("7");
+    let at = h
+        .app
+        .recipes
+        .views
+        .iter()
+        .position(|v| v.name == "small")
+        .expect("the user's recipe is listed");
+    assert!(h.app.recipes.views.iter().any(|v| v
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("broken.toml"))));
+    h.keys("g");
+    for _ in 0..at {
+        h.keys("j");
+    }
+    let jobs = super::screens::recipes::plan_selected(&h.app.recipes).expect("plan");
+    h.keys("⏎");
+    assert_eq!(
+        h.app.tab,
+        Tab::Recipes,
+        "the table is where the progress shows"
+    );
+    let sent = submitted(&h);
+    // Both skill LoRAs and the base evaluation's column order: CAT needs the LoRAs first.
+    assert!(matches!(sent[0], JobSpec::Train(_)) && matches!(sent[1], JobSpec::Train(_)));
+    assert_eq!(sent.len() + h.app.held.len(), jobs.len());
+    assert!(!h.app.held.is_empty(), "CAT waits for the skill LoRAs");
+    // The screen reads the queued cells.
+    h.act(Action::Tick);
+    let table = h
+        .app
+        .recipes
+        .selected_budget()
+        .and_then(|b| b.table.clone())
+        .expect("table");
+    assert_eq!(table.rows.len(), 4, "base, math only, code only, CAT");
+    assert_eq!(table.columns.len(), 1);
+    insta::assert_snapshot!("recipes_running", h.screen(W, H));
+
+    // The engine finishes everything: adapters stored, evaluations scored.
+    let runs = h.store.list_runs(&Default::default()).expect("runs").items;
+    let finish = |h: &mut Harness, run: &RunRecord, i: usize| {
+        let spec: JobSpec = serde_json::from_value(run.spec.clone()).expect("spec");
+        match &spec {
+            JobSpec::Eval(_) => {
+                h.store
+                    .put_scores(&[Score {
+                        run: run.id,
+                        metric: "accuracy".into(),
+                        value: 0.25 * (i % 4) as f64,
+                        ci_low: (0.25 * (i % 4) as f64 - 0.25).max(0.0),
+                        ci_high: (0.25 * (i % 4) as f64 + 0.25).min(1.0),
+                        n: 4,
+                    }])
+                    .expect("scores");
+            }
+            other => {
+                let name = super::recipe_views::produces(other).expect("a build");
+                let mut a = adapter(name, None, AdapterMethod::Trained, 100);
+                a.hyperparams = serde_json::json!({
+                    "job": serde_json::to_value(other).map(|mut v| {
+                        v.as_object_mut().map(|o| o.remove("job"));
+                        v
+                    }).expect("job"),
+                });
+                h.store.save_adapter(&a, b"x").expect("save");
+            }
+        }
+        h.store.start_run(run.id).expect("start");
+        h.store
+            .finish_run(run.id, RunStatus::Done, None)
+            .expect("finish");
+        h.act(Action::Job(JobEvent {
+            run: run.id,
+            update: JobUpdate::Finished(RunOutcome {
+                summary: serde_json::json!({}),
+            }),
+        }));
+    };
+    let mut done = std::collections::HashSet::new();
+    let mut i = 0;
+    for run in &runs {
+        finish(&mut h, run, i);
+        done.insert(run.id);
+        i += 1;
+    }
+    // Held jobs were submitted as their adapters appeared; finish those too, until none is left.
+    for _ in 0..10 {
+        let fresh: Vec<RunRecord> = h
+            .store
+            .list_runs(&Default::default())
+            .expect("runs")
+            .items
+            .into_iter()
+            .filter(|r| !done.contains(&r.id))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for run in &fresh {
+            finish(&mut h, run, i);
+            done.insert(run.id);
+            i += 1;
+        }
+    }
+    assert!(h.app.held.is_empty());
+    assert_eq!(submitted(&h).len(), jobs.len(), "every job ran once");
+    h.act(Action::Tick);
+    let table = h
+        .app
+        .recipes
+        .selected_budget()
+        .and_then(|b| b.table.clone())
+        .expect("table");
+    assert_eq!(table.progress(), (4, 4));
+    assert_eq!(table.builds_done, table.builds);
+    // The last status names a random job id.
+    h.app.status = None;
+    insta::assert_snapshot!("recipes_done", h.screen(W, H));
+
+    // Enter again: everything is in the store, nothing is queued twice.
+    h.keys("⏎");
+    assert_eq!(submitted(&h).len(), jobs.len());
+    let status = h.app.status.clone().expect("status");
+    assert!(status.text.contains("nothing to run"), "{}", status.text);
+}
+
+#[test]
+fn estimates_come_from_measured_speeds() {
+    use super::screens::recipes::{Estimate, Speeds};
+    let none = Estimate {
+        train_jobs: 3,
+        train_examples: Some(100),
+        eval_jobs: 4,
+        questions: Some(40),
+        max_new_tokens: 64,
+        speeds: Speeds::default(),
+    };
+    assert_eq!(none.seconds(), None, "no measurement yet");
+    let measured = Estimate {
+        speeds: Speeds {
+            train_tokens_per_s: Some(500.0),
+            tokens_per_example: Some(100.0),
+            train_runs: 2,
+            gen_tokens_per_s: Some(20.0),
+            tokens_per_question: Some(100.0),
+            eval_runs: 3,
+        },
+        ..none
+    };
+    // 100 × 100 / 500 = 20 s of training; 40 × min(100, 64) / 20 = 128 s of evaluation.
+    assert_eq!(measured.train_seconds(), Some(20.0));
+    assert_eq!(measured.eval_seconds(), Some(128.0));
+    assert_eq!(measured.seconds(), Some(148.0));
+}
+
+#[test]
+fn speeds_are_measured_on_finished_runs() {
+    let h = Harness::new(true);
+    let mut a = adapter("fast", Some("math"), AdapterMethod::Trained, 0);
+    a.hyperparams = serde_json::json!({
+        "job": {"train": {"epochs": 2}},
+        "examples": 50,
+        "speed": {"tokens": 20000.0, "seconds": 40.0},
+    });
+    h.store.save_adapter(&a, b"x").expect("save");
+    let runs = h.store.list_runs(&Default::default()).expect("runs").items;
+    let adapters = h.store.list_adapters().expect("adapters").items;
+    let speeds = super::recipe_views::measure(&h.store, &runs, &adapters);
+    assert_eq!(speeds.train_runs, 1);
+    assert_eq!(speeds.train_tokens_per_s, Some(500.0));
+    assert_eq!(speeds.tokens_per_example, Some(200.0));
+    // The CAT and base runs have records: 24 tokens each, 120 questions in 94 s.
+    assert_eq!(speeds.eval_runs, 2);
+    assert_eq!(speeds.tokens_per_question, Some(24.0));
+    let tps = speeds.gen_tokens_per_s.expect("measured");
+    assert!((tps - 24.0 * 240.0 / 188.0).abs() < 1e-9, "{tps}");
+}
+
+// ---- Inspect: discordant questions -------------------------------------------------------
+
+#[test]
+fn discordant_questions_of_two_runs_with_mcnemar_counts() {
+    let mut h = Harness::new(true);
+    // Open the CAT run (third newest evaluation), d: compared with the newest other (the
+    // queued one, no records); c three times: ties, math, base.
+    h.keys("5jj⏎d");
+    let list = h
+        .app
+        .inspect
+        .discordant
+        .as_ref()
+        .and_then(|d| d.list.clone())
+        .expect("read");
+    assert_eq!(list.paired, 0, "the queued run has no records");
+    h.keys("ccc");
+    let list = h
+        .app
+        .inspect
+        .discordant
+        .as_ref()
+        .and_then(|d| d.list.clone())
+        .expect("read");
+    assert_eq!(list.a, run_id(30, 3));
+    assert_eq!(list.b, run_id(10, 1));
+    assert_eq!(list.paired, RECORDS_PER_RUN);
+    // CAT right on multiples of 3 (not timeouts: index % 7 == 6), base on multiples of 40.
+    assert_eq!((list.b_count, list.c_count), (33, 2));
+    assert_eq!(list.pairs.len(), 35);
+    assert!(list
+        .pairs
+        .iter()
+        .all(|(a, b)| super::effects::is_right(a) != super::effects::is_right(b)));
+    insta::assert_snapshot!("inspect_discordant", h.screen(W, H));
+    h.keys("j⏎");
+    insta::assert_snapshot!("inspect_discordant_pair", h.screen(W, H));
+    h.keys("⎋⎋");
+    assert!(h.app.inspect.discordant.is_none());
+    assert_eq!(h.app.tab, Tab::Inspect);
+}
+
+// ---- Adapters: lineage -------------------------------------------------------------------
+
+#[test]
+fn lineage_follows_parents_to_their_data() {
+    let h = Harness::new(true);
+    let items = &h.app.adapters.items;
+    let cat = items
+        .iter()
+        .find(|a| a.name == "cat-math+code")
+        .expect("cat");
+    let tree = super::ui::lineage_of(cat, items);
+    assert_eq!(tree.len(), 3, "{tree:#?}");
+    assert!(
+        tree[1].contains("math") && tree[1].contains("builtin:math-train"),
+        "{tree:#?}"
+    );
+    assert!(tree[2].starts_with("└ code"), "{tree:#?}");
+    let mut orphan = cat.clone();
+    orphan.parents.push("gone".into());
+    let tree = super::ui::lineage_of(&orphan, items);
+    assert!(tree.last().is_some_and(|l| l.contains("gone (not stored)")));
 }

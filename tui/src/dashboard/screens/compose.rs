@@ -110,7 +110,7 @@ impl FormField {
     pub fn hint(self) -> &'static str {
         match self {
             FormField::Task => "space cycles",
-            FormField::Dataset => "builtin:NAME or a file path",
+            FormField::Dataset => "builtin:NAME or path (Tab)",
             FormField::Limit => "blank: all",
             FormField::Weights => "comma list; blank: 1 each",
             FormField::Density => "TIES/DARE, in (0, 1]",
@@ -178,7 +178,7 @@ impl ComposeState {
         }
     }
 
-    fn field_mut(&mut self, field: FormField) -> Option<&mut String> {
+    pub(crate) fn field_mut(&mut self, field: FormField) -> Option<&mut String> {
         match field {
             FormField::Task => None,
             FormField::Dataset => Some(&mut self.dataset),
@@ -217,6 +217,12 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                     *value = old;
                 }
                 app.input = None;
+            }
+            Action::InputComplete if field == FormField::Dataset => {
+                return Some(Command::CompletePath {
+                    target: InputTarget::FormField(field),
+                    text: compose.dataset.clone(),
+                });
             }
             other => match compose.field_mut(field) {
                 Some(value) => {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use soup_store::{RunId, StoredQuestion};
 
 use super::{move_cursor, text_input};
-use crate::dashboard::app::{Action, App, Command, InputTarget, RecordRequest, RecordsPage};
+use crate::dashboard::app::{
+    Action, App, Command, DiscordantList, InputTarget, RecordRequest, RecordsPage,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InspectPane {
@@ -42,6 +44,21 @@ pub struct InspectState {
     /// Answers to older requests (another run, filter or page) are dropped.
     pub generation: u64,
     pub loading: bool,
+    /// `d`: the questions the open run and the comparison run disagree on.
+    pub discordant: Option<DiscordantView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscordantView {
+    /// `None` while it is read.
+    pub list: Option<DiscordantList>,
+    pub cursor: usize,
+}
+
+impl DiscordantView {
+    pub fn selected(&self) -> Option<&(StoredQuestion, StoredQuestion)> {
+        self.list.as_ref().and_then(|l| l.pairs.get(self.cursor))
+    }
 }
 
 impl InspectState {
@@ -71,6 +88,7 @@ impl InspectState {
             scroll: 0,
             generation: 0,
             loading: false,
+            discordant: None,
         }
     }
 }
@@ -111,8 +129,111 @@ pub fn on_compare(
     None
 }
 
+/// The discordant pairs, if they are still the ones asked for.
+pub fn on_discordant(app: &mut App, list: DiscordantList) -> Option<Command> {
+    let inspect = &mut app.inspect;
+    let current = inspect.open_run == Some(list.a) && inspect.compare_run == Some(list.b);
+    if let (Some(view), true) = (inspect.discordant.as_mut(), current) {
+        if list.generation == inspect.generation {
+            view.cursor = view.cursor.min(list.pairs.len().saturating_sub(1));
+            view.list = Some(list);
+        }
+    }
+    None
+}
+
+/// The comparison run after the current one (or the first), among the other evaluations.
+fn next_compare_run(app: &App) -> (Option<RunId>, bool) {
+    let open = app.inspect.open_run;
+    let others: Vec<RunId> = app
+        .jobs
+        .eval_runs()
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| Some(*id) != open)
+        .collect();
+    let next = match app.inspect.compare_run {
+        None => others.first().copied(),
+        Some(current) => others
+            .iter()
+            .position(|id| *id == current)
+            .and_then(|i| others.get(i + 1))
+            .copied(),
+    };
+    (next, others.is_empty())
+}
+
+/// Asks for the discordant pairs of the open run and the comparison run (the first other
+/// evaluation when none is chosen).
+fn request_discordant(app: &mut App) -> Option<Command> {
+    let Some(a) = app.inspect.open_run else {
+        app.error("open a run first (Enter on it), then d lists where another run disagrees");
+        return None;
+    };
+    if app.inspect.compare_run.is_none() {
+        let (next, none) = next_compare_run(app);
+        if none {
+            app.error("no other evaluation run to compare with");
+            return None;
+        }
+        app.inspect.compare_run = next;
+    }
+    let b = app.inspect.compare_run?;
+    app.inspect.generation += 1;
+    app.inspect.detail = false;
+    app.inspect.scroll = 0;
+    app.inspect.discordant = Some(DiscordantView {
+        list: None,
+        cursor: 0,
+    });
+    Some(Command::LoadDiscordant {
+        generation: app.inspect.generation,
+        a,
+        b,
+    })
+}
+
+/// Keys while the discordant list is open: move, Enter side by side, `c` next run, Esc back.
+fn update_discordant(app: &mut App, action: Action) -> Option<Command> {
+    let inspect = &mut app.inspect;
+    let view = inspect.discordant.as_mut()?;
+    let len = view.list.as_ref().map_or(0, |l| l.pairs.len());
+    if move_cursor(&mut view.cursor, len, &action) {
+        inspect.scroll = 0;
+        return None;
+    }
+    match action {
+        Action::Confirm => {
+            inspect.detail = !inspect.detail && len > 0;
+            inspect.scroll = 0;
+        }
+        Action::Back | Action::Left if inspect.detail => inspect.detail = false,
+        Action::Back | Action::Left | Action::Discordant => {
+            inspect.discordant = None;
+            inspect.detail = false;
+        }
+        Action::ScrollDown => inspect.scroll = inspect.scroll.saturating_add(5),
+        Action::ScrollUp => inspect.scroll = inspect.scroll.saturating_sub(5),
+        Action::Compare => {
+            let (next, _) = next_compare_run(app);
+            app.inspect.compare_run = next;
+            if next.is_none() {
+                app.inspect.discordant = None;
+                app.inspect.detail = false;
+                return None;
+            }
+            return request_discordant(app);
+        }
+        _ => {}
+    }
+    None
+}
+
 /// The Inspect screen's keys: choose a run, page, filter and search its records, compare.
 pub fn update(app: &mut App, action: Action) -> Option<Command> {
+    if app.inspect.discordant.is_some() && app.input.is_none() {
+        return update_discordant(app, action);
+    }
     if app.input == Some(InputTarget::RecordSearch) {
         if text_input(&mut app.inspect.search, &action) {
             return None;
@@ -229,23 +350,9 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                     app.input = Some(InputTarget::RecordSearch);
                     None
                 }
+                Action::Discordant => request_discordant(app),
                 Action::Compare => {
-                    let open = app.inspect.open_run;
-                    let others: Vec<RunId> = app
-                        .jobs
-                        .eval_runs()
-                        .iter()
-                        .map(|r| r.id)
-                        .filter(|id| Some(*id) != open)
-                        .collect();
-                    let next = match app.inspect.compare_run {
-                        None => others.first().copied(),
-                        Some(current) => others
-                            .iter()
-                            .position(|id| *id == current)
-                            .and_then(|i| others.get(i + 1))
-                            .copied(),
-                    };
+                    let (next, none) = next_compare_run(app);
                     app.inspect.compare_run = next;
                     app.inspect.compare_record = None;
                     app.inspect.compare_loaded = false;
@@ -254,7 +361,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                             app.inspect.detail = true;
                             compare_command(app)
                         }
-                        None if others.is_empty() => {
+                        None if none => {
                             app.error("no other evaluation run to compare with");
                             None
                         }
@@ -277,6 +384,7 @@ pub(super) fn open_run(app: &mut App, id: RunId) -> Option<Command> {
     inspect.applied_search = None;
     inspect.verdict_counts.clear();
     inspect.detail = false;
+    inspect.discordant = None;
     if inspect.compare_run == Some(id) {
         inspect.compare_run = None;
     }

@@ -1,13 +1,14 @@
 //! The Jobs screen: every run with its status and live progress, cancel and resume.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use soup_core::engine::{JobEvent, JobUpdate};
+use soup_core::engine::{JobEvent, JobSpec, JobUpdate};
 use soup_store::{RunId, RunKind, RunRecord, RunStatus};
 
 use super::inspect::open_run;
 use super::move_cursor;
 use crate::dashboard::app::{Action, App, Command, Tab};
+use crate::dashboard::recipe_views;
 
 /// Loss values kept per job for its sparkline.
 const LOSS_HISTORY: usize = 240;
@@ -83,9 +84,11 @@ pub fn on_loaded(app: &mut App, runs: Vec<RunRecord>, skipped: usize) -> Option<
     None
 }
 
-/// A job's event: live progress kept for the list, a status change marks the list stale.
+/// A job's event: live progress kept for the list, a status change marks the list stale. A
+/// finished job may have built the adapter that held jobs wait for: they are offered again.
 pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
     app.stale_runs = true;
+    let mut next = None;
     let status = match &event.update {
         JobUpdate::Queued => Some(RunStatus::Queued),
         JobUpdate::Started => Some(RunStatus::Running),
@@ -115,14 +118,25 @@ pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
         JobUpdate::Finished(_) => {
             app.stale_results = true;
             app.stale_adapters = true;
+            if !app.held.is_empty() {
+                next = Some(Command::Submit(std::mem::take(&mut app.held)));
+            }
             Some(RunStatus::Done)
         }
         JobUpdate::Failed(why) => {
             let label = run_label(app, event.run);
-            app.error(format!("{label} failed: {why}"));
+            let dropped = drop_held_after(app, event.run);
+            app.error(format!("{label} failed: {why}{dropped}"));
             Some(RunStatus::Failed)
         }
-        JobUpdate::Cancelled => Some(RunStatus::Cancelled),
+        JobUpdate::Cancelled => {
+            let dropped = drop_held_after(app, event.run);
+            if !dropped.is_empty() {
+                let label = run_label(app, event.run);
+                app.info(format!("{label} cancelled{dropped}"));
+            }
+            Some(RunStatus::Cancelled)
+        }
     };
     if let Some(status) = status {
         if let Some(run) = app.jobs.runs.iter_mut().find(|r| r.id == event.run) {
@@ -133,8 +147,44 @@ pub fn on_job_event(app: &mut App, event: JobEvent) -> Option<Command> {
         }
         // A run the list does not know yet: it comes with the next reload.
         app.stale_runs = true;
+        app.recipes.stale = true;
     }
-    None
+    next
+}
+
+/// Held jobs that wait for the adapter `run` was building (or for one a dropped job builds)
+/// would wait forever once it failed or was cancelled: they are dropped, and the returned
+/// text (empty when none) says so and how to try again.
+fn drop_held_after(app: &mut App, run: RunId) -> String {
+    let built = app
+        .jobs
+        .runs
+        .iter()
+        .find(|r| r.id == run)
+        .and_then(|r| serde_json::from_value::<JobSpec>(r.spec.clone()).ok())
+        .and_then(|spec| recipe_views::produces(&spec).map(str::to_string));
+    let Some(built) = built else {
+        return String::new();
+    };
+    let mut lost: HashSet<String> = HashSet::from([built]);
+    let mut dropped = 0;
+    let held = std::mem::take(&mut app.held);
+    for spec in held {
+        if recipe_views::needs(&spec).iter().any(|a| lost.contains(a)) {
+            lost.extend(recipe_views::produces(&spec).map(str::to_string));
+            dropped += 1;
+        } else {
+            app.held.push(spec);
+        }
+    }
+    if dropped == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {dropped} job(s) waiting for its adapter were dropped (launch again once it is \
+             fixed: finished jobs are reused)"
+        )
+    }
 }
 
 fn run_label(app: &App, run: RunId) -> String {

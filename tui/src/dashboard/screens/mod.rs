@@ -7,7 +7,9 @@ pub mod adapters;
 pub mod compose;
 pub mod inspect;
 pub mod jobs;
+pub mod recipes;
 pub mod results;
+pub mod train;
 
 use super::app::Action;
 

@@ -15,11 +15,15 @@ use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::format;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    // The list takes what its rows need, up to 45%: the rest goes to the detail (lineage,
+    // heat map), which is what a short list leaves cut otherwise.
+    let rows = app.adapters.items.len().max(3) as u16 + 3;
+    let list_height = rows.min(area.height * 45 / 100);
     let [list, detail] =
-        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+        Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
     draw_list(app, frame, list);
     match app.adapters.selected() {
-        Some(adapter) => draw_detail(adapter, frame, detail),
+        Some(adapter) => draw_detail(adapter, &app.adapters.items, frame, detail),
         None => frame.render_widget(Paragraph::new("").block(pane(" detail ", false)), detail),
     }
 }
@@ -57,7 +61,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     if state.items.is_empty() {
         frame.render_widget(
             Paragraph::new(
-                "No adapters yet. Train one with `soup train`, or compose some in Compose (2).",
+                "No adapters yet. Train one in Train (6) or with `soup train`, or compose some in Compose (2).",
             )
             .wrap(Wrap { trim: true })
             .block(block),
@@ -115,7 +119,76 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(table, area, &mut table_state);
 }
 
-fn draw_detail(adapter: &AdapterRecord, frame: &mut Frame, area: Rect) {
+/// The data an adapter was trained on: its record's `dataset`, else the sets its job names
+/// (CAT and LoraHub record them only there).
+fn data_of(adapter: &AdapterRecord) -> Option<String> {
+    if let Some(d) = &adapter.dataset {
+        return Some(d.clone());
+    }
+    let sources: Vec<soup_core::engine::DataSource> = adapter
+        .hyperparams
+        .get("job")
+        .and_then(|j| j.get("data"))
+        .and_then(|d| serde_json::from_value(d.clone()).ok())?;
+    (!sources.is_empty()).then(|| {
+        sources
+            .iter()
+            .map(|s| s.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// Where an adapter came from, as a tree: each parent with its method and data, down to the
+/// trained LoRAs (a parent that is no longer stored is named and marked).
+pub(crate) fn lineage(adapter: &AdapterRecord, all: &[AdapterRecord]) -> Vec<String> {
+    fn describe(a: &AdapterRecord) -> String {
+        let method = format::method(a.method);
+        match data_of(a) {
+            Some(data) => format!("{} · {method} on {data}", a.name),
+            None => format!("{} · {method}", a.name),
+        }
+    }
+    fn walk(
+        name: &str,
+        all: &[AdapterRecord],
+        prefix: &str,
+        last: bool,
+        seen: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        let branch = if last { "└ " } else { "├ " };
+        let Some(a) = all.iter().find(|a| a.name == name) else {
+            out.push(format!("{prefix}{branch}{name} (not stored)"));
+            return;
+        };
+        out.push(format!("{prefix}{branch}{}", describe(a)));
+        if seen.iter().any(|s| s == name) || seen.len() > 8 {
+            return;
+        }
+        seen.push(name.to_string());
+        let child_prefix = format!("{prefix}{}", if last { "  " } else { "│ " });
+        for (i, p) in a.parents.iter().enumerate() {
+            walk(p, all, &child_prefix, i + 1 == a.parents.len(), seen, out);
+        }
+        seen.pop();
+    }
+    let mut out = vec![describe(adapter)];
+    let mut seen = vec![adapter.name.clone()];
+    for (i, p) in adapter.parents.iter().enumerate() {
+        walk(
+            p,
+            all,
+            "",
+            i + 1 == adapter.parents.len(),
+            &mut seen,
+            &mut out,
+        );
+    }
+    out
+}
+
+fn draw_detail(adapter: &AdapterRecord, all: &[AdapterRecord], frame: &mut Frame, area: Rect) {
     let [meta, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
     let modules: Vec<String> = adapter
@@ -132,14 +205,13 @@ fn draw_detail(adapter: &AdapterRecord, frame: &mut Frame, area: Rect) {
             adapter.dataset.clone().unwrap_or_else(|| "-".into()),
         ),
         field("method", format::method(adapter.method)),
-        field(
-            "parents",
-            if adapter.parents.is_empty() {
-                "-".to_string()
-            } else {
-                adapter.parents.join(", ")
-            },
-        ),
+    ];
+    let tree = lineage(adapter, all);
+    if tree.len() > 1 {
+        lines.push(field("lineage", String::new()));
+        lines.extend(tree.into_iter().map(|l| Line::raw(format!("  {l}"))));
+    }
+    lines.extend([
         field("modules", modules.join(", ")),
         field("size", format::bytes(adapter.size_bytes)),
         field("created", format::date_time(adapter.created)),
@@ -150,7 +222,7 @@ fn draw_detail(adapter: &AdapterRecord, frame: &mut Frame, area: Rect) {
                 .map(|l| format!("{l:.4}"))
                 .unwrap_or_else(|| "-".into()),
         ),
-    ];
+    ]);
     if !adapter.hyperparams.is_null() {
         lines.push(field("hyper", adapter.hyperparams.to_string()));
     }

@@ -34,7 +34,7 @@ fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
     let block = pane(&title, compose.pane == ComposePane::Adapters);
     if app.adapters.items.is_empty() {
         frame.render_widget(
-            Paragraph::new("No adapters to compose yet: train skill LoRAs first (`soup train`).")
+            Paragraph::new("No adapters to compose yet: train skill LoRAs first in Train (6) or with `soup train`.")
                 .wrap(Wrap { trim: true })
                 .block(block),
             area,

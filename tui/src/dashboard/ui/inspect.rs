@@ -16,14 +16,36 @@ use super::{field, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget, PAGE_SIZE};
 use crate::dashboard::format;
 use crate::dashboard::question::graded;
-use crate::dashboard::screens::inspect::InspectPane;
+use crate::dashboard::screens::inspect::{DiscordantView, InspectPane};
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let inspect = &app.inspect;
+    if let Some(view) = &inspect.discordant {
+        if let (true, Some((a, b)), Some(b_run)) =
+            (inspect.detail, view.selected(), inspect.compare_run)
+        {
+            draw_compare(app, a, b_run, Some(b), true, frame, area);
+            return;
+        }
+        let [runs, records] =
+            Layout::horizontal([Constraint::Percentage(30), Constraint::Percentage(70)])
+                .areas(area);
+        draw_runs(app, frame, runs);
+        draw_discordant(app, view, frame, records);
+        return;
+    }
     if inspect.detail {
         if let Some(record) = inspect.selected() {
             match inspect.compare_run {
-                Some(other) => draw_compare(app, record, other, frame, area),
+                Some(other) => draw_compare(
+                    app,
+                    record,
+                    other,
+                    inspect.compare_record.as_ref(),
+                    inspect.compare_loaded,
+                    frame,
+                    area,
+                ),
                 None => draw_detail(app, record, frame, area),
             }
             return;
@@ -33,6 +55,130 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Layout::horizontal([Constraint::Percentage(30), Constraint::Percentage(70)]).areas(area);
     draw_runs(app, frame, runs);
     draw_records(app, frame, records);
+}
+
+/// A run's label without the `eval ` every evaluation's label starts with.
+fn run_label(app: &App, id: soup_store::RunId) -> String {
+    app.jobs
+        .runs
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| {
+            r.label
+                .strip_prefix("eval ")
+                .unwrap_or(&r.label)
+                .to_string()
+        })
+        .unwrap_or_else(|| format::short_id(id))
+}
+
+/// The discordant questions of the open run (A) and the comparison run (B): McNemar's b and
+/// c in the title, one line per question with both predictions.
+fn draw_discordant(app: &App, view: &DiscordantView, frame: &mut Frame, area: Rect) {
+    let inspect = &app.inspect;
+    let a = inspect
+        .open_run
+        .map(|id| run_label(app, id))
+        .unwrap_or_default();
+    let b = inspect
+        .compare_run
+        .map(|id| run_label(app, id))
+        .unwrap_or_default();
+    let Some(list) = &view.list else {
+        frame.render_widget(
+            Paragraph::new("reading both runs…").block(pane(" discordant questions ", true)),
+            area,
+        );
+        return;
+    };
+    let title = format!(
+        " discordant · b = {} (A✓ B✗) · c = {} (A✗ B✓) · of {} paired ",
+        list.b_count, list.c_count, list.paired
+    );
+    let block = pane(&title, true);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [legend_area, list_area] =
+        Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(inner);
+    let mut legend = vec![Line::from(vec![
+        Span::styled("A ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format::ellipsize(&a, 40)),
+        Span::styled("   B ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format::ellipsize(&b, 40)),
+    ])];
+    let mut notes = vec!["Enter side by side · c next run B · Esc back".to_string()];
+    if list.mismatched > 0 {
+        notes.push(format!(
+            "{} question(s) differ in id at the same index: not paired",
+            list.mismatched
+        ));
+    }
+    if list.truncated {
+        notes.push(format!("first {} listed", list.pairs.len()));
+    }
+    legend.push(Line::styled(
+        notes.join(" · "),
+        Style::new().fg(Color::DarkGray),
+    ));
+    frame.render_widget(Paragraph::new(legend), legend_area);
+    if list.pairs.is_empty() {
+        frame.render_widget(
+            Paragraph::new(if list.paired == 0 {
+                "no question is in both runs: are they on the same dataset?"
+            } else {
+                "the two runs agree on every paired question"
+            }),
+            list_area,
+        );
+        return;
+    }
+    let visible = list_area.height as usize;
+    let start = window_start(view.cursor, visible);
+    let items: Vec<ListItem> = list
+        .pairs
+        .iter()
+        .skip(start)
+        .take(visible)
+        .map(|(ra, rb)| {
+            let (ga, gb) = (graded(ra), graded(rb));
+            let a_right = ga.correct;
+            let mark = |right: bool| {
+                if right {
+                    Span::styled("✓", Style::new().fg(Color::Green))
+                } else {
+                    Span::styled("✗", Style::new().fg(Color::Red))
+                }
+            };
+            ListItem::new(Line::from(vec![
+                Span::raw(format!("{:>6} ", ra.index)),
+                Span::raw("A"),
+                mark(a_right),
+                Span::raw(format!(
+                    " {:<10}",
+                    format::ellipsize(ga.pred.as_deref().unwrap_or("∅"), 10)
+                )),
+                Span::raw(" B"),
+                mark(gb.correct),
+                Span::raw(format!(
+                    " {:<10}",
+                    format::ellipsize(gb.pred.as_deref().unwrap_or("∅"), 10)
+                )),
+                Span::raw(format!(
+                    " gold {} · {}",
+                    format::ellipsize(&ga.gold, 10),
+                    first_line(&ga.prompt_question())
+                )),
+            ]))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(view.cursor - start));
+    frame.render_stateful_widget(
+        List::new(items)
+            .highlight_style(selected_style())
+            .highlight_symbol("›"),
+        list_area,
+        &mut state,
+    );
 }
 
 fn verdict_style(verdict: &str) -> Style {
@@ -49,7 +195,7 @@ fn draw_runs(app: &App, frame: &mut Frame, area: Rect) {
     let block = pane(" evaluation runs ", focused);
     if evals.is_empty() {
         frame.render_widget(
-            Paragraph::new("No evaluation runs yet: launch one from Compose (2).")
+            Paragraph::new("No evaluation runs yet: launch one from Compose (2) or Recipes (7).")
                 .wrap(Wrap { trim: true })
                 .block(block),
             area,
@@ -151,7 +297,7 @@ fn draw_records(app: &App, frame: &mut Frame, area: Rect) {
             }
         )
     } else {
-        "/ search · v verdict · n p pages · Enter detail · c compare".to_string()
+        "/ search · v verdict · n p pages · Enter detail · c compare · d discordant".to_string()
     };
     frame.render_widget(
         Paragraph::new(search_line).style(Style::new().fg(Color::DarkGray)),
@@ -375,6 +521,8 @@ fn draw_compare(
     app: &App,
     record: &StoredQuestion,
     other_run: soup_store::RunId,
+    other: Option<&StoredQuestion>,
+    other_loaded: bool,
     frame: &mut Frame,
     area: Rect,
 ) {
@@ -392,20 +540,7 @@ fn draw_compare(
     );
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(sides);
-    let other = inspect.compare_record.as_ref();
-    let label = |id: soup_store::RunId| {
-        app.jobs
-            .runs
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| {
-                r.label
-                    .strip_prefix("eval ")
-                    .unwrap_or(&r.label)
-                    .to_string()
-            })
-            .unwrap_or_else(|| format::short_id(id))
-    };
+    let label = |id: soup_store::RunId| run_label(app, id);
     let left_title = format!(" {} ", inspect.open_run.map(label).unwrap_or_default());
     frame.render_widget(
         Paragraph::new(record_lines(record, other))
@@ -428,7 +563,7 @@ fn draw_compare(
             lines
         }
         Some(o) => record_lines(o, Some(record)),
-        None if inspect.compare_loaded => {
+        None if other_loaded => {
             vec![Line::raw("this run has no record for this question")]
         }
         None => vec![Line::raw("reading…")],

@@ -72,11 +72,9 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     }
     if jobs.runs.is_empty() {
         frame.render_widget(
-            Paragraph::new(
-                "No jobs yet. Launch one from Compose (2): pick adapters, a method, Enter.",
-            )
-            .wrap(Wrap { trim: true })
-            .block(block),
+            Paragraph::new("No jobs yet. Launch one from Train (6), Compose (2) or Recipes (7).")
+                .wrap(Wrap { trim: true })
+                .block(block),
             area,
         );
         return;
@@ -202,9 +200,13 @@ fn draw_detail(run: &RunRecord, live: Option<&LiveProgress>, frame: &mut Frame, 
     );
 
     let losses = live.map(|l| l.losses.as_slice()).unwrap_or(&[]);
-    let spark_title = match losses.last() {
-        Some(last) => format!(" loss {last:.4} "),
-        None => " loss (live, while it trains) ".to_string(),
+    // First and last of the live curve, so a falling loss reads in numbers as well as bars.
+    let spark_title = match (losses.first(), losses.last()) {
+        (Some(first), Some(last)) if losses.len() > 1 => {
+            format!(" loss {first:.4} → {last:.4} ")
+        }
+        (_, Some(last)) => format!(" loss {last:.4} "),
+        _ => " loss (live, while it trains) ".to_string(),
     };
     let data = sparkline_data(losses, spark_area.width.saturating_sub(2) as usize);
     frame.render_widget(

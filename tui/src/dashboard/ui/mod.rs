@@ -6,7 +6,9 @@ mod compose;
 mod help;
 mod inspect;
 mod jobs;
+mod recipes;
 mod results;
+mod train;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -15,6 +17,9 @@ use ratatui::widgets::{Block, Borders, Paragraph, Tabs, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Tab};
+
+#[cfg(test)]
+pub(crate) use adapters::lineage as lineage_of;
 
 /// Below this the screens cannot show their panes: say so instead of drawing garbage.
 pub const MIN_WIDTH: u16 = 80;
@@ -39,6 +44,8 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Tab::Jobs => jobs::draw(app, frame, body),
         Tab::Results => results::draw(app, frame, body),
         Tab::Inspect => inspect::draw(app, frame, body),
+        Tab::Train => train::draw(app, frame, body),
+        Tab::Recipes => recipes::draw(app, frame, body),
     }
     draw_status(app, frame, status);
     if app.show_help {
@@ -65,8 +72,10 @@ fn draw_tabs(app: &App, frame: &mut Frame, area: Rect) {
         .enumerate()
         .map(|(i, t)| Line::from(format!("{} {}", i + 1, t.title())))
         .collect();
+    // Seven tabs and the hint fit from 100 columns; narrower, the hint gives way.
+    let hint_width = if area.width >= 100 { 16 } else { 0 };
     let [tabs_area, hint_area] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(16)]).areas(area);
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(hint_width)]).areas(area);
     frame.render_widget(
         Tabs::new(titles)
             .select(app.tab.index())

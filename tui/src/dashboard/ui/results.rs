@@ -23,7 +23,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     if table.methods.is_empty() {
         frame.render_widget(
             Paragraph::new(
-                "No scores yet. Finished evaluations land here: launch one from Compose (2), or A there for the whole comparison.",
+                "No scores yet. Finished evaluations land here: launch one from Compose (2) (A there for every method), or a whole recipe from Recipes (7).",
             )
             .wrap(Wrap { trim: true })
             .block(pane(" results ", true)),

@@ -1,0 +1,175 @@
+//! The Train screen: the form on the left (as Compose's), on the right the built-in sets to
+//! add (skill LoRA) or the adapters to pick (CAT); Enter launches.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+use soup_core::engine::BUILTINS;
+
+use super::adapters::window_start;
+use super::{pane, selected_style};
+use crate::dashboard::app::{App, InputTarget};
+use crate::dashboard::screens::train::{TrainKind, TrainPane};
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let [panes, footer] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    let [form, side] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(panes);
+    draw_form(app, frame, form);
+    match app.train.kind {
+        TrainKind::Lora => draw_builtins(app, frame, side),
+        TrainKind::Cat => draw_adapters(app, frame, side),
+    }
+    draw_footer(app, frame, footer);
+}
+
+fn draw_form(app: &App, frame: &mut Frame, area: Rect) {
+    let train = &app.train;
+    let focused = train.pane == TrainPane::Form;
+    let mut lines = Vec::new();
+    for (i, field) in train.fields().iter().enumerate() {
+        let editing = app.input == Some(InputTarget::TrainField(*field));
+        let mut value = train.value(*field);
+        if editing {
+            value.push('▏');
+        } else if value.is_empty() {
+            value = "·".into();
+        }
+        let mut style = Style::new();
+        if focused && i == train.field {
+            style = selected_style();
+        }
+        if editing {
+            style = Style::new().fg(Color::Black).bg(Color::Yellow);
+        }
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{:>10}: ", field.label()),
+                Style::new().fg(Color::DarkGray),
+            ),
+            Span::styled(value, style),
+        ]));
+        if focused && i == train.field {
+            lines.push(Line::from(Span::styled(
+                format!("            {}", field.hint(train.kind)),
+                Style::new().fg(Color::DarkGray),
+            )));
+        }
+    }
+    let title = format!(" train a {} ", train.kind.label());
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(&title, focused)),
+        area,
+    );
+}
+
+fn draw_builtins(app: &App, frame: &mut Frame, area: Rect) {
+    let train = &app.train;
+    let focused = train.pane == TrainPane::Side;
+    let chosen = train.value(crate::dashboard::screens::train::TrainField::Datasets);
+    let visible = area.height.saturating_sub(2) as usize;
+    let start = window_start(train.side_cursor, visible);
+    let items: Vec<ListItem> = BUILTINS
+        .iter()
+        .skip(start)
+        .take(visible)
+        .map(|(name, _, _)| {
+            let entry = format!("builtin:{name}");
+            let mark = if chosen.split(',').any(|d| d.trim() == entry) {
+                "[x]"
+            } else {
+                "[ ]"
+            };
+            ListItem::new(format!("{mark} {entry}"))
+        })
+        .collect();
+    let mut state =
+        ListState::default().with_selected(focused.then_some(train.side_cursor - start));
+    frame.render_stateful_widget(
+        List::new(items)
+            .highlight_style(selected_style())
+            .highlight_symbol("›")
+            .block(pane(" built-in sets · space adds ", focused)),
+        area,
+        &mut state,
+    );
+}
+
+fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
+    let train = &app.train;
+    let focused = train.pane == TrainPane::Side;
+    let title = format!(
+        " adapters · {} picked · space picks ",
+        app.compose.picked.len()
+    );
+    let block = pane(&title, focused);
+    if app.adapters.items.is_empty() {
+        frame.render_widget(
+            Paragraph::new(
+                "No adapters yet: train two skill LoRAs first (train: space switches to skill LoRA).",
+            )
+            .wrap(Wrap { trim: true })
+            .block(block),
+            area,
+        );
+        return;
+    }
+    let visible = area.height.saturating_sub(2) as usize;
+    let start = window_start(train.side_cursor, visible);
+    let items: Vec<ListItem> = app
+        .adapters
+        .items
+        .iter()
+        .skip(start)
+        .take(visible)
+        .map(|a| {
+            let mark = if app.compose.picked.contains(&a.name) {
+                "[x]"
+            } else {
+                "[ ]"
+            };
+            let data = a.dataset.as_deref().unwrap_or("-");
+            ListItem::new(format!("{mark} {} ({data})", a.name))
+        })
+        .collect();
+    let mut state =
+        ListState::default().with_selected(focused.then_some(train.side_cursor - start));
+    frame.render_stateful_widget(
+        List::new(items)
+            .highlight_style(selected_style())
+            .highlight_symbol("›")
+            .block(block),
+        area,
+        &mut state,
+    );
+}
+
+fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
+    let train = &app.train;
+    let mut lines = vec![
+        Line::from(match train.kind {
+            TrainKind::Lora => "a LoRA on the datasets, as `soup train` trains it",
+            TrainKind::Cat => {
+                "CAT: learn per-layer weights over the picked frozen LoRAs on a sample of their data"
+            }
+        }),
+        Line::from("Enter launches · space/i edits a field · Tab completes a path · → the list"),
+    ];
+    if let Some(error) = &train.error {
+        lines = vec![Line::from(Span::styled(
+            error.as_str(),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ))];
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(pane(" launch ", false)),
+        area,
+    );
+}
