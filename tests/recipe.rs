@@ -104,7 +104,7 @@ fn recipe_runs_every_method_then_reuses_everything() {
             assert!(cell.ci_low <= cell.value && cell.value <= cell.ci_high);
         }
     }
-    // The statistics come from the stored per-question records: CAT against the 10 other
+    // The statistics come from the stored per-question records: CAT against the 12 other
     // rows on each of the 3 columns, Holm-corrected; the skill gate for both skills; and the
     // power note, which at 2 questions says the table cannot separate methods.
     let headline_tests: Vec<_> = table
@@ -112,14 +112,14 @@ fn recipe_runs_every_method_then_reuses_everything() {
         .iter()
         .filter(|p| p.metric != "ref_logprob")
         .collect();
-    assert_eq!(headline_tests.len(), 30);
+    assert_eq!(headline_tests.len(), 36);
     assert!(headline_tests
         .iter()
         .all(|p| p.n == 2 && (0.0..=1.0).contains(&p.p) && p.p_holm >= p.p));
     // The log-likelihood of the reference, paired too, on every column whose prompts and
     // references fit the tiny model's 256 positions (the math solutions do).
     let ll_tests = table.paired.len() - headline_tests.len();
-    assert!(ll_tests >= 10 && ll_tests.is_multiple_of(10), "{ll_tests}");
+    assert!(ll_tests >= 12 && ll_tests.is_multiple_of(12), "{ll_tests}");
     assert_eq!(table.skill_gate.len(), 2);
     assert!(table.skill_gate.iter().all(|g| g.passed.is_some()));
     assert!(!table.power.unwrap().sufficient());

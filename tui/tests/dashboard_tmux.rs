@@ -194,6 +194,8 @@ eval_limit = 2
 skill_eval_limit = 2
 max_new_tokens = 4
 shots = 0
+seeds = 1
+cat_min_steps = 4
 "#,
         model.display()
     )

@@ -62,8 +62,20 @@ fn records(data: &std::path::Path, run: &str) -> Vec<Value> {
 fn eval(data: &std::path::Path, extra: &[&str]) -> String {
     let model = model();
     let mut args = vec![
-        "--json", "eval", "--task", "manual-qa", "--model", &model, "--limit", "3",
-        "--max-new-tokens", "12", "--shots", "0", "--batch-size", "1",
+        "--json",
+        "eval",
+        "--task",
+        "manual-qa",
+        "--model",
+        &model,
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--shots",
+        "0",
+        "--batch-size",
+        "1",
     ];
     args.extend_from_slice(extra);
     let out = ok(data, &args);
@@ -73,11 +85,17 @@ fn eval(data: &std::path::Path, extra: &[&str]) -> String {
 
 #[test]
 fn records_from_soup_serve_equal_local_records() {
+    // The same adapter stored on both sides (a server takes stored names, never paths).
     let served = tempfile::tempdir().unwrap();
-    let server = serve(served.path());
     let data = tempfile::tempdir().unwrap();
-    let adapter = fixture("adapter-a");
-    for target in [vec![], vec!["--adapter", adapter.as_str()]] {
+    for dir in [served.path(), data.path()] {
+        ok(
+            dir,
+            &["adapter", "import", &fixture("adapter-a"), "--name", "a"],
+        );
+    }
+    let server = serve(served.path());
+    for target in [vec![], vec!["--adapter", "a"]] {
         let local = eval(data.path(), &target);
         let mut remote_args = target.clone();
         remote_args.extend_from_slice(&["--backend", "openai", "--base-url", &server.url]);
@@ -86,7 +104,16 @@ fn records_from_soup_serve_equal_local_records() {
         assert_eq!(l.len(), 3);
         assert_eq!(l.len(), r.len());
         for (a, b) in l.iter().zip(&r) {
-            for key in ["id", "prompt", "raw_output", "extracted", "pred", "verdict", "scores", "correct"] {
+            for key in [
+                "id",
+                "prompt",
+                "raw_output",
+                "extracted",
+                "pred",
+                "verdict",
+                "scores",
+                "correct",
+            ] {
                 assert_eq!(a[key], b[key], "{target:?} question {}: {key}", a["id"]);
             }
         }

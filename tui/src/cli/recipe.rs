@@ -34,7 +34,8 @@ pub struct RecipeArgs {
     pub show: bool,
     /// Point a data set of the recipe at a file or built-in set: `target=PATH`, `SKILL=PATH`
     /// (its training data) or `SKILL.test=PATH`; repeatable. Needed by recipes on data soup
-    /// does not ship, such as game-qa (the paper's game manual and questions).
+    /// does not ship, such as game-qa (the paper's game manual and questions). Without it,
+    /// the recipe's own data.
     #[arg(long = "data", value_name = "NAME=PATH")]
     pub data: Vec<String>,
     // Where the evaluations generate (training, merges and grading stay local).

@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// GGUF file.
     #[arg(long, default_value = "default")]
     model: String,
-    /// Require `Authorization: Bearer KEY`, KEY read from this environment variable.
+    /// Require `Authorization: Bearer KEY`, KEY read from this environment variable; without
+    /// it, requests need no key (bind to 127.0.0.1 then, the default --host).
     #[arg(long, value_name = "VAR")]
     api_key_env: Option<String>,
     /// Most new tokens one request may ask for.
