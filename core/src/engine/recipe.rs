@@ -25,7 +25,7 @@ use crate::lora::Module;
 use crate::train::{cat, CatInit, CatMovement, CatParam, LoraSpec};
 use serde::{Deserialize, Serialize};
 use soup_evals::stats::{holm, mcnemar_exact, paired_bootstrap, wilson95, PowerNote};
-use soup_store::{RecordQuery, RunId, RunKind, RunQuery, RunStatus};
+use soup_store::{RunId, RunKind, RunQuery, RunStatus};
 use std::collections::BTreeMap;
 
 /// What a recipe run does with the adapters and evaluations already in the store.
@@ -748,31 +748,20 @@ struct QuestionScores {
 
 /// A run's per-question scores by question id, in question order.
 fn question_scores(store: &soup_store::Store, run: RunId) -> Result<Vec<(String, QuestionScores)>> {
-    let mut out = Vec::new();
-    let mut query = RecordQuery {
-        limit: 500,
-        ..Default::default()
-    };
-    loop {
-        let page = store.records_page(run, &query)?;
-        for r in page.items {
+    Ok(super::run::every_record(store, run)?
+        .into_iter()
+        .map(|r| {
             let ref_logprob = r
                 .detail
                 .get(REF_LOGPROB)
                 .and_then(serde_json::Value::as_f64);
-            out.push((
-                r.id,
-                QuestionScores {
-                    scores: r.scores,
-                    ref_logprob,
-                },
-            ));
-        }
-        match page.next {
-            Some(next) => query.from = next,
-            None => return Ok(out),
-        }
-    }
+            let scores = QuestionScores {
+                scores: r.scores,
+                ref_logprob,
+            };
+            (r.id, scores)
+        })
+        .collect())
 }
 
 /// Right/wrong scores: every value 0 or 1.

@@ -793,9 +793,11 @@ fn to_store_record(run: RunId, index: u64, r: &EvalRecord) -> Result<StoredQuest
     })
 }
 
-/// Every record a run already has (resume), paged from the store and read back as the
-/// grader wrote it.
-fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRecord>> {
+/// Every stored record of a run, paged from the store in question order.
+pub(crate) fn every_record(
+    store: &soup_store::Store,
+    run: RunId,
+) -> Result<Vec<soup_store::StoredQuestion>> {
     let mut out = Vec::new();
     let mut query = RecordQuery {
         limit: 500,
@@ -803,21 +805,27 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRec
     };
     loop {
         let page = store.records_page(run, &query)?;
-        for r in page.items {
-            let rec: EvalRecord =
-                serde_json::from_value(r.detail).map_err(|source| CoreError::UnreadableRecord {
-                    run: run.to_string(),
-                    index: r.index,
-                    id: r.id.clone(),
-                    source,
-                })?;
-            out.push(rec);
-        }
+        out.extend(page.items);
         match page.next {
             Some(next) => query.from = next,
             None => return Ok(out),
         }
     }
+}
+
+/// Every record a run already has (resume), read back as the grader wrote it.
+fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRecord>> {
+    every_record(store, run)?
+        .into_iter()
+        .map(|r| {
+            serde_json::from_value(r.detail).map_err(|source| CoreError::UnreadableRecord {
+                run: run.to_string(),
+                index: r.index,
+                id: r.id.clone(),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// The chat form of a prompt, through the model's template.
