@@ -8,7 +8,7 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::adapters::window_start;
-use super::{pane, selected_style};
+use super::{form_field_lines, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::screens::compose::{
     method_description, method_label, ComposePane, FormField, METHODS,
@@ -100,32 +100,14 @@ fn draw_form(app: &App, frame: &mut Frame, area: Rect) {
     let mut lines = Vec::new();
     for (i, field) in FormField::ALL.iter().enumerate() {
         let editing = app.input == Some(InputTarget::FormField(*field));
-        let mut value = compose.field_value(*field);
-        if editing {
-            value.push('▏');
-        } else if value.is_empty() {
-            value = "·".into();
-        }
-        let mut style = Style::new();
-        if focused && i == compose.field {
-            style = selected_style();
-        }
-        if editing {
-            style = Style::new().fg(Color::Black).bg(Color::Yellow);
-        }
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{:>9}: ", field.label()),
-                Style::new().fg(Color::DarkGray),
-            ),
-            Span::styled(value, style),
-        ]));
-        if focused && i == compose.field {
-            lines.push(Line::from(Span::styled(
-                format!("           {}", field.hint()),
-                Style::new().fg(Color::DarkGray),
-            )));
-        }
+        lines.extend(form_field_lines(
+            field.label(),
+            9,
+            compose.field_value(*field),
+            focused && i == compose.field,
+            editing,
+            || field.hint().to_string(),
+        ));
     }
     frame.render_widget(
         Paragraph::new(lines).block(pane(" parameters ", focused)),

@@ -157,3 +157,40 @@ pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
 pub(crate) fn selected_style() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
+
+/// One field of a form (Compose's parameters, Train's settings): its label right-aligned to
+/// `width`, its value (a cursor while it is typed in, `·` when empty), and under the selected
+/// field its hint.
+pub(super) fn form_field_lines(
+    label: &str,
+    width: usize,
+    mut value: String,
+    selected: bool,
+    editing: bool,
+    hint: impl FnOnce() -> String,
+) -> Vec<Line<'static>> {
+    if editing {
+        value.push('▏');
+    } else if value.is_empty() {
+        value = "·".into();
+    }
+    let style = if editing {
+        Style::new().fg(Color::Black).bg(Color::Yellow)
+    } else if selected {
+        selected_style()
+    } else {
+        Style::new()
+    };
+    let gray = Style::new().fg(Color::DarkGray);
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("{label:>width$}: "), gray),
+        Span::styled(value, style),
+    ])];
+    if selected {
+        lines.push(Line::from(Span::styled(
+            format!("{:width$}  {}", "", hint()),
+            gray,
+        )));
+    }
+    lines
+}

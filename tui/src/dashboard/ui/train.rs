@@ -10,7 +10,7 @@ use ratatui::Frame;
 use soup_core::engine::BUILTINS;
 
 use super::adapters::window_start;
-use super::{pane, selected_style};
+use super::{form_field_lines, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::screens::train::{TrainKind, TrainPane};
 
@@ -32,32 +32,14 @@ fn draw_form(app: &App, frame: &mut Frame, area: Rect) {
     let mut lines = Vec::new();
     for (i, field) in train.fields().iter().enumerate() {
         let editing = app.input == Some(InputTarget::TrainField(*field));
-        let mut value = train.value(*field);
-        if editing {
-            value.push('▏');
-        } else if value.is_empty() {
-            value = "·".into();
-        }
-        let mut style = Style::new();
-        if focused && i == train.field {
-            style = selected_style();
-        }
-        if editing {
-            style = Style::new().fg(Color::Black).bg(Color::Yellow);
-        }
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{:>10}: ", field.label()),
-                Style::new().fg(Color::DarkGray),
-            ),
-            Span::styled(value, style),
-        ]));
-        if focused && i == train.field {
-            lines.push(Line::from(Span::styled(
-                format!("            {}", field.hint(train.kind)),
-                Style::new().fg(Color::DarkGray),
-            )));
-        }
+        lines.extend(form_field_lines(
+            field.label(),
+            10,
+            train.value(*field),
+            focused && i == train.field,
+            editing,
+            || field.hint(train.kind).to_string(),
+        ));
     }
     let title = format!(" train a {} ", train.kind.label());
     frame.render_widget(
