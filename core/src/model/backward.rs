@@ -8,7 +8,7 @@
 //! are variables (LoRA training), the stack's coefficients theirs only when they are learned
 //! (CAT). `Mode::Train`'s graph stays as the reference this is tested against.
 
-use super::llama::{dropout_mask, Frame, Llama, Mode, Projection};
+use super::llama::{Frame, Llama, Mode, Projection};
 use super::ops;
 use crate::error::{CoreError, Result};
 use crate::lora::stack::Coefficient;
@@ -303,7 +303,7 @@ impl Site<'_> {
             let gu = times_coef(gu)?;
             if pair.a.is_variable() {
                 let xd = match dropout {
-                    Some((p, seed)) => dropout_mask(x, p, seed)?,
+                    Some((p, seed)) => super::dropout::apply(x, p, seed)?,
                     None => x.clone(),
                 };
                 // (r, n) (n, in)
@@ -312,7 +312,7 @@ impl Site<'_> {
             if let Some(acc) = gx.as_mut() {
                 let gi = gu.matmul(&a)?;
                 let gi = match dropout {
-                    Some((p, seed)) => dropout_mask(&gi, p, seed)?,
+                    Some((p, seed)) => super::dropout::apply(&gi, p, seed)?,
                     None => gi,
                 };
                 *acc = (&*acc + gi)?;

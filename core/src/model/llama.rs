@@ -747,7 +747,7 @@ fn project(
     }
     for (pair, coef) in ctx.stack.at(ctx.layer, m)? {
         let xin = match ctx.mode.lora_dropout(ctx.layer, m) {
-            Some((p, seed)) => dropout_mask(&x2, p, seed)?,
+            Some((p, seed)) => super::dropout::apply(&x2, p, seed)?,
             None => x2.clone(),
         };
         // (b*s, in) → (b*s, r) → (b*s, out). A and B are f32 master weights: the cast to the
@@ -783,33 +783,6 @@ fn project(
 /// Where a taped forward records the adapters' inputs of module `m`.
 fn lora_slot<'a>(tape: &'a mut Option<&mut LayerTape>, m: Module) -> Option<&'a mut Vec<Tensor>> {
     tape.as_deref_mut().map(|t| &mut t.lora[m.index()])
-}
-
-/// Inverted dropout with a counter-based mask (splitmix64 of seed and element index), so the
-/// checkpointed recompute and a resumed run draw the same masks on any device. The mask is
-/// drawn on all cores and moved to the device as bytes: drawn one element at a time it cost
-/// more than the GPU's whole step.
-pub(super) fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    use rayon::prelude::*;
-    const CHUNK: usize = 1 << 16;
-    let mut kept = vec![0u8; x.elem_count()];
-    kept.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            for (j, k) in chunk.iter_mut().enumerate() {
-                let i = (c * CHUNK + j) as u64;
-                let mut z = seed.wrapping_add(i.wrapping_mul(0x9E3779B97F4A7C15));
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                z ^= z >> 31;
-                let u = (z >> 40) as f32 / (1u64 << 24) as f32;
-                *k = u8::from(u >= p);
-            }
-        });
-    let mask = Tensor::from_vec(kept, x.shape(), x.device())?
-        .to_dtype(x.dtype())?
-        .affine(1.0 / (1.0 - p as f64), 0.0)?;
-    Ok((x * mask)?)
 }
 
 /// x: (..., hidden). The fused kernel, with a hand-written backward when training.

@@ -2,6 +2,7 @@
 
 pub mod backward;
 pub mod config;
+mod dropout;
 pub mod fetch;
 pub mod finite;
 #[cfg(test)]
