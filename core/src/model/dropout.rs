@@ -224,7 +224,10 @@ mod tests {
                     .unwrap()
             };
             assert_eq!(same(&y, &again), 1.0);
-            assert!(same(&y, &other) < 1.0 - p / 2.0, "p {p}: seeds 7 and 8 agree");
+            assert!(
+                same(&y, &other) < 1.0 - p / 2.0,
+                "p {p}: seeds 7 and 8 agree"
+            );
         }
     }
 
@@ -310,11 +313,7 @@ int main(void) {
         let mut h = Sha256::new();
         h.update(include_bytes!("kernels/dropout_hash.h"));
         h.update(include_bytes!("kernels/dropout.cu"));
-        let sum: String = h
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sum: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let ptx = include_str!("kernels/dropout.ptx");
         let first = ptx.lines().next().unwrap_or("");
         assert_eq!(
