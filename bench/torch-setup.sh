@@ -4,10 +4,10 @@
 #
 #   bash bench/torch-setup.sh [VENV]      # VENV defaults to /work/torch-venv
 #
-# Why this shape: the package index only has torch's default wheel, whose CUDA libraries are
-# separate packages of several GB. The CPU benchmark never loads them, so torch is installed
-# first without its dependencies and with the small pure-Python ones by hand; only if that
-# torch cannot be imported are the full dependencies installed. Versions are pinned so that two
+# The package index only has torch's default wheel, whose CUDA libraries are separate packages
+# (about 4.5 GB installed in all). A CPU sitting never uses them, but that torch will not import
+# without them (tried on 2026-12-01: `import torch` fails preloading libcublasLt), so the script
+# tries the light install first and falls back to the full one. Versions are pinned so that two
 # sittings compare the same reference.
 set -euo pipefail
 VENV="${1:-/work/torch-venv}"
