@@ -138,7 +138,11 @@ pub fn bf16_quality(model: &Llama, prompts: &[Vec<u32>], new_tokens: usize) -> R
         let input = crate::model::ForwardInput::default();
         let la = model.forward(&ids, &input, None, &AdapterStack::base(), Mode::Infer)?;
         let lb = bf.forward(&ids, &input, None, &AdapterStack::base(), Mode::Infer)?;
-        let err = (&la - &lb)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let err = (&la - &lb)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         max_err = max_err.max(err);
         let scale = la.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         max_logit = max_logit.max(scale);
@@ -493,7 +497,10 @@ mod tests {
         let info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nmodel name\t: other\n";
         let (model, flags) = cpu_model_and_flags(info);
         assert_eq!(model, "AMD EPYC 9R14");
-        assert_eq!(flags, vec!["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]);
+        assert_eq!(
+            flags,
+            vec!["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
+        );
         let (model, flags) = cpu_model_and_flags("flags : sse2 amx_tile avx2\n");
         assert_eq!(model, "unknown");
         assert_eq!(flags, vec!["avx2", "amx_tile"]);
