@@ -26,12 +26,42 @@ pub struct BenchOptions {
     /// The CAT learning-rate sweep on a task with known best weights (not a speed figure; one
     /// line per learning rate, see [`crate::train::cat_check`]).
     pub cat_lr: bool,
+    /// What bf16 frozen weights cost in quality against f32 on [`PARITY_PROMPTS`] (greedy
+    /// agreement, teacher-forced argmax agreement, largest logit error). Needs an f32 model.
+    pub bf16_quality: bool,
+    /// The parity prompts as token ids (the model's tokenizer on [`PARITY_PROMPTS`]); random
+    /// ids when there is no tokenizer (random weights).
+    pub parity_prompts: Vec<Vec<u32>>,
     /// Timed repetitions per figure (after one untimed warm-up); the median is reported.
     pub reps: usize,
 }
 
+/// Prompts on which bf16 frozen weights are compared with f32: plain text, a word problem in
+/// the shape of the code-math task, code, a manual question, and a ChatML turn.
+pub const PARITY_PROMPTS: [&str; 8] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, world!  It costs $12.50 (about 3 cafés)—naïve?\n\tDone: 2024-11-28 → 42",
+    "Question: Tom has 3 boxes with 7 apples each. He gives away 5 apples. How many apples does he have left?\nAnswer:",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Write a Python program that prints the sum of the numbers from 1 to 100.\n```python\n",
+    "According to the manual, to reset the device you must",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "Once upon a time, in a small village by the sea, there lived",
+];
+
 /// Measures the selected figures on `model`, calling `emit` with each as soon as it is known.
+/// Every figure carries the machine it was measured on ([`machine`]): a ratio holds on one
+/// kind of CPU, not on every one.
 pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> Result<()> {
+    let host = machine();
+    let emit = &mut |mut figure: Value| {
+        if let (Some(obj), Some(host)) = (figure.as_object_mut(), host.as_object()) {
+            for (k, v) in host {
+                obj.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        emit(figure)
+    };
     if opts.generation {
         for batch in [1, 16] {
             emit(bench_generation(model, batch, opts.reps)?);
@@ -48,10 +78,86 @@ pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> R
             emit(figure);
         }
     }
+    if opts.bf16_quality {
+        emit(bf16_quality(model, &opts.parity_prompts, 64)?);
+    }
     if opts.cat_lr {
         cat_lr_sweep(model, emit)?;
     }
     Ok(())
+}
+
+/// Random prompts of `len` ids standing in for [`PARITY_PROMPTS`] on a model without a
+/// tokenizer (random weights of a config).
+pub fn random_parity_prompts(vocab: usize, len: usize) -> Vec<Vec<u32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    (0..PARITY_PROMPTS.len())
+        .map(|_| random_ids(&mut rng, len, vocab))
+        .collect()
+}
+
+/// What bf16 frozen weights cost against the f32 `model` on `prompts`: each prompt's greedy
+/// continuation of `new_tokens` under both (identical ones, and the share of tokens before the
+/// first difference), then both models teacher-forced on prompt + f32 continuation: the share
+/// of positions with the same argmax and the largest absolute logit difference.
+pub fn bf16_quality(model: &Llama, prompts: &[Vec<u32>], new_tokens: usize) -> Result<Value> {
+    if model.weight_dtype() != DType::F32 || model.dtype() != DType::F32 {
+        return Err(crate::error::CoreError::Internal(
+            "the bf16 quality figure compares against f32: run it with --dtype f32".into(),
+        ));
+    }
+    let bf = model.clone().with_frozen_bf16()?;
+    let cfg = SamplingConfig {
+        max_new_tokens: new_tokens,
+        ..Default::default()
+    };
+    let greedy = |m: &Llama, p: &Vec<u32>| -> Result<Vec<u32>> {
+        let mut out = generate_ids(
+            m,
+            &AdapterStack::base(),
+            std::slice::from_ref(p),
+            &cfg,
+            &[],
+            0,
+            &mut |_, _| false,
+        )?;
+        Ok(out.pop().unwrap_or_default())
+    };
+    let (mut identical, mut agreed, mut total) = (0usize, 0usize, 0usize);
+    let (mut same_argmax, mut positions) = (0usize, 0usize);
+    let (mut max_err, mut max_logit) = (0f32, 0f32);
+    for p in prompts {
+        let a = greedy(model, p)?;
+        let b = greedy(&bf, p)?;
+        identical += usize::from(a == b);
+        agreed += a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        total += a.len();
+        let ids: Vec<u32> = p.iter().chain(&a).copied().collect();
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, (1, n), model.device())?;
+        let input = crate::model::ForwardInput::default();
+        let la = model.forward(&ids, &input, None, &AdapterStack::base(), Mode::Infer)?;
+        let lb = bf.forward(&ids, &input, None, &AdapterStack::base(), Mode::Infer)?;
+        let err = (&la - &lb)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        max_err = max_err.max(err);
+        let scale = la.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        max_logit = max_logit.max(scale);
+        let aa = la.squeeze(0)?.argmax(1)?.to_vec1::<u32>()?;
+        let ab = lb.squeeze(0)?.argmax(1)?.to_vec1::<u32>()?;
+        same_argmax += aa.iter().zip(&ab).filter(|(x, y)| x == y).count();
+        positions += aa.len();
+    }
+    Ok(json!({
+        "figure": "bf16_weights_quality", "prompts": prompts.len(), "new_tokens": new_tokens,
+        "greedy_identical": format!("{identical}/{}", prompts.len()),
+        "greedy_tokens_before_first_difference": agreed as f64 / total.max(1) as f64,
+        "teacher_forced_same_argmax": same_argmax as f64 / positions.max(1) as f64,
+        "max_abs_logit_error": max_err, "max_abs_logit": max_logit,
+    }))
 }
 
 /// The learning rates the CAT sweep tries with the default start, and the old default (1e-4
@@ -164,6 +270,50 @@ pub fn random_model(cfg: ModelConfig, device: &Device, seed: u64) -> Result<Llam
     Llama::from_tensors(cfg, t, device)
 }
 
+/// The CPU flags that decide which matrix-product kernels can run (AVX2/FMA, AVX-512, its
+/// bf16 dot products, Intel's AMX tiles).
+pub const CPU_FLAGS_THAT_MATTER: [&str; 6] = [
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "amx_tile",
+];
+
+/// The machine a figure was measured on: the CPU model and which of
+/// [`CPU_FLAGS_THAT_MATTER`] it has (from /proc/cpuinfo; "unknown" and no flags elsewhere),
+/// and the threads candle's matrix product uses.
+pub fn machine() -> Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let (model, flags) = cpu_model_and_flags(&info);
+    json!({
+        "cpu": model,
+        "cpu_flags": flags,
+        "threads": candle_core::utils::get_num_threads(),
+    })
+}
+
+/// The first processor's `model name` and the flags of [`CPU_FLAGS_THAT_MATTER`] it lists.
+fn cpu_model_and_flags(cpuinfo: &str) -> (String, Vec<&'static str>) {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown".to_string());
+    let have = field("flags").unwrap_or_default();
+    let have: Vec<&str> = have.split_whitespace().collect();
+    let flags = CPU_FLAGS_THAT_MATTER
+        .iter()
+        .copied()
+        .filter(|f| have.contains(f))
+        .collect();
+    (model, flags)
+}
+
 /// The process's peak resident set (VmHWM), in MB.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -227,7 +377,8 @@ fn bench_generation(model: &Llama, batch: usize, reps: usize) -> Result<Value> {
     })?;
     Ok(
         json!({"figure": "generate_greedy", "batch": batch, "prompt_tokens": 64, "new_tokens": 128,
-              "dtype": format!("{:?}", model.dtype()), "seconds_median": med,
+              "dtype": format!("{:?}", model.dtype()),
+              "weight_dtype": format!("{:?}", model.weight_dtype()), "seconds_median": med,
               "new_tokens_per_s": (batch * 128) as f64 / med, "peak_rss_mb": peak_rss_mb()}),
     )
 }
@@ -278,7 +429,8 @@ fn bench_training(model: &Llama, steps: usize, dropout: f32) -> Result<Value> {
     Ok(
         json!({"figure": "lora_train_step", "batch": batch, "seq": seq, "rank": spec.rank, "dropout": dropout,
               "targets": ["q_proj","k_proj","v_proj","up_proj","down_proj"],
-              "dtype": format!("{:?}", model.dtype()), "seconds_median": med,
+              "dtype": format!("{:?}", model.dtype()),
+              "weight_dtype": format!("{:?}", model.weight_dtype()), "seconds_median": med,
               "tokens_per_s": tokens_per_s, "model_tflops_per_s": model_flops / 1e12,
               "final_loss": last, "peak_rss_mb": peak_rss_mb()}),
     )
@@ -334,4 +486,24 @@ fn bench_merges(model: &Llama, reps: usize) -> Result<Vec<Value>> {
         figures.push(json!({"figure": "merge", "method": name, "rank": 16, "seconds_median": med}));
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_names_the_cpu_model_and_only_the_flags_it_lists() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nmodel name\t: other\n";
+        let (model, flags) = cpu_model_and_flags(info);
+        assert_eq!(model, "AMD EPYC 9R14");
+        assert_eq!(
+            flags,
+            vec!["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
+        );
+        let (model, flags) = cpu_model_and_flags("flags : sse2 amx_tile avx2\n");
+        assert_eq!(model, "unknown");
+        assert_eq!(flags, vec!["avx2", "amx_tile"]);
+        assert_eq!(cpu_model_and_flags(""), ("unknown".to_string(), vec![]));
+    }
 }

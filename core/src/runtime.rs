@@ -205,7 +205,7 @@ pub fn load_model_at(
             SoupTokenizer::from_hf_dir(path)?,
         )
     };
-    let model = model.to_dtype(precision.dtype())?;
+    let model = model.with_precision(precision)?;
     if tokenizer.vocab_size() > model.cfg.vocab_size {
         return Err(CoreError::bad_file(
             path,

@@ -222,17 +222,19 @@ impl Llama {
         let x = x.reshape((b * s, hidden))?;
         let mut gx = x.zeros_like()?;
         let mut loss = 0f64;
+        // A bf16 head beside f32 activations (`--dtype bf16` on the CPU) is widened once.
+        let lm_head = self.lm_head.to_dtype(x.dtype())?;
         for start in (0..n).step_by(HEAD_CHUNK) {
             let len = HEAD_CHUNK.min(n - start);
             let rows = rows.narrow(0, start, len)?;
             // xs, hn: (len, hidden); logits: (len, vocab)
             let xs = x.index_select(&rows, 0)?;
             let hn = candle_nn::ops::rms_norm(&xs, &self.norm, eps as f32)?;
-            let logits = hn.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
+            let logits = hn.matmul(&lm_head.t()?)?.to_dtype(DType::F32)?;
             let (nll, g) = ops::cross_entropy_with_grad(&logits, &labels.narrow(0, start, len)?)?;
             loss += nll.sum_all()?.to_scalar::<f32>()? as f64;
             let g = (g * (scale / n as f64))?.to_dtype(x.dtype())?;
-            let g_hn = g.matmul(&self.lm_head)?;
+            let g_hn = g.matmul(&lm_head)?;
             let g_xs = ops::rms_norm_backward(&xs, &self.norm, eps, &g_hn)?;
             gx = gx.index_add(&rows, &g_xs, 0)?;
         }
@@ -264,7 +266,7 @@ impl Site<'_> {
         let dt = g.dtype();
         let dropout = self.mode.lora_dropout(self.layer, self.module);
         let mut gx = if input_grad {
-            Some(g.matmul(&p.weight)?)
+            Some(g.matmul(&p.weight.to_dtype(dt)?)?)
         } else {
             None
         };

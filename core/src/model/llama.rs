@@ -410,6 +410,36 @@ impl Llama {
         Ok(self)
     }
 
+    /// The model in the precision a job asks for. bf16 on the CPU keeps f32 activations beside
+    /// bf16 frozen weights ([`Llama::with_frozen_bf16`]): candle has no bf16 product there.
+    pub fn with_precision(self, precision: crate::device::Precision) -> Result<Self> {
+        match precision {
+            crate::device::Precision::Bf16 if self.device.is_cpu() => self.with_frozen_bf16(),
+            p => self.to_dtype(p.dtype()),
+        }
+    }
+
+    /// The same model with its frozen projections and lm_head in bf16 and everything else
+    /// (embeddings, norms, activations, adapters) in f32: `--dtype bf16` on the CPU, where
+    /// candle has no bf16 product. Generation streams half the bytes per token through
+    /// [`super::linear::matmul_t`]; training widens each weight where it multiplies.
+    pub fn with_frozen_bf16(mut self) -> Result<Self> {
+        self.lm_head = super::linear::to_frozen_bf16(&self.lm_head)?;
+        for layer in &mut self.layers {
+            for m in crate::lora::ALL_MODULES {
+                let p = layer.projection_mut(m);
+                p.weight = super::linear::to_frozen_bf16(&p.weight)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The dtype of the frozen projections' weights: bf16 after [`Llama::with_frozen_bf16`]
+    /// while [`Llama::dtype`] (the activations') stays f32.
+    pub fn weight_dtype(&self) -> DType {
+        self.lm_head.dtype()
+    }
+
     /// (out, in) of a projection kind, for building adapters.
     pub fn projection_shape(&self, m: Module) -> (usize, usize) {
         let p = self.layers[0].projection(m);
@@ -582,7 +612,7 @@ impl Llama {
         let logits = if mode.differentiable() {
             ops::frozen_linear(&x, &self.lm_head)?
         } else {
-            x.matmul(&self.lm_head.t()?)?
+            super::linear::matmul_t(&x, &self.lm_head)?
         };
         Ok(logits
             .to_dtype(DType::F32)?
@@ -740,7 +770,7 @@ fn project(
     let mut y = if ctx.mode.differentiable() {
         ops::frozen_linear(&x2, &p.weight)?
     } else {
-        x2.matmul(&p.weight.t()?)?
+        super::linear::matmul_t(&x2, &p.weight)?
     };
     if let Some(bias) = &p.bias {
         y = y.broadcast_add(bias)?;

@@ -8,6 +8,7 @@ pub mod finite;
 #[cfg(test)]
 mod fuzz;
 pub mod gguf;
+pub mod linear;
 pub mod llama;
 pub mod load;
 pub(crate) mod ops;

@@ -80,9 +80,10 @@ impl candle_core::CustomOp1 for WithBackward {
 
 /// x: (n, in), w: (out, in) frozen → x wᵀ: (n, out). The backward gives x its gradient
 /// (g w) and skips the weight's, which candle would compute and throw away.
+/// A bf16 weight beside f32 activations (`--dtype bf16` on the CPU) is widened for the product.
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let w = w.to_dtype(x.dtype())?;
     let y = x.detach().matmul(&w.t()?)?;
-    let w = w.clone();
     WithBackward::apply(x, y, "frozen-linear", move |_, g| g.matmul(&w))
 }
 

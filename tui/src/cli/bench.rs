@@ -18,7 +18,8 @@ pub struct BenchArgs {
     /// on the weights; nothing to download or carry). Without it: --model is required.
     #[arg(long, value_name = "CONFIG_JSON")]
     pub config: Option<PathBuf>,
-    /// Which figures: any of gen, train, merge; or cat-lr, CAT's learning-rate sweep on two
+    /// Which figures: any of gen, train, merge; quality, what bf16 frozen weights cost against
+    /// f32 on fixed prompts (run with --dtype f32); or cat-lr, CAT's learning-rate sweep on two
     /// adapters that memorized disjoint facts (held-out loss per learning rate).
     #[arg(long, default_value = "gen,train,merge")]
     pub only: String,
@@ -29,18 +30,21 @@ pub struct BenchArgs {
 
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let device = ctx.device()?;
+    let mut tokenizer = None;
     let model = match (&args.model, &args.config) {
         (_, Some(cfg)) => {
             let cfg = ModelConfig::from_file(cfg)?;
-            random_model(cfg, &device, 0)?.to_dtype(ctx.precision(&device).dtype())?
+            random_model(cfg, &device, 0)?.with_precision(ctx.precision(&device))?
         }
         (Some(spec), None) => {
             let store = ctx.store().ok();
             let (name, path) =
                 soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, spec)?;
-            soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
-                .with_context(|| format!("cannot load {}", path.display()))?
-                .model
+            let loaded =
+                soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
+                    .with_context(|| format!("cannot load {}", path.display()))?;
+            tokenizer = Some(loaded.tokenizer);
+            loaded.model
         }
         (None, None) => {
             bail!("give --model (a model) or --config (random weights of a config.json)")
@@ -49,21 +53,32 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
     if let Some(bad) = only
         .iter()
-        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "cat-lr"))
+        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "quality" | "cat-lr"))
     {
-        bail!("--only {bad:?}: expected gen, train, merge or cat-lr");
+        bail!("--only {bad:?}: expected gen, train, merge, quality or cat-lr");
     }
+    let parity_prompts = match &tokenizer {
+        Some(t) => soup_core::bench::PARITY_PROMPTS
+            .iter()
+            .map(|p| t.encode(p, false))
+            .collect::<Result<Vec<_>, _>>()
+            .context("cannot tokenize the parity prompts")?,
+        None => soup_core::bench::random_parity_prompts(model.cfg.vocab_size, 32),
+    };
     let opts = BenchOptions {
         generation: only.contains(&"gen"),
         training: only.contains(&"train"),
         merges: only.contains(&"merge"),
         cat_lr: only.contains(&"cat-lr"),
+        bf16_quality: only.contains(&"quality"),
+        parity_prompts,
         reps: args.reps,
     };
     eprintln!(
-        "device {:?}, dtype {:?}, {} layers",
+        "device {:?}, dtype {:?} (frozen weights {:?}), {} layers",
         device,
         model.dtype(),
+        model.weight_dtype(),
         model.layers.len()
     );
     soup_core::bench::run(&model, &opts, &mut |figure| println!("{figure}"))?;

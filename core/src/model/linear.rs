@@ -1,0 +1,345 @@
+//! The frozen projections' product on the CPU, y = x Wᵀ with x (m, k) in f32 and W (n, k) in
+//! f32 or bf16, for the few rows of a generation step.
+//!
+//! f32 weights always go to candle's gemm (measured: its one-row product already streams them
+//! well); bf16 weights, which candle cannot multiply on the CPU, take the kernel below.
+//!
+//! Why it exists: a decoding step multiplies one row (or one per sequence of the batch) by every
+//! weight of the model, so its speed is how fast the weights stream from memory. gemm's kernels
+//! are built for many rows, and candle has no CPU product for bf16 at all; this one reads each
+//! weight row once for all the step's rows, and from half the bytes when the weights are bf16
+//! (widened to f32 in registers: a shift, exact). Many rows (a prompt's prefill, training) go to
+//! candle's matmul, with bf16 weights widened to f32 first.
+//!
+//! The inner loop is written three times (AVX-512 and AVX2+FMA intrinsics, and plain Rust; a
+//! plain-Rust loop over lane arrays was tried first and compiled to scalar code, 7x slower than
+//! gemm) and the widest the running CPU supports is chosen at run time, so the default build
+//! runs on any x86-64 CPU.
+
+use crate::error::{CoreError, Result};
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use half::bf16;
+use rayon::prelude::*;
+
+/// Up to this many rows of x, [`matmul_t`] runs the streaming kernel; above, candle's gemm.
+/// Measured on SmolLM2-135M's shapes (`soup bench --only gen`): at 16 rows the kernel still
+/// reads each weight once while gemm packs it.
+pub const STREAM_MAX_ROWS: usize = 16;
+
+/// x: (m, k) → (m, n) = x Wᵀ for a frozen weight w: (n, k). The activations' dtype is kept;
+/// a bf16 weight beside f32 activations is what `--dtype bf16` on the CPU loads.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, _) = x.dims2()?;
+    let streamable = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::BF16
+        && m <= STREAM_MAX_ROWS;
+    if streamable {
+        return Ok(x.apply_op2_no_bwd(w, &StreamMatmulT)?);
+    }
+    Ok(x.matmul(&w.to_dtype(x.dtype())?.t()?)?)
+}
+
+/// bf16 is the top half of an f32: widening is a shift, exact.
+#[inline(always)]
+fn widen(w: bf16) -> f32 {
+    f32::from_bits((w.to_bits() as u32) << 16)
+}
+
+/// Weight rows dotted at once against one row of x (x is loaded once for all of them).
+const ROWS: usize = 4;
+
+/// The dots of x with ROWS weight rows, one lane at a time: the kernel of CPUs without AVX2.
+fn dot_rows_scalar(x: &[f32], w: [&[bf16]; ROWS]) -> [f32; ROWS] {
+    std::array::from_fn(|r| x.iter().zip(w[r]).map(|(a, b)| a * widen(*b)).sum())
+}
+
+/// The same with AVX-512: 16 weights widened per instruction pair, four accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_rows_avx512(x: &[f32], w: [&[bf16]; ROWS]) -> [f32; ROWS] {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let full = k / 16 * 16;
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    let mut c = 0;
+    while c < full {
+        // SAFETY: c + 16 <= k, and every row has k elements (checked by the caller).
+        let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+        for r in 0..ROWS {
+            let wi = _mm256_loadu_si256(w[r].as_ptr().add(c) as *const __m256i);
+            let wf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(wi), 16));
+            acc[r] = _mm512_fmadd_ps(xv, wf, acc[r]);
+        }
+        c += 16;
+    }
+    std::array::from_fn(|r| {
+        let tail: f32 = (full..k).map(|i| x[i] * widen(w[r][i])).sum();
+        _mm512_reduce_add_ps(acc[r]) + tail
+    })
+}
+
+/// The same with AVX2 and FMA: 8 weights per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_rows_avx2(x: &[f32], w: [&[bf16]; ROWS]) -> [f32; ROWS] {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let full = k / 8 * 8;
+    let mut acc = [_mm256_setzero_ps(); ROWS];
+    let mut c = 0;
+    while c < full {
+        // SAFETY: c + 8 <= k, and every row has k elements (checked by the caller).
+        let xv = _mm256_loadu_ps(x.as_ptr().add(c));
+        for r in 0..ROWS {
+            let wi = _mm_loadu_si128(w[r].as_ptr().add(c) as *const __m128i);
+            let wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(wi), 16));
+            acc[r] = _mm256_fmadd_ps(xv, wf, acc[r]);
+        }
+        c += 8;
+    }
+    std::array::from_fn(|r| {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+        let tail: f32 = (full..k).map(|i| x[i] * widen(w[r][i])).sum();
+        lanes.iter().sum::<f32>() + tail
+    })
+}
+
+/// The widest kernel the running CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Baseline,
+}
+
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
+
+fn dot_rows(isa: Isa, x: &[f32], w: [&[bf16]; ROWS]) -> [f32; ROWS] {
+    debug_assert!(w.iter().all(|r| r.len() == x.len()));
+    match isa {
+        // SAFETY: `isa()` chose these only where the CPU reports the features they enable;
+        // every row has x.len() elements (sliced so by `block`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { dot_rows_avx512(x, w) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { dot_rows_avx2(x, w) },
+        Isa::Baseline => dot_rows_scalar(x, w),
+    }
+}
+
+/// One block of weight rows for every row of x: `dst` is the block's part of yᵀ,
+/// (rows of the block) × m.
+fn block(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], dst: &mut [f32]) {
+    let n = w.len() / k;
+    let row = |j: usize| &w[j.min(n - 1) * k..(j.min(n - 1) + 1) * k];
+    let mut j = 0;
+    while j < n {
+        // A last group of fewer than ROWS rows repeats the block's last row and drops it.
+        let rows: [&[bf16]; ROWS] = std::array::from_fn(|r| row(j + r));
+        for i in 0..m {
+            let d = dot_rows(isa, &x[i * k..(i + 1) * k], rows);
+            for (r, v) in d.iter().enumerate().take(n - j) {
+                dst[(j + r) * m + i] = *v;
+            }
+        }
+        j += ROWS;
+    }
+}
+
+/// y (m, n) = x (m, k) Wᵀ, W (n, k) row-major bf16; both contiguous.
+fn stream(x: &[f32], m: usize, k: usize, w: &[bf16], isa: Isa) -> Vec<f32> {
+    let n = w.len() / k;
+    // Blocks of weight rows small enough that both cores get many (the load balances) and
+    // large enough that a block's bookkeeping is noise: 64 rows of 576 bf16 are 72 KB.
+    let rows_per_block = 64;
+    let mut yt = vec![0f32; n * m];
+    yt.par_chunks_mut(rows_per_block * m)
+        .zip(w.par_chunks(rows_per_block * k))
+        .for_each(|(dst, wb)| block(isa, x, m, k, wb, dst));
+    if m == 1 {
+        return yt;
+    }
+    // yt is (n, m): transpose to (m, n).
+    let mut y = vec![0f32; m * n];
+    for (j, col) in yt.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n + j] = *v;
+        }
+    }
+    y
+}
+
+/// candle's entry point for [`stream`]: x (m, k) f32, w (n, k) f32 or bf16.
+struct StreamMatmulT;
+
+impl candle_core::CustomOp2 for StreamMatmulT {
+    fn name(&self) -> &'static str {
+        "stream-matmul-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, kw) = wl.shape().dims2()?;
+        if k != kw {
+            candle_core::bail!("stream-matmul-t: x is (_, {k}) but the weight is (_, {kw})");
+        }
+        let x = contiguous(xs.as_slice::<f32>()?, xl, "x")?;
+        let isa = isa();
+        let y = match ws {
+            CpuStorage::BF16(w) => stream(x, m, k, contiguous(w, wl, "weight")?, isa),
+            _ => candle_core::bail!("stream-matmul-t: the weight must be bf16"),
+        };
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+}
+
+fn contiguous<'a, T>(s: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("stream-matmul-t: {what} is not contiguous"),
+    }
+}
+
+/// A weight in bf16 beside f32 activations: what `--dtype bf16` keeps on the CPU, where candle
+/// has no bf16 product. Refuses a weight that bf16 cannot hold (beyond its range).
+pub fn to_frozen_bf16(w: &Tensor) -> Result<Tensor> {
+    let t = w.to_dtype(DType::BF16)?;
+    let bad = super::finite::non_finite(&t)?;
+    if !bad.is_clean() {
+        return Err(CoreError::tensor(
+            "frozen weight",
+            format!(
+                "does not fit in bf16 ({} after rounding): use --dtype f32",
+                bad.describe()
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| rng.gen_range(-1f32..1.0))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Every row count up to the threshold and beyond, widths with and without a lane tail,
+    /// weight-row counts with and without a 4-row tail, f32 and bf16 weights, on every kernel
+    /// the CPU running the test has: the product equals candle's on the same (widened) weight.
+    #[test]
+    fn streaming_product_equals_candles_matmul_on_every_kernel() {
+        let kernels: Vec<Isa> = [
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2,
+            Isa::Baseline,
+        ]
+        .into_iter()
+        .filter(|k| match k {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => isa() == Isa::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => matches!(isa(), Isa::Avx512 | Isa::Avx2),
+            Isa::Baseline => true,
+        })
+        .collect();
+        for (m, n, k) in [
+            (1, 7, 5),
+            (1, 130, 64),
+            (3, 66, 37),
+            (16, 257, 80),
+            (2, 4, 16),
+        ] {
+            let x = random((m, k), 1);
+            let w = random((n, k), 2);
+            for dt in [DType::F32, DType::BF16] {
+                let w = w.to_dtype(dt).unwrap();
+                let wb = w.to_dtype(DType::BF16).unwrap();
+                let want = x
+                    .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+                    .unwrap();
+                let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let want_b = x
+                    .matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap())
+                    .unwrap();
+                let wv = wb.flatten_all().unwrap().to_vec1::<bf16>().unwrap();
+                for &kern in &kernels {
+                    let y = stream(&xv, m, k, &wv, kern);
+                    let got = Tensor::from_vec(y, (m, n), &Device::Cpu).unwrap();
+                    let d = max_abs_diff(&got, &want_b);
+                    assert!(
+                        d < 1e-4 * k as f32,
+                        "{m}x{n}x{k} {dt:?} {kern:?}: off by {d}"
+                    );
+                }
+                // And through the public entry point, which picks the kernel itself.
+                let got = matmul_t(&x, &w).unwrap();
+                assert_eq!(got.dims(), &[m, n]);
+                assert!(max_abs_diff(&got, &want) < 1e-4 * k as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn many_rows_go_to_gemm_with_a_widened_weight() {
+        let x = random((STREAM_MAX_ROWS + 3, 24), 3);
+        let w = random((10, 24), 4).to_dtype(DType::BF16).unwrap();
+        let want = x
+            .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+            .unwrap();
+        let got = matmul_t(&x, &w).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        assert!(max_abs_diff(&got, &want) < 1e-4);
+    }
+
+    #[test]
+    fn a_weight_beyond_bf16s_range_is_refused_with_what_to_do() {
+        let w = Tensor::new(&[[1f32, f32::MAX]], &Device::Cpu).unwrap();
+        let err = to_frozen_bf16(&w).unwrap_err().to_string();
+        assert!(err.contains("--dtype f32"), "{err}");
+        assert!(to_frozen_bf16(&random((3, 3), 5)).is_ok());
+    }
+}
