@@ -506,6 +506,23 @@ fn snapshot_adapters_cat_delta_from_start() {
 }
 
 #[test]
+fn heat_map_rows_drop_the_prefix_the_adapters_share() {
+    use super::ui::short_names;
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        short_names(&names(&["code-math-tiny-math", "code-math-tiny-code"])),
+        names(&["math", "code"])
+    );
+    // Only up to a `-`: a shared head of a word stays.
+    assert_eq!(
+        short_names(&names(&["math", "maths"])),
+        names(&["math", "maths"])
+    );
+    assert_eq!(short_names(&names(&["x-a", "x-"])), names(&["x-a", "x-"]));
+    assert_eq!(short_names(&names(&["only-one"])), names(&["only-one"]));
+}
+
+#[test]
 fn the_delta_needs_a_known_start_and_t_needs_a_cat_adapter() {
     let mut h = Harness::new(true);
     // A trained adapter (code, second by name) has no heat map: t says what it is for.

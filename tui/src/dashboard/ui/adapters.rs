@@ -322,6 +322,31 @@ fn shade(value: f32, min: f32, max: f32) -> (char, Color) {
     (SHADES[i], Color::Rgb(level / 3, level, level / 2))
 }
 
+/// The adapters' names without the prefix they share up to a `-` (a recipe's
+/// `code-math-tiny-math` and `code-math-tiny-code` read `math` and `code`), so a short label
+/// still tells them apart.
+pub(crate) fn short_names(names: &[String]) -> Vec<String> {
+    let Some(first) = names.first() else {
+        return Vec::new();
+    };
+    let mut common = first.len();
+    for n in &names[1..] {
+        common = common.min(
+            first
+                .char_indices()
+                .zip(n.chars())
+                .find(|((_, a), b)| a != b)
+                .map(|((i, _), _)| i)
+                .unwrap_or(first.len().min(n.len())),
+        );
+    }
+    let cut = first[..common].rfind('-').map(|i| i + 1).unwrap_or(0);
+    if names.len() < 2 || names.iter().any(|n| n.len() <= cut) {
+        return names.to_vec();
+    }
+    names.iter().map(|n| n[cut..].to_string()).collect()
+}
+
 /// The colour and shade of a change from the start: green up, red down, by its size against
 /// the largest change.
 fn shade_delta(delta: f32, max_abs: f32) -> (char, Color) {
@@ -446,14 +471,23 @@ fn draw_cat_weights(
         let i = (a * weights.layers + l) * weights.modules.len() + m;
         values.get(i).copied()
     };
-    let label_width = weights
-        .adapters
+    let names = short_names(&weights.adapters);
+    // Only the modules the adapter has: the others' weights scale nothing.
+    let shown: Vec<usize> = (0..weights.modules.len())
+        .filter(|m| {
+            adapter.modules.is_empty()
+                || adapter
+                    .modules
+                    .iter()
+                    .any(|s| s.module == weights.modules[*m])
+        })
+        .collect();
+    let label_width = names
         .iter()
         .flat_map(|a| {
-            weights
-                .modules
+            shown
                 .iter()
-                .map(move |m| a.len().min(12) + m.len() + 1)
+                .map(move |m| a.chars().count().min(12) + weights.modules[*m].len() + 1)
         })
         .max()
         .unwrap_or(8)
@@ -461,8 +495,9 @@ fn draw_cat_weights(
     // Each row ends with its mean over the layers shown (the sign of a Δ, in plain text too).
     let room = (area.width as usize).saturating_sub(2 + label_width + 8);
     let layers = weights.layers.min(room);
-    for (a, name) in weights.adapters.iter().enumerate() {
-        for (m, module) in weights.modules.iter().enumerate() {
+    for (a, name) in names.iter().enumerate() {
+        for &m in &shown {
+            let module = &weights.modules[m];
             let label = format!("{}:{module}", format::ellipsize(name, 12));
             let mut spans = vec![Span::styled(
                 format!("{label:<label_width$}"),

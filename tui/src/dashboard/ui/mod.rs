@@ -21,6 +21,8 @@ use super::app::{App, Tab};
 #[cfg(test)]
 pub(crate) use adapters::lineage as lineage_of;
 #[cfg(test)]
+pub(crate) use adapters::short_names;
+#[cfg(test)]
 pub(crate) use results::{p_value as results_p_value, whisker as results_whisker};
 
 /// Below this the screens cannot show their panes: say so instead of drawing garbage.
