@@ -11,7 +11,8 @@
 # its target column (a copy of it written to <data dir>/recipes/, the one file the dashboard
 # does not write itself): the full recipe (13 methods × 3 columns) takes hours on a busy
 # 2-core machine. FROM=recipe continues in an existing DATA dir at step 3 (the model fetched
-# and the skills trained), numbering the screens from FIRST (default 11).
+# and the skills trained), FROM=inspect at step 5 (the recipe done), numbering the screens
+# from FIRST (default 11).
 # SOUP (default target/debug/soup), DATA (default: a fresh temp dir), OUT (default
 # bench/walkthrough/screens) and LIMIT_S (the recipe's time limit, default 5400) can be set.
 set -euo pipefail
@@ -162,6 +163,7 @@ wait_for "code"
 capture adapters
 fi
 
+if [ "$FROM" != inspect ]; then
 # 3. A recipe from the Recipes tab. The built-in code-math recipe at its tiny budget on
 # SmolLM2; on the fixture model, the same recipe with `model` pointing at it (a file the
 # user writes: the fixture cannot be the recipe's default model).
@@ -216,21 +218,28 @@ wait_for "paired ·"
 sleep 3
 capture results-paired
 
+fi
+
 # 5. One question two methods disagree on: the CAT evaluation against the base model's, `d`
 # lists the discordant pairs, Enter shows one side by side.
-keys 5
-wait_for "evaluation runs"
+# CAT's finished evaluation, opened from Jobs (Enter there opens it in Inspect).
+keys 3
+wait_for "jobs ·"
 keys g
-select_row "tiny-cat "
+select_row "eval [a-z-]*-cat on code-math +done"
 keys Enter
+wait_for "evaluation runs"
 sleep 2
 keys d
 wait_for "discordant · b = " 60
-# Cycle the comparison run to the base model's evaluation.
+# Cycle the comparison run until the two disagree on some question (b + c > 0): the base
+# model's evaluation first when it does.
 for _ in $(seq 30); do
-    if screen | grep -Eq "B base on code-math"; then break; fi
+    if screen | grep -Eq "discordant · b = [0-9]+" && ! screen | grep -Eq "b = 0 .*c = 0 "; then
+        break
+    fi
     keys c
-    sleep 1
+    sleep 2
 done
 wait_for "discordant · b = " 60
 capture discordant

@@ -747,6 +747,11 @@ fn whiskers_share_one_axis() {
         whisker(-0.6, 0.2, 0.6, (-1.0, 1.0), 11, false, true),
         "  ├──┼█─┤  "
     );
+    // Axis labels never run into each other on a narrow axis.
+    use super::ui::results_axis_labels as labels;
+    assert_eq!(labels((0.0, 1.0), 20, 2), "0.00    0.50    1.00");
+    assert_eq!(labels((-0.17, 0.17), 12, 2), "-0.17   0.17");
+    assert_eq!(labels((-0.17, 0.17), 8, 2), "");
     assert_eq!(super::ui::results_p_value(0.04321), "0.0432");
     assert_eq!(super::ui::results_p_value(3.2e-9), "3e-9");
     assert_eq!(super::ui::results_p_value(f64::NAN), "-");

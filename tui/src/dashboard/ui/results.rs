@@ -179,13 +179,17 @@ pub(crate) fn axis_labels(axis: (f64, f64), width: usize, decimals: usize) -> St
         }
     };
     let mid = (axis.0 + axis.1) / 2.0;
-    put(format!("{:.*}", decimals, axis.0), 0);
-    let mid_text = format!("{:.*}", decimals, mid);
-    put(
-        mid_text.clone(),
-        (width / 2).saturating_sub(mid_text.chars().count() / 2),
-    );
-    put(format!("{:.*}", decimals, axis.1), width);
+    let texts = [axis.0, mid, axis.1].map(|x| format!("{:.*}", decimals, x));
+    let widest = texts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
+    // Labels that would run into each other are left out: the middle first, then the ends.
+    if width >= 2 * widest + 1 {
+        put(texts[0].clone(), 0);
+        put(texts[2].clone(), width);
+    }
+    if width >= 3 * widest + 4 {
+        let at = (width / 2).saturating_sub(texts[1].chars().count() / 2);
+        put(texts[1].clone(), at);
+    }
     cells.into_iter().collect::<String>().trim_end().to_string()
 }
 
