@@ -182,7 +182,7 @@ pub(crate) fn axis_labels(axis: (f64, f64), width: usize, decimals: usize) -> St
     let texts = [axis.0, mid, axis.1].map(|x| format!("{:.*}", decimals, x));
     let widest = texts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
     // Labels that would run into each other are left out: the middle first, then the ends.
-    if width >= 2 * widest + 1 {
+    if width > 2 * widest {
         put(texts[0].clone(), 0);
         put(texts[2].clone(), width);
     }
