@@ -291,3 +291,36 @@ fn a_missing_chat_template_is_recorded_as_plain() {
         assert!(r.detail["prompt"].as_str().unwrap().ends_with("Answer:"));
     }
 }
+
+/// Only one process opens a store and its queue lives in memory: what a stopped process left
+/// `running` or `queued` can never run, so a new engine marks both failed, resumable, instead
+/// of leaving them to wait forever (and to block a recipe launched again).
+#[test]
+fn runs_a_stopped_process_left_running_or_queued_are_failed_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, running, done) = {
+        let store = Store::open(dir.path()).unwrap();
+        let spec = serde_json::json!({});
+        let queued = store
+            .create_run(soup_store::RunKind::Eval, "queued", spec.clone())
+            .unwrap();
+        let running = store
+            .create_run(soup_store::RunKind::Eval, "running", spec.clone())
+            .unwrap();
+        store.start_run(running.id).unwrap();
+        let done = store
+            .create_run(soup_store::RunKind::Eval, "done", spec)
+            .unwrap();
+        store.start_run(done.id).unwrap();
+        store.finish_run(done.id, RunStatus::Done, None).unwrap();
+        store.flush().unwrap();
+        (queued.id, running.id, done.id)
+    };
+    let engine = engine(dir.path());
+    let get = |id| engine.store().get_run(id).unwrap().unwrap();
+    assert_eq!(get(queued).status, RunStatus::Failed);
+    assert!(get(queued).error.unwrap().contains("before it started"));
+    assert_eq!(get(running).status, RunStatus::Failed);
+    assert!(get(running).error.unwrap().contains("while it ran"));
+    assert_eq!(get(done).status, RunStatus::Done);
+}

@@ -144,23 +144,24 @@ impl Engine {
         self.shared.precision
     }
 
-    /// Runs that a killed process left `running` become `failed` with a message saying how to
-    /// resume them; nothing they wrote is lost (checkpoints and records stay).
+    /// Runs that a stopped process left `running` or `queued` become `failed` with a message
+    /// saying how to resume them; nothing they wrote is lost (checkpoints and records stay).
+    /// Only one process opens a store, and its queue lives in memory: a run still `queued` at
+    /// start was queued by a process that is gone and would otherwise wait forever (and block
+    /// a recipe launched again, which skips runs it believes queued).
     fn recover_interrupted(&self) -> Result<()> {
         let store = &self.shared.store;
-        let q = soup_store::RunQuery {
-            status: Some(RunStatus::Running),
-            ..Default::default()
-        };
-        let runs = store.list_runs(&q)?;
-        for r in runs.items {
-            store
-                .finish_run(
-                    r.id,
-                    RunStatus::Failed,
-                    Some("interrupted: the process stopped while it ran; resume it (r in Jobs, or `soup runs resume`)".into()),
-                )
-                ?;
+        for (status, message) in [
+            (RunStatus::Running, "interrupted: the process stopped while it ran; resume it (r in Jobs, or `soup runs resume`)"),
+            (RunStatus::Queued, "interrupted: the process stopped before it started; resume it (r in Jobs, or `soup runs resume`), or launch its recipe again"),
+        ] {
+            let q = soup_store::RunQuery {
+                status: Some(status),
+                ..Default::default()
+            };
+            for r in store.list_runs(&q)?.items {
+                store.finish_run(r.id, RunStatus::Failed, Some(message.into()))?;
+            }
         }
         Ok(())
     }

@@ -911,6 +911,48 @@ fn paired_tests(
     let Some(cat) = table.iter().position(|r| r.method == PAIRED_AGAINST) else {
         return (Vec::new(), None);
     };
+    let labels: Vec<String> = table.iter().map(|r| r.method.clone()).collect();
+    paired_tests_against(spec, &labels, per_question, cat)
+}
+
+/// Row `against`'s paired tests against every other row of `rows` on every column of `spec`,
+/// as a recipe's table computes CAT's (first seeds, exact McNemar on right/wrong scores, paired
+/// bootstrap otherwise, Holm over the rows of each column and metric): for a table of runs
+/// that is not a recipe's, such as the dashboard's Results. A row or column without a run, or
+/// whose run kept no per-question records, has no test.
+pub fn paired_on_runs(
+    store: &soup_store::Store,
+    spec: &TableSpec,
+    rows: &[RowRuns],
+    against: usize,
+) -> Result<Vec<PairedTest>> {
+    let mut per_question: Vec<Vec<Questions>> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut questions = Vec::with_capacity(row.runs.len());
+        for seeds in &row.runs {
+            questions.push(match seeds.first().copied().flatten() {
+                Some(run) => {
+                    let qs = question_scores(store, run)?;
+                    (!qs.is_empty()).then_some(qs)
+                }
+                None => None,
+            });
+        }
+        per_question.push(questions);
+    }
+    let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    if against >= labels.len() {
+        return Ok(Vec::new());
+    }
+    Ok(paired_tests_against(spec, &labels, &per_question, against).0)
+}
+
+fn paired_tests_against(
+    spec: &TableSpec,
+    labels: &[String],
+    per_question: &[Vec<Questions>],
+    cat: usize,
+) -> (Vec<PairedTest>, Option<f64>) {
     let mut out = Vec::new();
     let mut discordance = Vec::new();
     for (c, column) in spec.columns.iter().enumerate() {
@@ -922,7 +964,7 @@ fn paired_tests(
         };
         let mut family: Vec<PairedTest> = Vec::new();
         let mut ll_family: Vec<PairedTest> = Vec::new();
-        for (other, row) in table.iter().enumerate() {
+        for (other, label) in labels.iter().enumerate() {
             if other == cat {
                 continue;
             }
@@ -950,8 +992,8 @@ fn paired_tests(
                 let mut test = PairedTest {
                     column: column.clone(),
                     metric: metric.clone(),
-                    method: PAIRED_AGAINST.into(),
-                    baseline: row.method.clone(),
+                    method: labels[cat].clone(),
+                    baseline: label.clone(),
                     n: d.n,
                     diff: d.diff,
                     ci_low: d.low,
@@ -986,8 +1028,8 @@ fn paired_tests(
                     ll_family.push(PairedTest {
                         column: column.clone(),
                         metric: REF_LOGPROB.into(),
-                        method: PAIRED_AGAINST.into(),
-                        baseline: row.method.clone(),
+                        method: labels[cat].clone(),
+                        baseline: label.clone(),
                         n: d.n,
                         diff: d.diff,
                         ci_low: d.low,

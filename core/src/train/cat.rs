@@ -127,6 +127,111 @@ impl std::str::FromStr for CatInit {
     }
 }
 
+/// The trained parameters a CAT run starts from, flat (k, layers, [`ALL_MODULES`]): logits
+/// under `softmax` (0, or N(0, 1) from `seed`), the weights themselves under `free` (1, plus
+/// the same noise). One function for training and for reading a stored run's start back.
+pub fn start_logits(
+    k: usize,
+    layers: usize,
+    param: CatParam,
+    init: CatInit,
+    seed: u64,
+) -> Vec<f32> {
+    let n = k * layers * ALL_MODULES.len();
+    let start = match param {
+        CatParam::Free => 1f32,
+        CatParam::Softmax => 0f32,
+    };
+    match init {
+        CatInit::Uniform => vec![start; n],
+        CatInit::Normal => {
+            use rand::SeedableRng;
+            use rand_distr::Distribution;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let normal = rand_distr::StandardNormal;
+            (0..n)
+                .map(|_| start + Distribution::<f32>::sample(&normal, &mut rng))
+                .collect()
+        }
+    }
+}
+
+/// The effective weights w[i, l, m] a CAT run starts from, in [`CatTrainable::weight_values`]'s
+/// layout: [`start_logits`] through the softmax over adapters (`softmax`) or as they are (`free`).
+pub fn start_weights(
+    k: usize,
+    layers: usize,
+    param: CatParam,
+    init: CatInit,
+    seed: u64,
+) -> Vec<f32> {
+    let mut values = start_logits(k, layers, param, init, seed);
+    if param == CatParam::Softmax {
+        let slots = layers * ALL_MODULES.len();
+        for slot in 0..slots {
+            let max = (0..k)
+                .map(|i| values[i * slots + slot])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = (0..k)
+                .map(|i| (values[i * slots + slot] - max).exp())
+                .collect();
+            let sum: f32 = exps.iter().sum();
+            for (i, e) in exps.into_iter().enumerate() {
+                values[i * slots + slot] = e / sum;
+            }
+        }
+    }
+    values
+}
+
+/// Where a stored CAT adapter's weights started, in the layout of its stored `weights`, read
+/// from its hyperparameters: the parametrization and start from `cat_movement` (else from the
+/// recorded `job`, whose missing `init` means [`CatInit::legacy`]) and, for a `normal` start,
+/// the seed from `job.train.seed`, recomputed with [`start_weights`]. `None` when the record
+/// does not say, or when a seeded start was drawn in another module layout than the stored one.
+pub fn stored_start(
+    hyperparams: &serde_json::Value,
+    weights: &soup_store::CatWeights,
+) -> Option<Vec<f32>> {
+    let job = hyperparams.get("job");
+    let (param, init) = match CatMovement::from_hyperparams(hyperparams) {
+        Some(m) => (m.param, m.init),
+        None => {
+            let job = job?;
+            let param: CatParam = serde_json::from_value(job.get("param")?.clone()).ok()?;
+            let init = match job.get("init") {
+                Some(v) => serde_json::from_value(v.clone()).ok()?,
+                None => CatInit::legacy(),
+            };
+            (param, init)
+        }
+    };
+    let k = weights.adapters.len();
+    let n = k
+        .checked_mul(weights.layers)?
+        .checked_mul(weights.modules.len())?;
+    if n != weights.values.len() {
+        return None;
+    }
+    match init {
+        // Every slot starts alike: the layout does not matter.
+        CatInit::Uniform => Some(vec![param.start_weight(k) as f32; n]),
+        CatInit::Normal => {
+            let same_layout = weights.modules.len() == ALL_MODULES.len()
+                && weights
+                    .modules
+                    .iter()
+                    .zip(ALL_MODULES.iter())
+                    .all(|(a, b)| a == b.hf_name());
+            if !same_layout {
+                return None;
+            }
+            let seed = job?.pointer("/train/seed")?.as_u64()?;
+            Some(start_weights(k, weights.layers, param, init, seed))
+        }
+    }
+}
+
 pub struct CatTrainable {
     adapters: Vec<LoraAdapter>,
     layers: usize,
@@ -148,23 +253,7 @@ impl CatTrainable {
             return Err(CoreError::missing("CAT", "at least two adapters"));
         }
         let shape = (adapters.len(), layers, ALL_MODULES.len());
-        let n = adapters.len() * layers * ALL_MODULES.len();
-        let start = match param {
-            CatParam::Free => 1f32,
-            CatParam::Softmax => 0f32,
-        };
-        let values = match init {
-            CatInit::Uniform => vec![start; n],
-            CatInit::Normal => {
-                use rand::SeedableRng;
-                use rand_distr::Distribution;
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                let normal = rand_distr::StandardNormal;
-                (0..n)
-                    .map(|_| start + Distribution::<f32>::sample(&normal, &mut rng))
-                    .collect()
-            }
-        };
+        let values = start_logits(adapters.len(), layers, param, init, seed);
         let logits = Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?;
         Ok(CatTrainable {
             adapters,
@@ -506,6 +595,57 @@ mod tests {
         assert_eq!("normal".parse::<CatInit>().unwrap(), CatInit::Normal);
         assert_eq!("uniform".parse::<CatInit>().unwrap(), CatInit::default());
         assert!("gauss".parse::<CatInit>().unwrap_err().contains("uniform"));
+    }
+
+    #[test]
+    fn the_start_is_recomputed_as_training_draws_it() {
+        let ads = vec![adapter("a", 2), adapter("b", 2), adapter("c", 2)];
+        for param in [CatParam::Softmax, CatParam::Free] {
+            for init in [CatInit::Uniform, CatInit::Normal] {
+                let trained = CatTrainable::new(ads.clone(), 2, param, init, 11, &Device::Cpu)
+                    .unwrap()
+                    .weight_values()
+                    .unwrap();
+                let again = start_weights(3, 2, param, init, 11);
+                assert_eq!(trained.len(), again.len());
+                for (x, y) in trained.iter().zip(&again) {
+                    assert!((x - y).abs() < 1e-6, "{param} {init}: {x} vs {y}");
+                }
+            }
+        }
+        // From a stored record: the seed of the job, the start from the movement summary.
+        let modules: Vec<String> = ALL_MODULES
+            .iter()
+            .map(|m| m.hf_name().to_string())
+            .collect();
+        let weights = soup_store::CatWeights {
+            adapters: vec!["a".into(), "b".into(), "c".into()],
+            layers: 2,
+            modules,
+            values: vec![0.0; 3 * 2 * 7],
+        };
+        let job =
+            serde_json::json!({ "param": "softmax", "init": "normal", "train": { "seed": 11 } });
+        let h = serde_json::json!({ "job": job });
+        let expected = start_weights(3, 2, CatParam::Softmax, CatInit::Normal, 11);
+        assert_eq!(stored_start(&h, &weights), Some(expected));
+        // A job written before `init` existed ran the legacy (normal) start.
+        let legacy = serde_json::json!({ "job": { "param": "free", "train": { "seed": 5 } } });
+        assert_eq!(
+            stored_start(&legacy, &weights),
+            Some(start_weights(3, 2, CatParam::Free, CatInit::Normal, 5))
+        );
+        // A uniform start needs no seed and fits any module layout.
+        let uniform = serde_json::json!({ "job": { "param": "softmax", "init": "uniform" } });
+        let three = soup_store::CatWeights {
+            modules: vec!["q_proj".into()],
+            values: vec![0.0; 6],
+            ..weights.clone()
+        };
+        assert_eq!(stored_start(&uniform, &three), Some(vec![1.0 / 3.0; 6]));
+        // A seeded start in another layout, or no record of the start: unknown.
+        assert_eq!(stored_start(&h, &three), None);
+        assert_eq!(stored_start(&serde_json::json!({}), &weights), None);
     }
 
     #[test]

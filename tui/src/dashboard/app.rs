@@ -119,6 +119,9 @@ pub enum Action {
     Compare,
     /// `d`: the questions two runs disagree on (Inspect).
     Discordant,
+    /// `t`: the screen's other view (Results: paired differences; Adapters: CAT's Δ from
+    /// its start).
+    ToggleView,
     NextPage,
     PrevPage,
     FetchModel,
@@ -159,6 +162,8 @@ pub enum Loaded {
         candidates: Vec<String>,
     },
     Discordant(Box<DiscordantList>),
+    /// Paired tests for the Results screen's paired view.
+    Paired(Box<results::PairedView>),
     /// A cancel or resume went through; the text says which.
     JobControl(String),
     Exported(Vec<PathBuf>),
@@ -238,6 +243,8 @@ pub enum Command {
         a: RunId,
         b: RunId,
     },
+    /// The paired tests of one Results column against a reference row.
+    LoadPaired(results::PairedRequest),
     Cancel(RunId),
     Resume(RunId),
     Export(ResultsTable),
@@ -422,6 +429,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
         Action::CommandFailed(why) => {
             app.inspect.loading = false;
             app.recipes.loading = false;
+            app.results.pending = None;
             app.error(why);
             None
         }
@@ -550,6 +558,7 @@ fn on_loaded(app: &mut App, loaded: Loaded) -> Option<Command> {
             None
         }
         Loaded::Discordant(list) => inspect::on_discordant(app, *list),
+        Loaded::Paired(view) => results::on_paired(app, *view),
         Loaded::JobControl(text) => {
             app.info(text);
             Some(Command::LoadRuns)

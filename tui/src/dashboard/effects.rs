@@ -16,6 +16,7 @@ use super::app::{
 };
 use super::backend::JobBackend;
 use super::recipe_views;
+use super::screens::results::{PairedRequest, PairedView};
 
 /// Runs listed in Jobs (newest first).
 pub const RUNS_SHOWN: usize = 500;
@@ -139,6 +140,9 @@ impl Effects {
                 .resume(id)
                 .map(|()| Loaded::JobControl(format!("{id} queued again")))
                 .map_err(|e| format!("cannot resume {id}: {e}")),
+            Command::LoadPaired(request) => {
+                paired(&self.store, request).map(|view| Loaded::Paired(Box::new(view)))
+            }
             Command::Export(table) => {
                 let stamp = soup_store::now_ms().to_string();
                 super::export::write_all(&table, &self.data_dir, &stamp).map(Loaded::Exported)
@@ -414,4 +418,38 @@ pub fn record_matches(stored: &soup_store::StoredQuestion, needle: &str) -> bool
         .flatten()
         .any(|f| f.to_lowercase().contains(needle));
     found
+}
+
+/// The paired tests of one Results column: the core's recipe tests (exact McNemar on
+/// right/wrong scores, paired bootstrap otherwise, Holm over the other methods) on the
+/// table's runs, the reference row against each other row.
+fn paired(store: &Store, request: PairedRequest) -> Result<PairedView, String> {
+    use soup_core::engine::recipe::{paired_on_runs, RowRuns, TableSpec};
+    let against = request
+        .rows
+        .iter()
+        .position(|(m, _)| *m == request.against)
+        .ok_or_else(|| format!("{} is no longer in the table: press R", request.against))?;
+    let spec = TableSpec {
+        recipe: "results".into(),
+        budget: String::new(),
+        model: String::new(),
+        columns: vec![request.column.clone()],
+        metrics: vec![request.metric.clone()],
+        seeds: 1,
+        planned_n: 0,
+        skill_gate_margin: 0.0,
+        skills: Vec::new(),
+    };
+    let rows: Vec<RowRuns> = request
+        .rows
+        .iter()
+        .map(|(label, run)| RowRuns {
+            label: label.clone(),
+            runs: vec![vec![*run]],
+        })
+        .collect();
+    let tests = paired_on_runs(store, &spec, &rows, against)
+        .map_err(|e| format!("cannot pair the runs of {}: {e}", request.column))?;
+    Ok(PairedView { request, tests })
 }

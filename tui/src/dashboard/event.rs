@@ -146,6 +146,7 @@ pub fn action_for_key(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('A') => Action::LaunchComparison,
         KeyCode::Char('c') => Action::Compare,
         KeyCode::Char('d') => Action::Discordant,
+        KeyCode::Char('t') => Action::ToggleView,
         KeyCode::Char('n') => Action::NextPage,
         KeyCode::Char('p') => Action::PrevPage,
         KeyCode::Char('F') => Action::FetchModel,

@@ -22,6 +22,8 @@ pub struct ResultCell {
 pub struct ResultsTable {
     pub methods: Vec<String>,
     pub columns: Vec<String>,
+    /// The metric of each column (what its per-question scores are called).
+    pub metrics: Vec<String>,
     /// `cells[method][column]`.
     pub cells: Vec<Vec<Option<ResultCell>>>,
 }
@@ -69,6 +71,7 @@ pub fn load_results(store: &Store) -> Result<ResultsTable, String> {
     let mut cells: BTreeMap<(String, String), ResultCell> = BTreeMap::new();
     let mut methods = BTreeSet::new();
     let mut columns = BTreeSet::new();
+    let mut metric_of: BTreeMap<String, String> = BTreeMap::new();
     for run in runs.items.iter().filter(|r| r.kind == RunKind::Eval) {
         let (method, task) = eval_identity(run);
         let scores = store
@@ -81,6 +84,7 @@ pub fn load_results(store: &Store) -> Result<ResultsTable, String> {
                 continue; // an older run of the same method and task
             }
             methods.insert(method.clone());
+            metric_of.insert(column.clone(), score.metric.clone());
             columns.insert(column);
             cells.insert(
                 key,
@@ -98,6 +102,10 @@ pub fn load_results(store: &Store) -> Result<ResultsTable, String> {
     let mut methods: Vec<String> = methods.into_iter().collect();
     methods.sort_by_key(|m| (m != "base", m.clone()));
     let columns: Vec<String> = columns.into_iter().collect();
+    let metrics = columns
+        .iter()
+        .map(|c| metric_of.get(c).cloned().unwrap_or_default())
+        .collect();
     let cells = methods
         .iter()
         .map(|m| {
@@ -110,6 +118,7 @@ pub fn load_results(store: &Store) -> Result<ResultsTable, String> {
     Ok(ResultsTable {
         methods,
         columns,
+        metrics,
         cells,
     })
 }

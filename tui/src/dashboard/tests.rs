@@ -335,6 +335,27 @@ fn seed_store(store: &Store) {
         modules,
         values,
     });
+    // What a CAT run stores beside its weights: the start (uniform softmax: 1/2 a slot) and
+    // whether the run moved.
+    cat.hyperparams = serde_json::json!({
+        "lr": 0.05,
+        "cat_movement": {
+            "param": "softmax",
+            "init": "uniform",
+            "mean_abs_delta": 0.1906,
+            "max_abs_delta": 0.475,
+            "weights": 96,
+            "spread": [
+                {"adapter": "math", "start_mean": 0.5, "mean": 0.738, "sd": 0.11, "min": 0.5,
+                 "max": 0.975, "largest_in": 45, "slots": 48},
+                {"adapter": "code", "start_mean": 0.5, "mean": 0.363, "sd": 0.11, "min": 0.125,
+                 "max": 0.6, "largest_in": 3, "slots": 48}
+            ],
+            "heldout": {"source": "unsampled skill data", "examples": 32, "start": 1.9021,
+                        "learned": 1.7734},
+            "verdict": "moved"
+        }
+    });
     for a in [
         adapter("math", Some("math"), AdapterMethod::Trained, 0),
         adapter("code", Some("code"), AdapterMethod::Trained, 5),
@@ -468,6 +489,66 @@ fn snapshot_adapters_cat_heat_map_sorted_by_date_filtered() {
 }
 
 #[test]
+fn snapshot_adapters_cat_delta_from_start() {
+    let mut h = Harness::new(true);
+    h.keys("/cat⏎t");
+    assert!(h.app.adapters.cat_delta);
+    let screen = h.screen(W, H);
+    // Learned minus the uniform start (1/2): the fixture's weights 0.5 + 0.4 x + 0.05 m.
+    assert!(screen.contains("CAT Δ from start"), "{screen}");
+    assert!(screen.contains("-0.375…+0.475"), "{screen}");
+    assert!(screen.contains("verdict: moved"), "{screen}");
+    insta::assert_snapshot!("adapters_cat_delta", screen);
+    // t again: the weights.
+    h.keys("t");
+    assert!(!h.app.adapters.cat_delta);
+    assert!(h.screen(W, H).contains("CAT weights ·"));
+}
+
+#[test]
+fn heat_map_rows_drop_the_prefix_the_adapters_share() {
+    use super::ui::short_names;
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        short_names(&names(&["code-math-tiny-math", "code-math-tiny-code"])),
+        names(&["math", "code"])
+    );
+    // Only up to a `-`: a shared head of a word stays.
+    assert_eq!(
+        short_names(&names(&["math", "maths"])),
+        names(&["math", "maths"])
+    );
+    assert_eq!(short_names(&names(&["x-a", "x-"])), names(&["x-a", "x-"]));
+    assert_eq!(short_names(&names(&["only-one"])), names(&["only-one"]));
+}
+
+#[test]
+fn the_delta_needs_a_known_start_and_t_needs_a_cat_adapter() {
+    let mut h = Harness::new(true);
+    // A trained adapter (code, second by name) has no heat map: t says what it is for.
+    h.keys("jt");
+    assert!(!h.app.adapters.cat_delta);
+    assert!(h
+        .app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.text.contains("select a CAT adapter")));
+    // A CAT adapter stored without its start: Δ says it cannot be drawn.
+    for a in &mut h.app.adapters.items {
+        if a.cat_weights.is_some() {
+            a.hyperparams = serde_json::json!({"lr": 0.05});
+        }
+    }
+    h.keys("/cat⏎t");
+    let screen = h.screen(W, H);
+    assert!(
+        screen.contains("start of these weights is not recorded"),
+        "{screen}"
+    );
+    assert!(screen.contains("no movement summary stored"), "{screen}");
+}
+
+#[test]
 fn snapshot_adapters_empty_store() {
     let h = Harness::new(false);
     insta::assert_snapshot!("adapters_empty", h.screen(W, H));
@@ -548,6 +629,142 @@ fn snapshot_results_table_and_chart() {
     assert_eq!(table.methods.first().map(String::as_str), Some("base"));
     assert_eq!(table.methods.len(), 4);
     insta::assert_snapshot!("results", h.screen(W, H));
+}
+
+#[test]
+fn snapshot_results_paired_view() {
+    let mut h = Harness::new(true);
+    h.keys("4t");
+    // CAT's row is the reference: the stored CAT adapter's.
+    let view = h
+        .app
+        .results
+        .current_paired()
+        .cloned()
+        .expect("paired tests read");
+    assert_eq!(view.request.against, "cat-math+code");
+    assert_eq!(view.request.column, "code-math accuracy");
+    insta::assert_snapshot!("results_paired", h.screen(W, H));
+}
+
+/// The seeded records' verdicts, as [`question`] writes them.
+fn seeded_right(index: u64, good_every: u64) -> bool {
+    index.is_multiple_of(good_every) && index % 7 != 6
+}
+
+#[test]
+fn the_paired_view_tests_cat_against_each_method_on_the_same_questions() {
+    let mut h = Harness::new(true);
+    h.keys("4t");
+    let view = h
+        .app
+        .results
+        .current_paired()
+        .cloned()
+        .expect("paired tests read");
+    // Only the base run kept records beside CAT's: one test, McNemar's on its b and c.
+    assert_eq!(view.tests.len(), 1, "{:#?}", view.tests);
+    let t = &view.tests[0];
+    assert_eq!(
+        (t.method.as_str(), t.baseline.as_str()),
+        ("cat-math+code", "base")
+    );
+    let b = (0..RECORDS_PER_RUN)
+        .filter(|i| seeded_right(*i, 3) && !seeded_right(*i, 40))
+        .count() as u64;
+    let c = (0..RECORDS_PER_RUN)
+        .filter(|i| !seeded_right(*i, 3) && seeded_right(*i, 40))
+        .count() as u64;
+    assert_eq!((t.only_method, t.only_baseline), (Some(b), Some(c)));
+    assert_eq!(t.test, "mcnemar");
+    assert_eq!(t.n, RECORDS_PER_RUN as usize);
+    assert!((t.diff - (b as f64 - c as f64) / RECORDS_PER_RUN as f64).abs() < 1e-12);
+    assert!((t.p - soup_evals::stats::mcnemar_exact(b, c)).abs() < 1e-12);
+    assert!(t.significant && t.ci_low > 0.0, "{t:?}");
+    let screen = h.screen(W, H);
+    assert!(
+        screen.contains("no per-question records to pair"),
+        "{screen}"
+    );
+
+    // Enter pairs against the selected row instead: base minus each, CAT's difference negated.
+    h.keys("g⏎");
+    let view = h
+        .app
+        .results
+        .current_paired()
+        .cloned()
+        .expect("paired tests read");
+    assert_eq!(view.request.against, "base");
+    let back = view
+        .tests
+        .iter()
+        .find(|t| t.baseline == "cat-math+code")
+        .expect("base against CAT");
+    assert!((back.diff + t.diff).abs() < 1e-12);
+    assert_eq!(back.only_method, t.only_baseline);
+
+    // Another column is paired on its own; export still writes the table; t goes back.
+    h.keys("→");
+    assert_eq!(
+        h.app
+            .results
+            .current_paired()
+            .map(|v| v.request.column.as_str()),
+        Some("code-math executed")
+    );
+    h.keys("e");
+    assert_eq!(h.app.results.exported.len(), 3);
+    h.keys("t");
+    assert_eq!(
+        h.app.results.view,
+        super::screens::results::ResultsView::Intervals
+    );
+    assert!(h.screen(W, H).contains("95% intervals"));
+}
+
+#[test]
+fn whiskers_share_one_axis() {
+    use super::ui::results_whisker as whisker;
+    assert_eq!(
+        whisker(0.2, 0.5, 0.8, (0.0, 1.0), 11, false, false),
+        "  ├──█──┤  "
+    );
+    assert_eq!(
+        whisker(0.2, 0.5, 0.8, (0.0, 1.0), 11, true, false),
+        "░░├──█──┤  "
+    );
+    // A difference: 0 marked, under the whisker or beside it.
+    assert_eq!(
+        whisker(-0.5, 0.0, 0.5, (-1.0, 1.0), 11, false, true),
+        "   ├─█──┤  "
+    );
+    assert_eq!(
+        whisker(-0.8, -0.4, -0.2, (-1.0, 1.0), 11, false, true),
+        " ├─█┤┊     "
+    );
+    assert_eq!(
+        whisker(-0.6, 0.2, 0.6, (-1.0, 1.0), 11, false, true),
+        "  ├──┼█─┤  "
+    );
+    // Axis labels never run into each other on a narrow axis.
+    use super::ui::results_axis_labels as labels;
+    assert_eq!(labels((0.0, 1.0), 20, 2), "0.00    0.50    1.00");
+    assert_eq!(labels((-0.17, 0.17), 12, 2), "-0.17   0.17");
+    assert_eq!(labels((-0.17, 0.17), 8, 2), "");
+    assert_eq!(super::ui::results_p_value(0.04321), "0.0432");
+    assert_eq!(super::ui::results_p_value(3.2e-9), "3e-9");
+    assert_eq!(super::ui::results_p_value(f64::NAN), "-");
+    // Out of the axis: clamped to its ends; a point interval is its point.
+    assert_eq!(
+        whisker(-3.0, 0.5, 3.0, (0.0, 1.0), 5, false, false),
+        "├─█─┤"
+    );
+    assert_eq!(whisker(0.5, 0.5, 0.5, (0.0, 1.0), 5, false, false), "  █  ");
+    assert_eq!(
+        whisker(f64::NAN, 0.5, 0.6, (0.0, 1.0), 3, false, false),
+        "?  "
+    );
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub struct AdaptersState {
     pub filter: String,
     pub loaded: bool,
     pub skipped: usize,
+    /// The CAT heat map shows each weight's change from its start instead of the weight.
+    pub cat_delta: bool,
 }
 
 impl AdaptersState {
@@ -114,6 +116,7 @@ impl AdaptersState {
             filter: String::new(),
             loaded: false,
             skipped: 0,
+            cat_delta: false,
         }
     }
 }
@@ -134,7 +137,8 @@ pub fn on_loaded(app: &mut App, adapters: Vec<AdapterRecord>, skipped: usize) ->
     None
 }
 
-/// The Adapters screen's keys: filter, sort, pick for Compose.
+/// The Adapters screen's keys: filter, sort, pick for Compose, switch the CAT heat map
+/// between weights and Δ from the start (`t`).
 pub fn update(app: &mut App, action: Action) -> Option<Command> {
     let state = &mut app.adapters;
     if app.input == Some(InputTarget::AdapterFilter) {
@@ -176,6 +180,19 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
         Action::Toggle => {
             if let Some(name) = state.selected().map(|a| a.name.clone()) {
                 toggle_pick(app, name);
+            }
+        }
+        Action::ToggleView => {
+            if state.selected().is_some_and(|a| a.cat_weights.is_some()) {
+                state.cat_delta = !state.cat_delta;
+                let shown = if state.cat_delta {
+                    "each CAT weight's change from its start (Δ)"
+                } else {
+                    "the learned CAT weights"
+                };
+                app.info(format!("heat map: {shown}"));
+            } else {
+                app.info("t switches a CAT adapter's heat map between its weights and their change from the start: select a CAT adapter");
             }
         }
         Action::Confirm => {

@@ -23,7 +23,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
     draw_list(app, frame, list);
     match app.adapters.selected() {
-        Some(adapter) => draw_detail(adapter, &app.adapters.items, frame, detail),
+        Some(adapter) => draw_detail(
+            adapter,
+            &app.adapters.items,
+            app.adapters.cat_delta,
+            frame,
+            detail,
+        ),
         None => frame.render_widget(Paragraph::new("").block(pane(" detail ", false)), detail),
     }
 }
@@ -188,7 +194,13 @@ pub(crate) fn lineage(adapter: &AdapterRecord, all: &[AdapterRecord]) -> Vec<Str
     out
 }
 
-fn draw_detail(adapter: &AdapterRecord, all: &[AdapterRecord], frame: &mut Frame, area: Rect) {
+fn draw_detail(
+    adapter: &AdapterRecord,
+    all: &[AdapterRecord],
+    delta: bool,
+    frame: &mut Frame,
+    area: Rect,
+) {
     let [meta, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
     let modules: Vec<String> = adapter
@@ -224,7 +236,14 @@ fn draw_detail(adapter: &AdapterRecord, all: &[AdapterRecord], frame: &mut Frame
         ),
     ]);
     if !adapter.hyperparams.is_null() {
-        lines.push(field("hyper", adapter.hyperparams.to_string()));
+        // The movement summary is drawn beside the heat map.
+        let mut hyper = adapter.hyperparams.clone();
+        if adapter.cat_weights.is_some() {
+            if let Some(map) = hyper.as_object_mut() {
+                map.remove("cat_movement");
+            }
+        }
+        lines.push(field("hyper", hyper.to_string()));
     }
     frame.render_widget(
         Paragraph::new(lines)
@@ -242,7 +261,7 @@ fn draw_detail(adapter: &AdapterRecord, all: &[AdapterRecord], frame: &mut Frame
     };
     draw_loss(adapter, frame, loss_area);
     if let (Some(weights), Some(cat_area)) = (&adapter.cat_weights, cat_area) {
-        draw_cat_weights(weights, frame, cat_area);
+        draw_cat_weights(adapter, weights, delta, frame, cat_area);
     }
 }
 
@@ -303,42 +322,190 @@ fn shade(value: f32, min: f32, max: f32) -> (char, Color) {
     (SHADES[i], Color::Rgb(level / 3, level, level / 2))
 }
 
-fn draw_cat_weights(weights: &CatWeights, frame: &mut Frame, area: Rect) {
-    let (min, max) = weights
-        .values
+/// The adapters' names without the prefix they share up to a `-` (a recipe's
+/// `code-math-tiny-math` and `code-math-tiny-code` read `math` and `code`), so a short label
+/// still tells them apart.
+pub(crate) fn short_names(names: &[String]) -> Vec<String> {
+    let Some(first) = names.first() else {
+        return Vec::new();
+    };
+    let mut common = first.len();
+    for n in &names[1..] {
+        common = common.min(
+            first
+                .char_indices()
+                .zip(n.chars())
+                .find(|((_, a), b)| a != b)
+                .map(|((i, _), _)| i)
+                .unwrap_or(first.len().min(n.len())),
+        );
+    }
+    let cut = first[..common].rfind('-').map(|i| i + 1).unwrap_or(0);
+    if names.len() < 2 || names.iter().any(|n| n.len() <= cut) {
+        return names.to_vec();
+    }
+    names.iter().map(|n| n[cut..].to_string()).collect()
+}
+
+/// The colour and shade of a change from the start: green up, red down, by its size against
+/// the largest change.
+fn shade_delta(delta: f32, max_abs: f32) -> (char, Color) {
+    let t = if max_abs > 0.0 {
+        (delta.abs() / max_abs).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let i = ((t * (SHADES.len() - 1) as f32).round() as usize).min(SHADES.len() - 1);
+    let level = (80.0 + t * 175.0) as u8;
+    let color = if i == 0 {
+        Color::DarkGray
+    } else if delta > 0.0 {
+        Color::Rgb(level / 4, level, level / 3)
+    } else {
+        Color::Rgb(level, level / 4, level / 4)
+    };
+    (SHADES[i], color)
+}
+
+/// What the heat map paints: the learned weights, or (`delta`) each weight minus its start;
+/// `None` in Δ mode when the start is not known.
+fn heat_values(adapter: &AdapterRecord, weights: &CatWeights, delta: bool) -> Option<Vec<f32>> {
+    if !delta {
+        return Some(weights.values.clone());
+    }
+    let start = soup_core::train::cat::stored_start(&adapter.hyperparams, weights)?;
+    Some(
+        weights
+            .values
+            .iter()
+            .zip(&start)
+            .map(|(w, s)| w - s)
+            .collect(),
+    )
+}
+
+/// The movement summary the CAT run stored: verdict, |Δw|, held-out loss, each adapter's
+/// weights against their start.
+fn movement_lines(adapter: &AdapterRecord) -> Vec<Line<'static>> {
+    let Some(m) = soup_core::train::CatMovement::of_adapter(adapter) else {
+        return vec![Line::styled(
+            "no movement summary stored (made before CAT recorded one)",
+            Style::new().fg(Color::DarkGray),
+        )];
+    };
+    let color = if m.verdict.moved() {
+        Color::Green
+    } else {
+        Color::Yellow
+    };
+    let mut lines = vec![Line::from(vec![
+        Span::styled("verdict: ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::styled(
+            m.verdict.label(),
+            Style::new().fg(color).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            " · mean |Δw| {:.4} (max {:.4}) over {} weights · {} {} start",
+            m.mean_abs_delta, m.max_abs_delta, m.weights, m.init, m.param
+        )),
+    ])];
+    lines.push(Line::raw(match &m.heldout {
+        Some(h) => format!(
+            "held-out loss {:.4} → {:.4} ({} examples of {})",
+            h.start, h.learned, h.examples, h.source
+        ),
+        None => "no held-out examples (the whole data was sampled)".to_string(),
+    }));
+    for w in &m.spread {
+        lines.push(Line::raw(format!(
+            "{}: mean {:.3} (start {:.3}) sd {:.3} · largest in {}/{} slots",
+            w.adapter, w.mean, w.start_mean, w.sd, w.largest_in, w.slots
+        )));
+    }
+    lines
+}
+
+fn draw_cat_weights(
+    adapter: &AdapterRecord,
+    weights: &CatWeights,
+    delta: bool,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let values = heat_values(adapter, weights, delta);
+    let finite = values
         .iter()
+        .flatten()
         .filter(|v| v.is_finite())
+        .copied()
+        .collect::<Vec<f32>>();
+    let (min, max) = finite
+        .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(*v), hi.max(*v))
         });
-    let title = format!(
-        " CAT weights · adapter:module × {} layers · {min:.2}…{max:.2} ",
-        weights.layers
-    );
-    let label_width = weights
-        .adapters
+    let max_abs = finite.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let title = if delta {
+        format!(" CAT Δ from start · {min:+.3}…{max:+.3} · t: weights ")
+    } else {
+        format!(" CAT weights · {min:.2}…{max:.2} · t: Δ from start ")
+    };
+    let mut lines = movement_lines(adapter);
+    let summary_rest = lines.split_off(1);
+    let Some(values) = values else {
+        lines.push(Line::styled(
+            "the start of these weights is not recorded (no CAT job or movement summary with the adapter): only the learned weights can be shown (t)",
+            Style::new().fg(Color::Yellow),
+        ));
+        lines.extend(summary_rest);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(pane(&title, false)),
+            area,
+        );
+        return;
+    };
+    let at = |a: usize, l: usize, m: usize| -> Option<f32> {
+        weights.get(a, l, m)?;
+        let i = (a * weights.layers + l) * weights.modules.len() + m;
+        values.get(i).copied()
+    };
+    let names = short_names(&weights.adapters);
+    // Only the modules the adapter has: the others' weights scale nothing.
+    let shown: Vec<usize> = (0..weights.modules.len())
+        .filter(|m| {
+            adapter.modules.is_empty()
+                || adapter
+                    .modules
+                    .iter()
+                    .any(|s| s.module == weights.modules[*m])
+        })
+        .collect();
+    let label_width = names
         .iter()
         .flat_map(|a| {
-            weights
-                .modules
+            shown
                 .iter()
-                .map(move |m| a.len().min(12) + m.len() + 1)
+                .map(move |m| a.chars().count().min(12) + weights.modules[*m].len() + 1)
         })
         .max()
         .unwrap_or(8)
         + 1;
-    let room = (area.width as usize).saturating_sub(2 + label_width);
+    // Each row ends with its mean over the layers shown (the sign of a Δ, in plain text too).
+    let room = (area.width as usize).saturating_sub(2 + label_width + 8);
     let layers = weights.layers.min(room);
-    let mut lines = Vec::new();
-    for (a, adapter) in weights.adapters.iter().enumerate() {
-        for (m, module) in weights.modules.iter().enumerate() {
-            let label = format!("{}:{module}", format::ellipsize(adapter, 12));
+    for (a, name) in names.iter().enumerate() {
+        for &m in &shown {
+            let module = &weights.modules[m];
+            let label = format!("{}:{module}", format::ellipsize(name, 12));
             let mut spans = vec![Span::styled(
                 format!("{label:<label_width$}"),
                 Style::new().fg(Color::DarkGray),
             )];
             for l in 0..layers {
-                let (ch, color) = match weights.get(a, l, m) {
+                let (ch, color) = match at(a, l, m) {
+                    Some(v) if v.is_finite() && delta => shade_delta(v, max_abs),
                     Some(v) if v.is_finite() => shade(v, min, max),
                     _ => ('?', Color::Red),
                 };
@@ -347,15 +514,44 @@ fn draw_cat_weights(weights: &CatWeights, frame: &mut Frame, area: Rect) {
             if layers < weights.layers {
                 spans.push(Span::raw("…"));
             }
+            let row: Vec<f32> = (0..layers)
+                .filter_map(|l| at(a, l, m))
+                .filter(|v| v.is_finite())
+                .collect();
+            if !row.is_empty() {
+                let mean = row.iter().sum::<f32>() / row.len() as f32;
+                spans.push(Span::styled(
+                    if delta {
+                        format!(" {mean:+.3}")
+                    } else {
+                        format!(" {mean:.3}")
+                    },
+                    Style::new().fg(Color::DarkGray),
+                ));
+            }
             lines.push(Line::from(spans));
         }
     }
-    lines.push(Line::from(Span::styled(
+    let legend = if delta {
         format!(
-            "layers 0…{} →   · low ░ ▒ ▓ █ high",
+            "layers 0…{} → · |Δ| · ░ ▒ ▓ █ most · green +, red − · mean",
             weights.layers.saturating_sub(1)
-        ),
+        )
+    } else {
+        format!(
+            "layers 0…{} → · low ░ ▒ ▓ █ high · mean",
+            weights.layers.saturating_sub(1)
+        )
+    };
+    lines.push(Line::from(Span::styled(
+        legend,
         Style::new().fg(Color::DarkGray),
     )));
-    frame.render_widget(Paragraph::new(lines).block(pane(&title, false)), area);
+    lines.extend(summary_rest);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(&title, false)),
+        area,
+    );
 }

@@ -20,6 +20,12 @@ use super::app::{App, Tab};
 
 #[cfg(test)]
 pub(crate) use adapters::lineage as lineage_of;
+#[cfg(test)]
+pub(crate) use adapters::short_names;
+#[cfg(test)]
+pub(crate) use results::{
+    axis_labels as results_axis_labels, p_value as results_p_value, whisker as results_whisker,
+};
 
 /// Below this the screens cannot show their panes: say so instead of drawing garbage.
 pub const MIN_WIDTH: u16 = 80;
