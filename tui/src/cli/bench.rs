@@ -18,10 +18,16 @@ pub struct BenchArgs {
     /// on the weights; nothing to download or carry). Without it: --model is required.
     #[arg(long, value_name = "CONFIG_JSON")]
     pub config: Option<PathBuf>,
-    /// Which figures: any of gen, train, merge; or cat-lr, CAT's learning-rate sweep on two
-    /// adapters that memorized disjoint facts (held-out loss per learning rate).
+    /// Which figures: any of gen, train, merge; cat-lr, CAT's learning-rate sweep on two
+    /// adapters that memorized disjoint facts (held-out loss per learning rate); eval,
+    /// code-math questions graded per second with the real few-shot prompts, fixed batches
+    /// against the prefix cache with continuous batching (needs --model: it uses the
+    /// tokenizer, and python3 for the sandbox).
     #[arg(long, default_value = "gen,train,merge")]
     pub only: String,
+    /// Questions per timed evaluation run (--only eval).
+    #[arg(long, default_value_t = 32)]
+    pub eval_questions: usize,
     /// Timed repetitions per figure (after one warm-up); medians are printed.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -29,6 +35,14 @@ pub struct BenchArgs {
 
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let device = ctx.device()?;
+    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
+    if let Some(bad) = only
+        .iter()
+        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "cat-lr" | "eval"))
+    {
+        bail!("--only {bad:?}: expected gen, train, merge, cat-lr or eval");
+    }
+    let mut loaded = None;
     let model = match (&args.model, &args.config) {
         (_, Some(cfg)) => {
             let cfg = ModelConfig::from_file(cfg)?;
@@ -38,21 +52,17 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
             let store = ctx.store().ok();
             let (name, path) =
                 soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, spec)?;
-            soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
-                .with_context(|| format!("cannot load {}", path.display()))?
-                .model
+            let m =
+                soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
+                    .with_context(|| format!("cannot load {}", path.display()))?;
+            let model = m.model.clone();
+            loaded = Some(m);
+            model
         }
         (None, None) => {
             bail!("give --model (a model) or --config (random weights of a config.json)")
         }
     };
-    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
-    if let Some(bad) = only
-        .iter()
-        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "cat-lr"))
-    {
-        bail!("--only {bad:?}: expected gen, train, merge or cat-lr");
-    }
     let opts = BenchOptions {
         generation: only.contains(&"gen"),
         training: only.contains(&"train"),
@@ -67,5 +77,17 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         model.layers.len()
     );
     soup_core::bench::run(&model, &opts, &mut |figure| println!("{figure}"))?;
+    if only.contains(&"eval") {
+        let Some(loaded) = &loaded else {
+            bail!("--only eval needs --model (a real model and its tokenizer), not --config");
+        };
+        let eval = soup_core::bench_eval::EvalBenchOptions {
+            questions: args.eval_questions,
+            reps: args.reps,
+            ..Default::default()
+        };
+        soup_core::bench_eval::run(loaded, &eval, &mut |figure| println!("{figure}"))
+            .context("the evaluation figure failed")?;
+    }
     Ok(())
 }
