@@ -1,12 +1,23 @@
 //! Batched generation with a KV cache: left padding with key masks and per-row positions,
 //! greedy or temperature/top-p sampling with a seed, EOS and caller-defined stops.
 //!
-//! Rows that finish leave the batch (their cache rows are dropped), so a batch costs what its
-//! longest live row needs. Batched greedy output equals unbatched greedy output token for token.
+//! One decoder, [`generate_queue`], serves every local generation path: a queue of prompts,
+//! decoded `max_batch` rows at a time, with two switches that evaluation turns on.
+//! - Continuous batching (`refill`): a row that finishes leaves the batch at once and its slot
+//!   takes the next prompt of the queue, so a batch costs what its live rows need rather than
+//!   waiting for its longest answer. Off, the next prompts wait until the whole batch is done.
+//! - A prefix cache ([`PrefixCache`]): the keys and values of a prefix every prompt shares
+//!   (the few-shot demos) are computed once and copied into each new row, which then prefills
+//!   only its own suffix. A row's layout is `[prefix][padding, masked out][suffix]`, the
+//!   suffix's positions continuing from the prefix's length, so it sees exactly the tokens
+//!   and positions of its whole prompt.
+//!
+//! The running batch is a [`BatchCache`], which `soup serve` uses too. Batched greedy output
+//! equals unbatched greedy output token for token (up to float rounding of the batch shapes).
 
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
-use crate::model::{ForwardInput, Llama, Mode};
+use crate::model::{ForwardInput, KvCache, Llama, Mode};
 use candle_core::{DType, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
@@ -31,6 +42,206 @@ impl Default for SamplingConfig {
     }
 }
 
+impl SamplingConfig {
+    /// candle's sampling rule for these settings.
+    pub fn sampling(&self) -> Sampling {
+        sampling(self.temperature, self.top_p)
+    }
+}
+
+/// Greedy at temperature 0, else temperature sampling, with top-p below 1.
+pub fn sampling(temperature: f64, top_p: Option<f64>) -> Sampling {
+    if temperature <= 0.0 {
+        Sampling::ArgMax
+    } else {
+        match top_p {
+            Some(p) if p < 1.0 => Sampling::TopP { p, temperature },
+            _ => Sampling::All { temperature },
+        }
+    }
+}
+
+/// The keys and values of a prompt prefix that many prompts share (few-shot demos), computed
+/// once with one adapter stack and copied into every row that starts with it.
+#[derive(Debug, Clone)]
+pub struct PrefixCache {
+    ids: Vec<u32>,
+    /// One row: (1, kv_heads, len, head_dim) per layer.
+    cache: KvCache,
+}
+
+impl PrefixCache {
+    /// Prefills `ids` once with `stack`.
+    pub fn build(model: &Llama, stack: &AdapterStack, ids: &[u32]) -> Result<Self> {
+        let mut cache = model.new_cache();
+        if !ids.is_empty() {
+            let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), model.device())?;
+            let fi = ForwardInput {
+                last_only: true,
+                ..Default::default()
+            };
+            model.forward(&input, &fi, Some(&mut cache), stack, Mode::Infer)?;
+        }
+        Ok(PrefixCache {
+            ids: ids.to_vec(),
+            cache,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether `prompt` starts with this prefix and has at least one token after it.
+    pub fn covers(&self, prompt: &[u32]) -> bool {
+        prompt.len() > self.ids.len() && prompt.starts_with(&self.ids)
+    }
+
+    /// The prefix's keys and values for `rows` rows.
+    pub fn rows(&self, rows: usize) -> Result<KvCache> {
+        self.cache.repeat_rows(rows)
+    }
+}
+
+/// How many leading tokens all `prompts` share, leaving every prompt at least one token of
+/// its own (a row's first token is chosen from its own last prompt position). 0 for fewer
+/// than two prompts: a prefix pays off only when it is reused.
+pub fn common_prefix_len(prompts: &[&[u32]]) -> usize {
+    let Some((first, rest)) = prompts.split_first() else {
+        return 0;
+    };
+    if rest.is_empty() {
+        return 0;
+    }
+    let mut n = first.len();
+    for p in rest {
+        n = n.min(p.len());
+        n = first[..n]
+            .iter()
+            .zip(&p[..n])
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    let shortest = prompts.iter().map(|p| p.len()).min().unwrap_or(0);
+    n.min(shortest.saturating_sub(1))
+}
+
+/// A running batch: every row's keys and values left-padded to one length, and the key mask
+/// (rows, cached positions) that is 1 for real tokens and 0 for padding. Rows prefilled apart
+/// join it ([`BatchCache::join`]); finished rows leave it ([`BatchCache::advance`]).
+#[derive(Debug, Clone, Default)]
+pub struct BatchCache {
+    cache: KvCache,
+    mask: Option<Tensor>,
+}
+
+impl BatchCache {
+    /// Rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.mask.as_ref().map_or(0, |m| m.dims()[0])
+    }
+
+    pub fn clear(&mut self) {
+        *self = BatchCache::default();
+    }
+
+    /// The cache a decode step appends to.
+    pub fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
+    }
+
+    /// Joins rows prefilled apart: their cache and key mask (r, t). Whichever side is shorter
+    /// is padded at the front (masked out), so every row keeps its own positions.
+    pub fn join(&mut self, mut cache: KvCache, mask: Tensor) -> Result<()> {
+        let Some(mine) = self.mask.take() else {
+            self.cache = cache;
+            self.mask = Some(mask);
+            return Ok(());
+        };
+        let (b, t) = mine.dims2()?;
+        let (r, t_new) = mask.dims2()?;
+        let dev = mask.device().clone();
+        let (mine, mask) = if t_new < t {
+            cache.pad_front(t - t_new)?;
+            let zeros = Tensor::zeros((r, t - t_new), DType::F32, &dev)?;
+            (mine, Tensor::cat(&[&zeros, &mask], 1)?)
+        } else if t_new > t {
+            self.cache.pad_front(t_new - t)?;
+            let zeros = Tensor::zeros((b, t_new - t), DType::F32, &dev)?;
+            (Tensor::cat(&[&zeros, &mine], 1)?, mask)
+        } else {
+            (mine, mask)
+        };
+        self.cache.append_rows(&cache)?;
+        self.mask = Some(Tensor::cat(&[&mine, &mask], 0)?);
+        Ok(())
+    }
+
+    /// The key mask of the next decode step: the batch's, plus a column for the new tokens.
+    pub fn step_mask(&self) -> Result<Tensor> {
+        let m = self
+            .mask
+            .as_ref()
+            .ok_or_else(|| CoreError::Internal("a batch without its key mask".into()))?;
+        let ones = Tensor::ones((m.dims()[0], 1), DType::F32, m.device())?;
+        Ok(Tensor::cat(&[m, &ones], 1)?)
+    }
+
+    /// Keeps only the rows `keep` (batch indices, in order); an empty `keep` clears the batch.
+    pub fn select(&mut self, keep: &[u32]) -> Result<()> {
+        if keep.len() == self.rows() {
+            return Ok(());
+        }
+        if keep.is_empty() {
+            self.clear();
+            return Ok(());
+        }
+        let Some(m) = &self.mask else {
+            return Ok(());
+        };
+        let idx = Tensor::new(keep, m.device())?;
+        self.cache.select_rows(&idx)?;
+        self.mask = Some(m.index_select(&idx, 0)?);
+        Ok(())
+    }
+
+    /// After a decode step run with `step_mask`: keeps the rows `keep`, and drops the front
+    /// columns every remaining row masks out, so a long row that left does not keep costing
+    /// the others.
+    pub fn advance(&mut self, step_mask: Tensor, keep: &[u32]) -> Result<()> {
+        self.mask = Some(step_mask);
+        self.select(keep)?;
+        let Some(mask) = &self.mask else {
+            return Ok(());
+        };
+        let used: Vec<f32> = mask.max(0)?.to_vec1()?;
+        let dead = used.iter().take_while(|&&v| v == 0.0).count();
+        if dead > 0 {
+            self.cache.drop_front(dead)?;
+            let t = mask.dims()[1];
+            self.mask = Some(mask.narrow(1, dead, t - dead)?);
+        }
+        Ok(())
+    }
+}
+
+/// How [`generate_queue`] runs its queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueOptions<'a> {
+    /// Rows decoded together (0 means all prompts at once).
+    pub max_batch: usize,
+    /// A finished row's slot takes the next prompt at once (continuous batching); otherwise
+    /// the next prompts wait until every row of the batch is done (static batches).
+    pub refill: bool,
+    /// Keys and values of a prefix every prompt starts with (each prompt must have a token
+    /// after it).
+    pub prefix: Option<&'a PrefixCache>,
+}
+
 /// Generates continuations of `prompts` (token ids). Only the new tokens are returned, EOS
 /// excluded. `should_stop(row, new_ids)` lets the caller end a row early (stop strings).
 pub fn generate_ids(
@@ -42,12 +253,31 @@ pub fn generate_ids(
     pad_id: u32,
     should_stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
-    let dev = model.device().clone();
-    let n = prompts.len();
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
-    if n == 0 || cfg.max_new_tokens == 0 {
-        return Ok(out);
-    }
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let opts = QueueOptions {
+        max_batch: prompts.len(),
+        refill: false,
+        prefix: None,
+    };
+    generate_queue(
+        model,
+        stack,
+        prompts,
+        cfg,
+        &opts,
+        eos_ids,
+        pad_id,
+        should_stop,
+        &mut |row, ids| {
+            out[row] = ids;
+            Ok(true)
+        },
+    )?;
+    Ok(out)
+}
+
+/// Checks every prompt against the model's context before any work.
+fn check_prompts(model: &Llama, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<()> {
     if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
         return Err(CoreError::EmptyPrompt { index: i });
     }
@@ -59,89 +289,222 @@ pub fn generate_ids(
             limit,
         });
     }
-    if longest + cfg.max_new_tokens > limit {
+    if longest + max_new_tokens > limit {
         return Err(CoreError::NoRoomToGenerate {
             prompt: longest,
-            new_tokens: cfg.max_new_tokens,
+            new_tokens: max_new_tokens,
             limit,
         });
     }
-    let sampling = if cfg.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else {
-        match cfg.top_p {
-            Some(p) if p < 1.0 => Sampling::TopP {
-                p,
-                temperature: cfg.temperature,
-            },
-            _ => Sampling::All {
-                temperature: cfg.temperature,
-            },
-        }
-    };
-    let mut samplers: Vec<LogitsProcessor> = (0..n)
-        .map(|i| LogitsProcessor::from_sampling(cfg.seed.wrapping_add(i as u64), sampling.clone()))
-        .collect();
+    Ok(())
+}
 
-    // Left padding: row i starts with `pad[i]` pad tokens.
-    let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let mut ids = Vec::with_capacity(n * longest);
-    let mut mask = Vec::with_capacity(n * longest);
-    let mut pos = Vec::with_capacity(n * longest);
-    for (p, &np) in prompts.iter().zip(&pad) {
-        ids.extend(std::iter::repeat_n(pad_id, np).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0f32, np).chain(std::iter::repeat_n(1f32, p.len())));
-        pos.extend(std::iter::repeat_n(0u32, np).chain(0..p.len() as u32));
+/// A row being decoded.
+struct LiveRow {
+    /// Index of its prompt in the queue.
+    row: usize,
+    /// Position of the token fed next.
+    next_pos: u32,
+    pending: u32,
+    out: Vec<u32>,
+}
+
+/// Decodes a queue of prompts `opts.max_batch` rows at a time and hands each finished row to
+/// `on_done(row, new_ids)` as soon as it is finished (EOS excluded); `on_done` returning false
+/// stops the decoder (cancellation), leaving the rest of the queue undone. Row `i` samples with
+/// seed `cfg.seed + i`. `should_stop(row, new_ids)` ends a row early (stop strings).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_queue(
+    model: &Llama,
+    stack: &AdapterStack,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    opts: &QueueOptions<'_>,
+    eos_ids: &[u32],
+    pad_id: u32,
+    should_stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+    on_done: &mut dyn FnMut(usize, Vec<u32>) -> Result<bool>,
+) -> Result<()> {
+    let n = prompts.len();
+    if n == 0 {
+        return Ok(());
     }
-    let mut key_mask = Tensor::from_vec(mask, (n, longest), &dev)?;
-    let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
-    let mut live: Vec<usize> = (0..n).collect();
-    let mut cache = model.new_cache();
-    let mut input = Tensor::from_vec(ids, (n, longest), &dev)?;
-    let mut positions = Tensor::from_vec(pos, (n, longest), &dev)?;
-
-    for _step in 0..cfg.max_new_tokens {
+    if cfg.max_new_tokens == 0 {
+        for i in 0..n {
+            if !on_done(i, Vec::new())? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    check_prompts(model, prompts, cfg.max_new_tokens)?;
+    if let Some(p) = opts.prefix {
+        if let Some(i) = prompts.iter().position(|q| !p.covers(q)) {
+            return Err(CoreError::Internal(format!(
+                "prompt {i} does not start with the shared prefix it is decoded after"
+            )));
+        }
+    }
+    let dev = model.device().clone();
+    let max_batch = if opts.max_batch == 0 {
+        n
+    } else {
+        opts.max_batch
+    };
+    let sampling = cfg.sampling();
+    let mut samplers: Vec<Option<LogitsProcessor>> = (0..n).map(|_| None).collect();
+    let mut live: Vec<LiveRow> = Vec::new();
+    let mut batch = BatchCache::default();
+    let mut next = 0usize;
+    // Whether a row is done after taking `tok`; pushes it to the row's output otherwise.
+    let mut take = |r: &mut LiveRow, tok: u32| -> bool {
+        if eos_ids.contains(&tok) {
+            return true;
+        }
+        r.out.push(tok);
+        r.pending = tok;
+        r.out.len() >= cfg.max_new_tokens || should_stop(r.row, &r.out)
+    };
+    loop {
+        let free = max_batch.saturating_sub(live.len());
+        if next < n && free > 0 && (opts.refill || live.is_empty()) {
+            let count = free.min(n - next);
+            let group: Vec<&[u32]> = prompts[next..next + count]
+                .iter()
+                .map(|p| p.as_slice())
+                .collect();
+            let (cache, mask, logits) = prefill(model, stack, opts.prefix, &group, pad_id)?;
+            let mut keep = Vec::with_capacity(count);
+            for (k, p) in group.iter().enumerate() {
+                let row = next + k;
+                let sampler = samplers[row].insert(LogitsProcessor::from_sampling(
+                    cfg.seed.wrapping_add(row as u64),
+                    sampling.clone(),
+                ));
+                let tok = sampler.sample(&logits.get(k)?)?;
+                let mut r = LiveRow {
+                    row,
+                    next_pos: p.len() as u32,
+                    pending: 0,
+                    out: Vec::new(),
+                };
+                if take(&mut r, tok) {
+                    if !on_done(row, r.out)? {
+                        return Ok(());
+                    }
+                } else {
+                    keep.push(k as u32);
+                    live.push(r);
+                }
+            }
+            next += count;
+            if !keep.is_empty() {
+                let mut joined = BatchCache {
+                    cache,
+                    mask: Some(mask),
+                };
+                joined.select(&keep)?;
+                if let Some(mask) = joined.mask {
+                    batch.join(joined.cache, mask)?;
+                }
+            }
+            continue;
+        }
+        if live.is_empty() {
+            if next >= n {
+                return Ok(());
+            }
+            continue;
+        }
+        let b = live.len();
+        let mask = batch.step_mask()?;
+        let ids: Vec<u32> = live.iter().map(|r| r.pending).collect();
+        let pos: Vec<u32> = live.iter().map(|r| r.next_pos).collect();
         let fi = ForwardInput {
-            positions: Some(positions),
-            key_mask: Some(key_mask.clone()),
+            positions: Some(Tensor::from_vec(pos, (b, 1), &dev)?),
+            key_mask: Some(mask.clone()),
             last_only: true,
             rows: None,
         };
-        // logits: (live, 1, vocab)
-        let logits = model.forward(&input, &fi, Some(&mut cache), stack, Mode::Infer)?;
-        let logits = logits.squeeze(1)?.to_dtype(DType::F32)?;
-        let mut keep = Vec::with_capacity(live.len());
-        let mut next = Vec::with_capacity(live.len());
-        for (r, &row) in live.iter().enumerate() {
-            let tok = samplers[row].sample(&logits.get(r)?)?;
-            let done = if eos_ids.contains(&tok) {
-                true
+        let input = Tensor::from_vec(ids, (b, 1), &dev)?;
+        // logits: (b, 1, vocab) -> (b, vocab)
+        let logits = model
+            .forward(&input, &fi, Some(batch.cache_mut()), stack, Mode::Infer)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)?;
+        let mut keep = Vec::with_capacity(b);
+        let mut still = Vec::with_capacity(b);
+        let mut finished = Vec::new();
+        for (k, mut r) in std::mem::take(&mut live).into_iter().enumerate() {
+            r.next_pos += 1;
+            let sampler = samplers[r.row]
+                .as_mut()
+                .ok_or_else(|| CoreError::Internal("a live row without its sampler".into()))?;
+            let tok = sampler.sample(&logits.get(k)?)?;
+            if take(&mut r, tok) {
+                finished.push(r);
             } else {
-                out[row].push(tok);
-                out[row].len() >= cfg.max_new_tokens || should_stop(row, &out[row])
-            };
-            if !done {
-                keep.push(r as u32);
-                next.push(tok);
+                keep.push(k as u32);
+                still.push(r);
             }
         }
-        if keep.is_empty() {
-            break;
+        live = still;
+        batch.advance(mask, &keep)?;
+        for r in finished {
+            if !on_done(r.row, r.out)? {
+                return Ok(());
+            }
         }
-        if keep.len() < live.len() {
-            let idx = Tensor::new(keep.as_slice(), &dev)?;
-            cache.select_rows(&idx)?;
-            key_mask = key_mask.index_select(&idx, 0)?;
-            live = keep.iter().map(|&r| live[r as usize]).collect();
-        }
-        let b = live.len();
-        key_mask = Tensor::cat(&[&key_mask, &Tensor::ones((b, 1), DType::F32, &dev)?], 1)?;
-        input = Tensor::from_vec(next, (b, 1), &dev)?;
-        let p: Vec<u32> = live.iter().map(|&row| next_pos[row]).collect();
-        for &row in &live {
-            next_pos[row] += 1;
-        }
-        positions = Tensor::from_vec(p, (b, 1), &dev)?;
     }
-    Ok(out)
 }
+
+/// Prefills a group of prompts together, after `prefix` when given: returns their cache,
+/// key mask (k, t) and the logits of each prompt's last position (k, vocab).
+fn prefill(
+    model: &Llama,
+    stack: &AdapterStack,
+    prefix: Option<&PrefixCache>,
+    prompts: &[&[u32]],
+    pad_id: u32,
+) -> Result<(KvCache, Tensor, Tensor)> {
+    let dev = model.device();
+    let k = prompts.len();
+    let p = prefix.map_or(0, |c| c.len());
+    let longest = prompts.iter().map(|q| q.len() - p).max().unwrap_or(0);
+    // Row layout: [prefix][pad][suffix]; without a prefix, plain left padding.
+    let mut ids = Vec::with_capacity(k * longest);
+    let mut mask = Vec::with_capacity(k * (p + longest));
+    let mut pos = Vec::with_capacity(k * longest);
+    for q in prompts {
+        let suffix = &q[p..];
+        let pad = longest - suffix.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(suffix.iter().copied()));
+        mask.extend(
+            std::iter::repeat_n(1f32, p)
+                .chain(std::iter::repeat_n(0f32, pad))
+                .chain(std::iter::repeat_n(1f32, suffix.len())),
+        );
+        pos.extend(std::iter::repeat_n(p as u32, pad).chain(p as u32..q.len() as u32));
+    }
+    let mask = Tensor::from_vec(mask, (k, p + longest), dev)?;
+    let mut cache = match prefix {
+        Some(c) => c.rows(k)?,
+        None => model.new_cache(),
+    };
+    let fi = ForwardInput {
+        positions: Some(Tensor::from_vec(pos, (k, longest), dev)?),
+        key_mask: Some(mask.clone()),
+        last_only: true,
+        rows: None,
+    };
+    let input = Tensor::from_vec(ids, (k, longest), dev)?;
+    // logits: (k, 1, vocab) -> (k, vocab)
+    let logits = model
+        .forward(&input, &fi, Some(&mut cache), stack, Mode::Infer)?
+        .squeeze(1)?
+        .to_dtype(DType::F32)?;
+    Ok((cache, mask, logits))
+}
+
+#[cfg(test)]
+mod tests;

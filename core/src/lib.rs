@@ -3,6 +3,7 @@
 //! merges and the job engine that the CLI and the dashboard drive.
 
 pub mod bench;
+pub mod bench_eval;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -3,7 +3,9 @@
 //! name or PEFT directory, and text generation through evals' [`Generate`] trait.
 
 use crate::error::{CoreError, Result};
-use crate::generate::{generate_ids, SamplingConfig};
+use crate::generate::{
+    common_prefix_len, generate_ids, generate_queue, PrefixCache, QueueOptions, SamplingConfig,
+};
 use crate::lora::peft::{self, load_peft};
 use crate::lora::{AdapterStack, LoraAdapter};
 use crate::model::load::load_hf_weights;
@@ -11,7 +13,10 @@ use crate::model::tokenizer::{ChatMessage, SoupTokenizer};
 use crate::model::Llama;
 use candle_core::Device;
 use soup_evals::generate::truncate_at_stop;
-use soup_evals::{Completion, GenSettings, Generate, GenerateError};
+use soup_evals::{
+    Completion, GenSettings, Generate, GenerateError, OnDone, RefScore, StreamOptions,
+    StreamRequest,
+};
 use soup_store::{AdapterRecord, Store};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -390,6 +395,184 @@ impl TextGenerator<'_> {
     }
 }
 
+impl TextGenerator<'_> {
+    /// Decodes a queue of questions (see [`Generate::generate_stream`]). `known[i]`, when
+    /// given, is question i's completion already (from a cache): it is not generated again,
+    /// only its reference is scored. The prompts' shared prefix is prefilled once (with
+    /// `opts.prefix_cache`) and serves both generation and the references' scores (scored
+    /// only with `score_refs`).
+    pub fn stream(
+        &mut self,
+        requests: &[StreamRequest],
+        known: &[Option<Completion>],
+        score_refs: bool,
+        settings: &GenSettings,
+        opts: &StreamOptions,
+        on_done: &mut OnDone<'_>,
+    ) -> std::result::Result<(), GenerateError> {
+        let model = self.model;
+        let stack = self.stack;
+        let tok = &model.tokenizer;
+        let err = GenerateError::new;
+        let encoded: Vec<Vec<u32>> = requests
+            .iter()
+            .map(|r| tok.encode(&r.prompt, true))
+            .collect::<Result<_>>()
+            .map_err(err)?;
+        let prefix = if opts.prefix_cache {
+            let views: Vec<&[u32]> = encoded.iter().map(|e| e.as_slice()).collect();
+            let n = common_prefix_len(&views);
+            if n > 0 {
+                let t0 = Instant::now();
+                let p = PrefixCache::build(&model.model, stack, &encoded[0][..n]).map_err(err)?;
+                tracing::debug!(
+                    "prefilled a shared prefix of {n} tokens in {:.2} s",
+                    t0.elapsed().as_secs_f64()
+                );
+                Some(p)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let batch = opts.batch_size.max(1);
+        let mut scorer = RefScorer {
+            model,
+            stack,
+            prefix: prefix.as_ref(),
+            requests,
+            scored: vec![if score_refs { None } else { Some(None) }; requests.len()],
+            batch,
+        };
+        // Questions answered already: only their references are scored.
+        let mut todo = Vec::with_capacity(requests.len());
+        for (i, k) in known.iter().enumerate() {
+            match k {
+                Some(c) => {
+                    let r = scorer.score(i).map_err(err)?;
+                    if !on_done(i, c.clone(), r)? {
+                        return Ok(());
+                    }
+                }
+                None => todo.push(i),
+            }
+        }
+        let prompts: Vec<Vec<u32>> = todo.iter().map(|&i| encoded[i].clone()).collect();
+        let cfg = SamplingConfig {
+            max_new_tokens: settings.max_new_tokens,
+            temperature: settings.temperature,
+            top_p: (settings.top_p < 1.0).then_some(settings.top_p),
+            seed: settings.seed,
+        };
+        let qopts = QueueOptions {
+            max_batch: batch,
+            refill: opts.continuous,
+            prefix: prefix.as_ref(),
+        };
+        // Stop strings are checked on the decoded tail, so a stop split across tokens is seen.
+        let mut should_stop =
+            |row: usize, new: &[u32]| -> bool { stop_in_tail(tok, new, &requests[todo[row]].stop) };
+        let mut failed: Option<GenerateError> = None;
+        let mut t_last = Instant::now();
+        let on_batch = &mut self.on_batch;
+        let mut finished = |row: usize, ids: Vec<u32>| -> Result<bool> {
+            let i = todo[row];
+            let text = tok.decode(&ids, true)?;
+            let c = Completion {
+                text: truncate_at_stop(&text, &requests[i].stop).to_string(),
+                prompt_tokens: encoded[i].len(),
+                output_tokens: ids.len(),
+                cached: false,
+            };
+            let r = scorer.score(i)?;
+            if let Some(cb) = on_batch.as_mut() {
+                cb(1, t_last.elapsed().as_secs_f64());
+                t_last = Instant::now();
+            }
+            match on_done(i, c, r) {
+                Ok(go) => Ok(go),
+                Err(e) => {
+                    failed = Some(e);
+                    Ok(false)
+                }
+            }
+        };
+        generate_queue(
+            &model.model,
+            stack,
+            &prompts,
+            &cfg,
+            &qopts,
+            &tok.eos_ids(),
+            tok.pad_id(),
+            &mut should_stop,
+            &mut finished,
+        )
+        .map_err(err)?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Scores the references of a stream's questions lazily, a batch at a time in queue order,
+/// after the shared prefix: the question that needs its score first, with the next unscored
+/// ones.
+struct RefScorer<'a> {
+    model: &'a LoadedModel,
+    stack: &'a AdapterStack,
+    prefix: Option<&'a PrefixCache>,
+    requests: &'a [StreamRequest],
+    /// Outer None: not scored yet.
+    scored: Vec<Option<Option<RefScore>>>,
+    batch: usize,
+}
+
+impl RefScorer<'_> {
+    fn score(&mut self, i: usize) -> Result<Option<RefScore>> {
+        if let Some(done) = self.scored.get(i).copied().flatten() {
+            return Ok(done);
+        }
+        // i and the next unscored questions that have a reference.
+        let mut group = Vec::with_capacity(self.batch);
+        for j in i..self.requests.len() {
+            if group.len() >= self.batch {
+                break;
+            }
+            if self.scored[j].is_some() {
+                continue;
+            }
+            if self.requests[j].reference.is_none() {
+                self.scored[j] = Some(None);
+                continue;
+            }
+            group.push(j);
+        }
+        let pairs: Vec<(String, String)> = group
+            .iter()
+            .filter_map(|&j| {
+                let r = &self.requests[j];
+                r.reference.clone().map(|a| (r.prompt.clone(), a))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let got = crate::engine::loglik::reference_logprobs_after(
+                self.model,
+                self.stack,
+                self.prefix,
+                &pairs,
+                self.batch,
+            )?;
+            for (j, v) in group.iter().zip(got) {
+                self.scored[*j] = Some(v);
+            }
+        }
+        Ok(self.scored.get(i).copied().flatten().flatten())
+    }
+}
+
 impl Generate for TextGenerator<'_> {
     fn generate(
         &mut self,
@@ -397,5 +580,17 @@ impl Generate for TextGenerator<'_> {
         settings: &GenSettings,
     ) -> std::result::Result<Vec<Completion>, GenerateError> {
         self.complete(prompts, settings).map_err(GenerateError::new)
+    }
+
+    fn generate_stream(
+        &mut self,
+        requests: &[StreamRequest],
+        settings: &GenSettings,
+        opts: &StreamOptions,
+        on_done: &mut OnDone<'_>,
+    ) -> Option<std::result::Result<(), GenerateError>> {
+        // As `generate` does, without reference scores (see `reference_logprobs`).
+        let known = vec![None; requests.len()];
+        Some(self.stream(requests, &known, false, settings, opts, on_done))
     }
 }

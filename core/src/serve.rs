@@ -2,8 +2,8 @@
 //! model, decoded with continuous batching on one dedicated thread.
 //!
 //! Each composition (base, adapter, CAT adapter, merge) is a [`Group`] with its own batch:
-//! a KV cache whose rows are left-padded to one length, a key mask and per-row positions, the
-//! layout [`crate::generate::generate_ids`] uses. A new request is prefilled alone and its
+//! a [`BatchCache`] (rows left-padded to one length, a key mask, per-row positions), the one
+//! [`crate::generate::generate_queue`] decodes with. A new request is prefilled alone and its
 //! cache rows join the running batch (the shorter side is padded at the front); a row that
 //! finishes leaves it at once, and its slot goes to the next waiting request on the group's
 //! next turn. Groups take turns one decode step each (round robin), so a busy composition
@@ -16,11 +16,12 @@
 
 use crate::engine::spec::EvalTarget;
 use crate::error::{CoreError, Result};
+use crate::generate::BatchCache;
 use crate::lora::AdapterStack;
-use crate::model::{ForwardInput, KvCache, Mode};
+use crate::model::{ForwardInput, Mode};
 use crate::runtime::{stop_in_tail, LoadedModel};
 use candle_core::{DType, Tensor, D};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::generation::LogitsProcessor;
 use soup_evals::generate::truncate_at_stop;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -222,9 +223,7 @@ struct Group {
     stack: Arc<AdapterStack>,
     waiting: VecDeque<Waiting>,
     rows: Vec<Row>,
-    cache: KvCache,
-    /// (rows, cached positions): 1 for real tokens, 0 for front padding.
-    key_mask: Option<Tensor>,
+    batch: BatchCache,
 }
 
 /// The serving engine: one model, the compositions built so far, and the round robin.
@@ -318,8 +317,7 @@ impl ServeEngine {
                     stack,
                     waiting: VecDeque::new(),
                     rows: Vec::new(),
-                    cache: self.model.model.new_cache(),
-                    key_mask: None,
+                    batch: BatchCache::default(),
                 };
                 g.waiting.push_back(Waiting { sink, ..waiting });
                 self.groups.push(g);
@@ -417,26 +415,15 @@ fn fail_all(g: &mut Group, e: &CoreError) {
     for mut r in g.rows.drain(..) {
         r.sink.send(Event::Failed(err.clone()));
     }
-    g.cache = KvCache::default();
-    g.key_mask = None;
+    g.batch.clear();
 }
 
 /// The sampler a request's settings ask for, as [`crate::generate::generate_ids`] builds it.
 fn sampler(spec: &RequestSpec) -> LogitsProcessor {
-    let sampling = if spec.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else {
-        match spec.top_p {
-            Some(p) if p < 1.0 => Sampling::TopP {
-                p,
-                temperature: spec.temperature,
-            },
-            _ => Sampling::All {
-                temperature: spec.temperature,
-            },
-        }
-    };
-    LogitsProcessor::from_sampling(spec.seed, sampling)
+    LogitsProcessor::from_sampling(
+        spec.seed,
+        crate::generate::sampling(spec.temperature, spec.top_p),
+    )
 }
 
 /// The log-probabilities of `logits` (vocab,) f32: the chosen token's and the top `k`.
@@ -555,31 +542,11 @@ fn admit(model: &LoadedModel, g: &mut Group, w: Waiting) -> std::result::Result<
         }
     }
     // Join the batch: pad whichever side is shorter at the front.
-    let t = g.cache.len();
-    let ones = Tensor::ones((1, p), DType::F32, &dev)?;
-    let (row_mask, pad_batch) = if g.rows.is_empty() {
-        g.cache = KvCache::default();
-        g.key_mask = None;
-        (ones, 0)
-    } else if p <= t {
-        cache.pad_front(t - p)?;
-        let zeros = Tensor::zeros((1, t - p), DType::F32, &dev)?;
-        (Tensor::cat(&[&zeros, &ones], 1)?, 0)
-    } else {
-        (ones, p - t)
-    };
-    if pad_batch > 0 {
-        g.cache.pad_front(pad_batch)?;
-        if let Some(m) = &g.key_mask {
-            let zeros = Tensor::zeros((m.dims()[0], pad_batch), DType::F32, &dev)?;
-            g.key_mask = Some(Tensor::cat(&[&zeros, m], 1)?);
-        }
+    if g.rows.is_empty() {
+        g.batch.clear();
     }
-    g.cache.append_rows(&cache)?;
-    g.key_mask = Some(match &g.key_mask {
-        Some(m) => Tensor::cat(&[m, &row_mask], 0)?,
-        None => row_mask,
-    });
+    g.batch
+        .join(cache, Tensor::ones((1, p), DType::F32, &dev)?)?;
     g.rows.push(row);
     Ok(())
 }
@@ -673,23 +640,13 @@ fn decode_step(model: &LoadedModel, g: &mut Group) -> std::result::Result<(), Co
             .filter(|&r| !g.rows[r as usize].sink.is_closed())
             .collect();
         g.rows.retain(|r| !r.sink.is_closed());
+        g.batch.select(&keep)?;
         if g.rows.is_empty() {
-            g.cache = KvCache::default();
-            g.key_mask = None;
             return Ok(());
         }
-        let idx = Tensor::new(keep.as_slice(), &dev)?;
-        g.cache.select_rows(&idx)?;
-        g.key_mask = match &g.key_mask {
-            Some(m) => Some(m.index_select(&idx, 0)?),
-            None => None,
-        };
     }
     let b = g.rows.len();
-    let mask = match &g.key_mask {
-        Some(m) => Tensor::cat(&[m, &Tensor::ones((b, 1), DType::F32, &dev)?], 1)?,
-        None => return Err(CoreError::Internal("a batch without its key mask".into())),
-    };
+    let mask = g.batch.step_mask()?;
     let ids: Vec<u32> = g.rows.iter().map(|r| r.pending).collect();
     let pos: Vec<u32> = g.rows.iter().map(|r| r.next_pos).collect();
     let input = Tensor::from_vec(ids, (b, 1), &dev)?;
@@ -705,7 +662,7 @@ fn decode_step(model: &LoadedModel, g: &mut Group) -> std::result::Result<(), Co
         .forward(
             &input,
             &fi,
-            Some(&mut g.cache),
+            Some(g.batch.cache_mut()),
             g.stack.as_ref(),
             Mode::Infer,
         )?
@@ -726,28 +683,7 @@ fn decode_step(model: &LoadedModel, g: &mut Group) -> std::result::Result<(), Co
         }
     }
     g.rows = kept_rows;
-    if g.rows.is_empty() {
-        g.cache = KvCache::default();
-        g.key_mask = None;
-        return Ok(());
-    }
-    let mut mask = mask;
-    if keep.len() < b {
-        let idx = Tensor::new(keep.as_slice(), &dev)?;
-        g.cache.select_rows(&idx)?;
-        mask = mask.index_select(&idx, 0)?;
-    }
-    // Drop front columns that every remaining row masks out, so a long row that left does
-    // not keep costing the others.
-    let used: Vec<f32> = mask.max(0)?.to_vec1()?;
-    let dead = used.iter().take_while(|&&v| v == 0.0).count();
-    if dead > 0 {
-        g.cache.drop_front(dead)?;
-        let t = mask.dims()[1];
-        mask = mask.narrow(1, dead, t - dead)?;
-    }
-    g.key_mask = Some(mask);
-    Ok(())
+    g.batch.advance(mask, &keep)
 }
 
 #[cfg(test)]

@@ -3,6 +3,12 @@
 //! one [`QuestionRecord`] handed to a sink as soon as its question is finished, and scores
 //! aggregated.
 //!
+//! A generator that decodes a queue ([`Generate::generate_stream`]) gets every unfinished
+//! question at once: it computes the shared few-shot prefix once and gives a finished
+//! question's slot to the next one, and each question is graded and recorded the moment it is
+//! finished. Other generators (remote, fakes), and runs with
+//! [`EvalOptions::static_batches`], get fixed batches; the records are the same either way.
+//!
 //! The sink is where `soup-core` writes records to the store, so a killed run keeps what it
 //! finished; on resume the core passes those records back as `previous`, and the driver skips
 //! their ids and still counts them in the summary. Every record carries the prompt, raw output
@@ -11,11 +17,13 @@
 //! the store and back: the store keeps it whole.
 
 use crate::codemath::Verdict;
-use crate::generate::{GenSettings, Generate, GenerateError, RefScore};
+use crate::generate::{
+    Completion, GenSettings, Generate, GenerateError, RefScore, StreamOptions, StreamRequest,
+};
 use crate::prompts::{Prompt, PromptStyle};
 use crate::sandbox::{IsolationLayers, Sandbox, SandboxError};
 use crate::stats::{score_interval95, ConfidenceInterval};
-use crate::task::{PromptOptions, Task, TaskInfo, TaskItem};
+use crate::task::{Grade, PromptOptions, Task, TaskInfo, TaskItem};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +61,9 @@ pub struct QuestionRecord {
     pub isolation: Option<IsolationLayers>,
     pub prompt_tokens: usize,
     pub output_tokens: usize,
-    /// Generation time of the batch divided by its size.
+    /// Generation time per question: the batch's time divided by its size, or with a queue
+    /// decoder the time since the previous question was finished (either way the run's
+    /// generation time is their sum).
     pub latency_s: f64,
     /// The answer came from the generation cache, not from the model.
     #[serde(default)]
@@ -100,8 +110,13 @@ pub struct EvalOptions {
     /// instead of taking the first ones: a data file grouped by section would otherwise be
     /// judged on its first sections only. The same seed gives every method the same questions.
     pub sample_seed: Option<u64>,
-    /// Checked between batches; set it to stop early (finished questions are kept).
+    /// Checked between batches (after each question with a queue decoder); set it to stop
+    /// early (finished questions are kept).
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
+    /// Hand the generator fixed batches even when it can decode a queue: no prefix cache, no
+    /// continuous batching. The path before both existed, kept to measure what they gain
+    /// (`soup bench --only eval`) and to check that they change no record.
+    pub static_batches: bool,
 }
 
 /// Aggregate of a run.
@@ -227,6 +242,21 @@ pub fn evaluate<T: Task>(
         (true, Some(s)) => Some(s.layers().clone()),
         _ => None,
     };
+    let cancel_set = |run: &EvalRun<'_, '_>| {
+        run.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
+    if !todo.is_empty() && !run.opts.static_batches && !cancel_set(run) {
+        if let Some((fresh, cancelled)) = evaluate_streamed(task, &todo, batch, &isolation, run)? {
+            records.extend(fresh);
+            let mut s = summarize(info, &records);
+            s.resumed = resumed;
+            s.cancelled = cancelled;
+            return Ok(s);
+        }
+    }
     let mut cancelled = false;
     for chunk in todo.chunks(batch) {
         if run
@@ -292,38 +322,9 @@ pub fn evaluate<T: Task>(
             .zip(grades)
             .zip(ref_scores)
         {
-            let program_ran = g.run.is_some();
-            let outcome = g.run;
-            let rec = QuestionRecord {
-                id: item.id().to_string(),
-                task: info.name.to_string(),
-                prompt,
-                raw_output: c.text.clone(),
-                extracted: g.extracted,
-                gold: item.gold_text(),
-                pred: g.pred,
-                verdict: g.verdict,
-                correct: g.correct,
-                scores: g.scores,
-                stdout: outcome.as_ref().map(|o| o.stdout.clone()),
-                stderr: outcome.as_ref().map(|o| o.stderr.clone()),
-                exit_code: outcome.as_ref().and_then(|o| o.exit_code),
-                signal: outcome.as_ref().and_then(|o| o.signal),
-                sandbox_message: outcome
-                    .as_ref()
-                    .map(|o| o.message.clone())
-                    .filter(|m| !m.is_empty()),
-                sandbox_seconds: outcome.as_ref().map(|o| o.seconds),
-                isolation: isolation.clone().filter(|_| program_ran),
-                prompt_tokens: c.prompt_tokens,
-                output_tokens: c.output_tokens,
-                latency_s: latency,
-                cached: c.cached,
-                prompt_style: Some(run.style),
-                dtype: run.dtype.clone(),
-                ref_logprob: ref_score.map(|s| s.logprob),
-                ref_tokens: ref_score.map(|s| s.tokens),
-            };
+            let rec = make_record(
+                task, item, prompt, c, g, ref_score, latency, &isolation, run.style, &run.dtype,
+            );
             (run.sink)(&rec).map_err(|source| EvalError::Sink {
                 id: rec.id.clone(),
                 source,
@@ -335,6 +336,194 @@ pub fn evaluate<T: Task>(
     s.resumed = resumed;
     s.cancelled = cancelled;
     Ok(s)
+}
+
+/// The record of one graded question.
+#[allow(clippy::too_many_arguments)]
+fn make_record<T: Task>(
+    task: &T,
+    item: &T::Item,
+    prompt: String,
+    c: &Completion,
+    g: Grade,
+    ref_score: Option<RefScore>,
+    latency: f64,
+    isolation: &Option<IsolationLayers>,
+    style: PromptStyle,
+    dtype: &Option<String>,
+) -> QuestionRecord {
+    let program_ran = g.run.is_some();
+    let outcome = g.run;
+    QuestionRecord {
+        id: item.id().to_string(),
+        task: task.info().name.to_string(),
+        prompt,
+        raw_output: c.text.clone(),
+        extracted: g.extracted,
+        gold: item.gold_text(),
+        pred: g.pred,
+        verdict: g.verdict,
+        correct: g.correct,
+        scores: g.scores,
+        stdout: outcome.as_ref().map(|o| o.stdout.clone()),
+        stderr: outcome.as_ref().map(|o| o.stderr.clone()),
+        exit_code: outcome.as_ref().and_then(|o| o.exit_code),
+        signal: outcome.as_ref().and_then(|o| o.signal),
+        sandbox_message: outcome
+            .as_ref()
+            .map(|o| o.message.clone())
+            .filter(|m| !m.is_empty()),
+        sandbox_seconds: outcome.as_ref().map(|o| o.seconds),
+        isolation: isolation.clone().filter(|_| program_ran),
+        prompt_tokens: c.prompt_tokens,
+        output_tokens: c.output_tokens,
+        latency_s: latency,
+        cached: c.cached,
+        prompt_style: Some(style),
+        dtype: dtype.clone(),
+        ref_logprob: ref_score.map(|s| s.logprob),
+        ref_tokens: ref_score.map(|s| s.tokens),
+    }
+}
+
+/// The reference answer of `item` joined to its rendered prompt as it should be read: the
+/// plain form's prompts end at "Answer:" without a space, so it is joined with one there.
+fn joined_reference<T: Task>(
+    task: &T,
+    item: &T::Item,
+    prompt: &str,
+    style: PromptStyle,
+) -> Option<String> {
+    let reference = task.reference(item).filter(|r| !r.trim().is_empty())?;
+    Some(
+        if style == PromptStyle::Plain
+            && !prompt.ends_with(char::is_whitespace)
+            && !reference.starts_with(char::is_whitespace)
+        {
+            format!(" {reference}")
+        } else {
+            reference
+        },
+    )
+}
+
+/// Hands every unfinished question to the generator's queue decoder and grades and records
+/// each one as soon as it is finished. None when the generator has no queue decoder; else
+/// the new records and whether the run was cancelled.
+fn evaluate_streamed<T: Task>(
+    task: &T,
+    todo: &[&T::Item],
+    batch: usize,
+    isolation: &Option<IsolationLayers>,
+    run: &mut EvalRun<'_, '_>,
+) -> Result<Option<(Vec<QuestionRecord>, bool)>, EvalError> {
+    let info = task.info();
+    let mut requests = Vec::with_capacity(todo.len());
+    for item in todo {
+        let (prompt, stop) = run.render(task.prompt(item, &run.prompt))?;
+        let reference = joined_reference(task, item, &prompt, run.style);
+        requests.push(StreamRequest {
+            prompt,
+            stop,
+            reference,
+        });
+    }
+    let opts = StreamOptions {
+        batch_size: batch,
+        prefix_cache: true,
+        continuous: true,
+    };
+    let settings = run.opts.settings.clone();
+    let sandbox = if info.needs_sandbox {
+        run.sandbox
+    } else {
+        None
+    };
+    let cancel = run.opts.cancel.clone();
+    let mut fresh: Vec<QuestionRecord> = Vec::new();
+    let mut failed: Option<EvalError> = None;
+    let mut last = Instant::now();
+    let mut cancelled = false;
+    // The generator is borrowed apart from the rest of the run, which the callback reads.
+    let EvalRun {
+        generator,
+        sink,
+        style,
+        dtype,
+        ..
+    } = run;
+    let (style, dtype) = (*style, dtype.clone());
+    let outcome = {
+        let mut on_done =
+            |i: usize, c: Completion, ref_score: Option<RefScore>| -> Result<bool, GenerateError> {
+                let result = (|| -> Result<(), EvalError> {
+                    let (Some(item), Some(req)) = (todo.get(i), requests.get(i)) else {
+                        return Err(EvalError::CountMismatch {
+                            got: i + 1,
+                            want: todo.len(),
+                        });
+                    };
+                    if req.prompt.len() >= 16 && c.text.starts_with(req.prompt.as_str()) {
+                        return Err(EvalError::PromptEchoed {
+                            id: item.id().to_string(),
+                        });
+                    }
+                    let mut grades = task.grade(&[*item], &[c.text.as_str()], sandbox)?;
+                    let Some(g) = grades.pop().filter(|_| grades.is_empty()) else {
+                        return Err(EvalError::Sandbox(SandboxError::Internal(format!(
+                            "task {} graded {} answers for one",
+                            info.name,
+                            grades.len() + 1
+                        ))));
+                    };
+                    let now = Instant::now();
+                    let latency = (now - last).as_secs_f64();
+                    last = now;
+                    let rec = make_record(
+                        task,
+                        item,
+                        req.prompt.clone(),
+                        &c,
+                        g,
+                        ref_score,
+                        latency,
+                        isolation,
+                        style,
+                        &dtype,
+                    );
+                    (sink)(&rec).map_err(|source| EvalError::Sink {
+                        id: rec.id.clone(),
+                        source,
+                    })?;
+                    fresh.push(rec);
+                    Ok(())
+                })();
+                match result {
+                    Ok(()) => {
+                        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                            cancelled = true;
+                            return Ok(false);
+                        }
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        Ok(false)
+                    }
+                }
+            };
+        generator.generate_stream(&requests, &settings, &opts, &mut on_done)
+    };
+    match outcome {
+        None => Ok(None),
+        Some(r) => {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            r?;
+            Ok(Some((fresh, cancelled)))
+        }
+    }
 }
 
 /// The log-likelihood of each item's reference answer after its rendered prompt, one entry
@@ -350,16 +539,8 @@ fn reference_scores<T: Task>(
     let mut which = Vec::new();
     let mut pairs = Vec::new();
     for (i, (item, prompt)) in chunk.iter().zip(prompts).enumerate() {
-        let Some(reference) = task.reference(item).filter(|r| !r.trim().is_empty()) else {
+        let Some(joined) = joined_reference(task, item, prompt, run.style) else {
             continue;
-        };
-        let joined = if run.style == PromptStyle::Plain
-            && !prompt.ends_with(char::is_whitespace)
-            && !reference.starts_with(char::is_whitespace)
-        {
-            format!(" {reference}")
-        } else {
-            reference
         };
         which.push(i);
         pairs.push((prompt.clone(), joined));

@@ -91,7 +91,56 @@ pub trait Generate {
         let _ = pairs;
         Ok(None)
     }
+
+    /// Generates for a whole queue of questions, handing each to `on_done(index, completion,
+    /// reference score)` as soon as it is finished, in whatever order they finish. A generator
+    /// that decodes a queue (continuous batching, a prompt prefix computed once) implements
+    /// it; `None` (the default) means it does not, and the caller hands over fixed batches to
+    /// [`Generate::generate`] instead. `on_done` returning `Ok(false)` (cancellation) or an
+    /// error stops the queue; questions not handed over are not done. Each request's own
+    /// stop strings replace `settings.stop`.
+    fn generate_stream(
+        &mut self,
+        requests: &[StreamRequest],
+        settings: &GenSettings,
+        opts: &StreamOptions,
+        on_done: &mut OnDone<'_>,
+    ) -> Option<Result<(), GenerateError>> {
+        let _ = (requests, settings, opts, on_done);
+        None
+    }
 }
+
+/// One question of a streamed evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRequest {
+    /// The prompt as the model receives it.
+    pub prompt: String,
+    /// Where its answer ends (not part of the completion's text).
+    pub stop: Vec<String>,
+    /// A reference answer whose log-likelihood after the prompt is scored with it (joined to
+    /// the prompt as it should be read: see [`Generate::reference_logprobs`]).
+    pub reference: Option<String>,
+}
+
+/// How a queue of questions is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Rows decoded together.
+    pub batch_size: usize,
+    /// Compute the prompts' shared prefix (the few-shot demos) once and reuse its keys and
+    /// values for every question.
+    pub prefix_cache: bool,
+    /// A finished question's slot takes the next question at once instead of waiting for
+    /// the batch's longest answer.
+    pub continuous: bool,
+}
+
+/// Receives each finished question of a stream: its index in the requests, its completion
+/// and its reference's score (None: no reference, or it could not be scored). `Ok(false)`
+/// stops the stream.
+pub type OnDone<'a> =
+    dyn FnMut(usize, Completion, Option<RefScore>) -> Result<bool, GenerateError> + 'a;
 
 /// The log-likelihood of one reference answer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

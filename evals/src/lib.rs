@@ -69,4 +69,7 @@ pub mod synthetic;
 pub mod task;
 pub mod tasks;
 
-pub use generate::{Completion, GenSettings, Generate, GenerateError, RefScore};
+pub use generate::{
+    Completion, GenSettings, Generate, GenerateError, OnDone, RefScore, StreamOptions,
+    StreamRequest,
+};

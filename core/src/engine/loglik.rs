@@ -6,6 +6,7 @@
 //! same questions. Inference only (no backward), in batches of similar length.
 
 use crate::error::Result;
+use crate::generate::PrefixCache;
 use crate::lora::AdapterStack;
 use crate::model::{ForwardInput, Llama, Mode};
 use crate::runtime::LoadedModel;
@@ -29,12 +30,39 @@ pub fn sequence_logprobs(
     seqs: &[ScoredSeq],
     batch_size: usize,
 ) -> Result<Vec<f64>> {
+    sequence_logprobs_after(model, stack, None, seqs, batch_size)
+}
+
+/// [`sequence_logprobs`] after a prefix every sequence starts with, whose keys and values
+/// were computed once (the few-shot demos): only the rest of each sequence is run. Every
+/// scored token must come after the prefix (`start` > its length); a sequence that does not
+/// start with the prefix is an internal error.
+pub fn sequence_logprobs_after(
+    model: &Llama,
+    stack: &AdapterStack,
+    prefix: Option<&PrefixCache>,
+    seqs: &[ScoredSeq],
+    batch_size: usize,
+) -> Result<Vec<f64>> {
+    let p = prefix.map_or(0, |c| c.len());
+    if let Some(c) = prefix {
+        if let Some(i) = seqs.iter().position(|s| !c.covers(&s.ids) || s.start <= p) {
+            return Err(crate::error::CoreError::Internal(format!(
+                "scored sequence {i} does not continue the shared prefix"
+            )));
+        }
+    }
     let mut out = vec![0.0f64; seqs.len()];
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| seqs[i].ids.len());
     let dev = model.device();
     for batch in order.chunks(batch_size.max(1)) {
-        let len = batch.iter().map(|&i| seqs[i].ids.len()).max().unwrap_or(0);
+        // Only what follows the prefix is run; its positions continue the prefix's.
+        let len = batch
+            .iter()
+            .map(|&i| seqs[i].ids.len() - p)
+            .max()
+            .unwrap_or(0);
         // Right padding: under the causal mask a real token never sees the pads after it.
         let mut ids = Vec::with_capacity(batch.len() * len);
         let mut rows = Vec::new();
@@ -42,10 +70,10 @@ pub fn sequence_logprobs(
         let mut owner = Vec::new();
         for (r, &i) in batch.iter().enumerate() {
             let s = &seqs[i];
-            ids.extend(s.ids.iter().copied());
-            ids.extend(std::iter::repeat_n(0u32, len - s.ids.len()));
+            ids.extend(s.ids[p..].iter().copied());
+            ids.extend(std::iter::repeat_n(0u32, len - (s.ids.len() - p)));
             for t in s.start.max(1)..s.ids.len() {
-                rows.push((r * len + t - 1) as u32);
+                rows.push((r * len + t - 1 - p) as u32);
                 labels.push(s.ids[t]);
                 owner.push(i);
             }
@@ -60,8 +88,9 @@ pub fn sequence_logprobs(
             rows: Some(Tensor::from_vec(rows, n, dev)?),
             ..Default::default()
         };
+        let mut cache = prefix.map(|c| c.rows(batch.len())).transpose()?;
         let logits = model
-            .forward(&ids, &input, None, stack, Mode::Infer)?
+            .forward(&ids, &input, cache.as_mut(), stack, Mode::Infer)?
             .squeeze(0)?
             .to_dtype(DType::F32)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
@@ -85,6 +114,18 @@ pub fn reference_logprobs(
     pairs: &[(String, String)],
     batch_size: usize,
 ) -> Result<Vec<Option<RefScore>>> {
+    reference_logprobs_after(model, stack, None, pairs, batch_size)
+}
+
+/// [`reference_logprobs`] after a prefix of the prompts' tokens computed once; a pair whose
+/// prompt does not continue the prefix is scored in full.
+pub fn reference_logprobs_after(
+    model: &LoadedModel,
+    stack: &AdapterStack,
+    prefix: Option<&PrefixCache>,
+    pairs: &[(String, String)],
+    batch_size: usize,
+) -> Result<Vec<Option<RefScore>>> {
     let max = model.model.cfg.max_position_embeddings;
     let mut seqs = Vec::new();
     let mut which = Vec::new();
@@ -100,7 +141,20 @@ pub fn reference_logprobs(
         which.push(i);
         seqs.push(ScoredSeq { ids, start });
     }
-    let sums = sequence_logprobs(&model.model, stack, &seqs, batch_size)?;
+    // Sequences after the prefix, and any others (scored in full).
+    let (after, full): (Vec<usize>, Vec<usize>) = (0..seqs.len())
+        .partition(|&j| prefix.is_some_and(|c| c.covers(&seqs[j].ids) && seqs[j].start > c.len()));
+    let mut sums = vec![0.0; seqs.len()];
+    for (set, pre) in [(after, prefix), (full, None)] {
+        if set.is_empty() {
+            continue;
+        }
+        let part: Vec<ScoredSeq> = set.iter().map(|&j| seqs[j].clone()).collect();
+        let got = sequence_logprobs_after(&model.model, stack, pre, &part, batch_size)?;
+        for (j, v) in set.into_iter().zip(got) {
+            sums[j] = v;
+        }
+    }
     for ((i, s), logprob) in which.into_iter().zip(&seqs).zip(sums) {
         out[i] = Some(RefScore {
             logprob,

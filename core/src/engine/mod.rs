@@ -17,6 +17,7 @@ pub mod spec;
 /// recipe's sets with it for its wall-time estimates.
 pub use data::{read as read_data, BUILTINS};
 pub use plan::CompareMethod;
+pub(crate) use run::render_chat;
 pub use run::{target_stack, RunOutcome};
 pub use spec::{
     tasks, CatJob, DataSource, EvalJob, EvalTarget, EvalTask, JobSpec, MergeJob, TrainJob,

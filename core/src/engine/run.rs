@@ -737,6 +737,70 @@ impl Generate for CachedGenerator<'_> {
         Ok(out.into_iter().flatten().collect())
     }
 
+    /// The queue decoder behind the same cache: answers found in the cache are handed over
+    /// at once (their references still scored), the others decoded and stored as they finish.
+    fn generate_stream(
+        &mut self,
+        requests: &[soup_evals::StreamRequest],
+        settings: &GenSettings,
+        opts: &soup_evals::StreamOptions,
+        on_done: &mut soup_evals::OnDone<'_>,
+    ) -> Option<std::result::Result<(), GenerateError>> {
+        // Each question's key is the one a batch of questions with its stop strings used.
+        let mut keys = Vec::with_capacity(requests.len());
+        for r in requests {
+            let row = GenSettings {
+                stop: r.stop.clone(),
+                ..settings.clone()
+            };
+            let settings_json = match serde_json::to_string(&row) {
+                Ok(j) => j,
+                Err(e) => return Some(Err(GenerateError::new(e))),
+            };
+            keys.push(soup_store::gen_cache_key(&[
+                self.identity.as_bytes(),
+                settings_json.as_bytes(),
+                r.prompt.as_bytes(),
+            ]));
+        }
+        let known: Vec<Option<Completion>> = keys
+            .iter()
+            .map(|k| {
+                self.store
+                    .gen_cache_get(k)
+                    .ok()
+                    .flatten()
+                    .map(|e| Completion {
+                        text: e.output,
+                        prompt_tokens: e.prompt_tokens as usize,
+                        output_tokens: e.output_tokens as usize,
+                        cached: true,
+                    })
+            })
+            .collect();
+        self.hits += known.iter().filter(|k| k.is_some()).count();
+        let store = self.store;
+        let mut store_fresh = |i: usize,
+                               c: Completion,
+                               r: Option<RefScore>|
+         -> std::result::Result<bool, GenerateError> {
+            if !c.cached {
+                let entry = soup_store::GenCacheEntry {
+                    output: c.text.clone(),
+                    prompt_tokens: c.prompt_tokens as u32,
+                    output_tokens: c.output_tokens as u32,
+                    created: soup_store::now_ms(),
+                };
+                let _ = store.gen_cache_put(&keys[i], &entry);
+            }
+            on_done(i, c, r)
+        };
+        Some(
+            self.inner
+                .stream(requests, &known, true, settings, opts, &mut store_fresh),
+        )
+    }
+
     /// Scored with the weights that generate (never cached: it is one forward per question).
     fn reference_logprobs(
         &mut self,
@@ -829,7 +893,7 @@ fn previous_records(store: &soup_store::Store, run: RunId) -> Result<Vec<EvalRec
 }
 
 /// The chat form of a prompt, through the model's template.
-fn render_chat(
+pub(crate) fn render_chat(
     tokenizer: &crate::model::tokenizer::SoupTokenizer,
     p: &Prompt,
 ) -> std::result::Result<String, GenerateError> {
@@ -1001,6 +1065,7 @@ fn grade_eval(
             limit: job.limit,
             sample_seed: job.sample_seed,
             cancel: Some(ctl.cancel.clone()),
+            static_batches: false,
         },
         previous: &previous,
         sink: &mut sink,

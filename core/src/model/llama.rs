@@ -195,6 +195,20 @@ impl KvCache {
         Ok(())
     }
 
+    /// A cache of `rows` rows, each a copy of this one-row cache (a shared prompt prefix
+    /// given to every row of a batch).
+    pub fn repeat_rows(&self, rows: usize) -> Result<KvCache> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(match l {
+                // k, v: (1, kv_heads, t, head_dim) -> (rows, kv_heads, t, head_dim)
+                Some((k, v)) => Some((k.repeat((rows, 1, 1, 1))?, v.repeat((rows, 1, 1, 1))?)),
+                None => None,
+            });
+        }
+        Ok(KvCache { layers })
+    }
+
     /// Appends the rows of `other` (as many positions, same layers) after this cache's rows;
     /// an empty cache becomes a copy of `other`.
     pub fn append_rows(&mut self, other: &KvCache) -> Result<()> {

@@ -19,10 +19,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CONFIG_JSON")]
     pub config: Option<PathBuf>,
     /// Which figures: any of gen, train, merge; quality, what bf16 frozen weights cost against
-    /// f32 on fixed prompts (run with --dtype f32); or cat-lr, CAT's learning-rate sweep on two
-    /// adapters that memorized disjoint facts (held-out loss per learning rate).
+    /// f32 on fixed prompts (run with --dtype f32); cat-lr, CAT's learning-rate sweep on two
+    /// adapters that memorized disjoint facts (held-out loss per learning rate); eval,
+    /// code-math questions graded per second with the real few-shot prompts, fixed batches
+    /// against the prefix cache with continuous batching (needs --model: it uses the
+    /// tokenizer, and python3 for the sandbox).
     #[arg(long, default_value = "gen,train,merge")]
     pub only: String,
+    /// Questions per timed evaluation run (--only eval).
+    #[arg(long, default_value_t = 32)]
+    pub eval_questions: usize,
     /// Timed repetitions per figure (after one warm-up); medians are printed.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -30,7 +36,16 @@ pub struct BenchArgs {
 
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let device = ctx.device()?;
-    let mut tokenizer = None;
+    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
+    if let Some(bad) = only.iter().find(|o| {
+        !matches!(
+            **o,
+            "gen" | "train" | "merge" | "quality" | "cat-lr" | "eval"
+        )
+    }) {
+        bail!("--only {bad:?}: expected gen, train, merge, quality, cat-lr or eval");
+    }
+    let mut loaded = None;
     let model = match (&args.model, &args.config) {
         (_, Some(cfg)) => {
             let cfg = ModelConfig::from_file(cfg)?;
@@ -40,27 +55,21 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
             let store = ctx.store().ok();
             let (name, path) =
                 soup_core::runtime::locate_model(store.as_deref(), &ctx.data_dir, spec)?;
-            let loaded =
+            let m =
                 soup_core::runtime::load_model_at(&name, &path, &device, ctx.precision(&device))
                     .with_context(|| format!("cannot load {}", path.display()))?;
-            tokenizer = Some(loaded.tokenizer);
-            loaded.model
+            let model = m.model.clone();
+            loaded = Some(m);
+            model
         }
         (None, None) => {
             bail!("give --model (a model) or --config (random weights of a config.json)")
         }
     };
-    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
-    if let Some(bad) = only
-        .iter()
-        .find(|o| !matches!(**o, "gen" | "train" | "merge" | "quality" | "cat-lr"))
-    {
-        bail!("--only {bad:?}: expected gen, train, merge, quality or cat-lr");
-    }
-    let parity_prompts = match &tokenizer {
-        Some(t) => soup_core::bench::PARITY_PROMPTS
+    let parity_prompts = match &loaded {
+        Some(m) => soup_core::bench::PARITY_PROMPTS
             .iter()
-            .map(|p| t.encode(p, false))
+            .map(|p| m.tokenizer.encode(p, false))
             .collect::<Result<Vec<_>, _>>()
             .context("cannot tokenize the parity prompts")?,
         None => soup_core::bench::random_parity_prompts(model.cfg.vocab_size, 32),
@@ -82,5 +91,17 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         model.layers.len()
     );
     soup_core::bench::run(&model, &opts, &mut |figure| println!("{figure}"))?;
+    if only.contains(&"eval") {
+        let Some(loaded) = &loaded else {
+            bail!("--only eval needs --model (a real model and its tokenizer), not --config");
+        };
+        let eval = soup_core::bench_eval::EvalBenchOptions {
+            questions: args.eval_questions,
+            reps: args.reps,
+            ..Default::default()
+        };
+        soup_core::bench_eval::run(loaded, &eval, &mut |figure| println!("{figure}"))
+            .context("the evaluation figure failed")?;
+    }
     Ok(())
 }
