@@ -683,6 +683,30 @@ struct CachedGenerator<'a> {
     hits: usize,
 }
 
+impl CachedGenerator<'_> {
+    /// The cached answer under `key`, if any (a cache that cannot be read is a miss).
+    fn lookup(&self, key: &[u8; 32]) -> Option<Completion> {
+        let e = self.store.gen_cache_get(key).ok().flatten()?;
+        Some(Completion {
+            text: e.output,
+            prompt_tokens: e.prompt_tokens as usize,
+            output_tokens: e.output_tokens as usize,
+            cached: true,
+        })
+    }
+}
+
+/// Stores a fresh answer in the generation cache (a failed write only costs a later miss).
+fn remember(store: &soup_store::Store, key: &[u8; 32], c: &Completion) {
+    let entry = soup_store::GenCacheEntry {
+        output: c.text.clone(),
+        prompt_tokens: c.prompt_tokens as u32,
+        output_tokens: c.output_tokens as u32,
+        created: soup_store::now_ms(),
+    };
+    let _ = store.gen_cache_put(key, &entry);
+}
+
 impl Generate for CachedGenerator<'_> {
     fn generate(
         &mut self,
@@ -700,21 +724,7 @@ impl Generate for CachedGenerator<'_> {
                 ])
             })
             .collect();
-        let mut out: Vec<Option<Completion>> = Vec::with_capacity(prompts.len());
-        for k in &keys {
-            out.push(
-                self.store
-                    .gen_cache_get(k)
-                    .ok()
-                    .flatten()
-                    .map(|e| Completion {
-                        text: e.output,
-                        prompt_tokens: e.prompt_tokens as usize,
-                        output_tokens: e.output_tokens as usize,
-                        cached: true,
-                    }),
-            );
-        }
+        let mut out: Vec<Option<Completion>> = keys.iter().map(|k| self.lookup(k)).collect();
         let missing: Vec<usize> = (0..prompts.len()).filter(|&i| out[i].is_none()).collect();
         self.hits += prompts.len() - missing.len();
         if !missing.is_empty() {
@@ -724,13 +734,7 @@ impl Generate for CachedGenerator<'_> {
                 .complete(&todo, settings)
                 .map_err(GenerateError::new)?;
             for (&i, c) in missing.iter().zip(fresh) {
-                let entry = soup_store::GenCacheEntry {
-                    output: c.text.clone(),
-                    prompt_tokens: c.prompt_tokens as u32,
-                    output_tokens: c.output_tokens as u32,
-                    created: soup_store::now_ms(),
-                };
-                let _ = self.store.gen_cache_put(&keys[i], &entry);
+                remember(self.store, &keys[i], &c);
                 out[i] = Some(c);
             }
         }
@@ -763,21 +767,7 @@ impl Generate for CachedGenerator<'_> {
                 r.prompt.as_bytes(),
             ]));
         }
-        let known: Vec<Option<Completion>> = keys
-            .iter()
-            .map(|k| {
-                self.store
-                    .gen_cache_get(k)
-                    .ok()
-                    .flatten()
-                    .map(|e| Completion {
-                        text: e.output,
-                        prompt_tokens: e.prompt_tokens as usize,
-                        output_tokens: e.output_tokens as usize,
-                        cached: true,
-                    })
-            })
-            .collect();
+        let known: Vec<Option<Completion>> = keys.iter().map(|k| self.lookup(k)).collect();
         self.hits += known.iter().filter(|k| k.is_some()).count();
         let store = self.store;
         let mut store_fresh = |i: usize,
@@ -785,13 +775,7 @@ impl Generate for CachedGenerator<'_> {
                                r: Option<RefScore>|
          -> std::result::Result<bool, GenerateError> {
             if !c.cached {
-                let entry = soup_store::GenCacheEntry {
-                    output: c.text.clone(),
-                    prompt_tokens: c.prompt_tokens as u32,
-                    output_tokens: c.output_tokens as u32,
-                    created: soup_store::now_ms(),
-                };
-                let _ = store.gen_cache_put(&keys[i], &entry);
+                remember(store, &keys[i], &c);
             }
             on_done(i, c, r)
         };

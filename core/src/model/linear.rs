@@ -241,6 +241,7 @@ pub fn to_frozen_bf16(w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
     use candle_core::Device;
 
     fn random(shape: (usize, usize), seed: u64) -> Tensor {
@@ -250,19 +251,6 @@ mod tests {
             .map(|_| rng.gen_range(-1f32..1.0))
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Every row count up to the threshold and beyond, widths with and without a lane tail,
