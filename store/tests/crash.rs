@@ -182,7 +182,19 @@ fn check(
         assert!(page.items.iter().all(|r| r.verdict == verdict));
     }
     drop(store);
-    let db = sled::open(data.join("db")).expect("raw open");
+    // sled's flusher thread lets go of the file lock shortly after the last handle is dropped,
+    // not at once: under load the raw open can see the lock for a moment.
+    let mut tries = 0;
+    let db = loop {
+        match sled::open(data.join("db")) {
+            Ok(db) => break db,
+            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("raw open: {e:?}"),
+        }
+    };
     let chunks = db.open_tree("blobs").expect("blobs").len() as u64;
     assert_eq!(
         chunks, referenced,
