@@ -6,6 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
+use soup_store::AdapterRecord;
 
 use super::adapters::window_start;
 use super::{form_field_lines, pane, selected_style};
@@ -31,10 +32,38 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
 fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
     let compose = &app.compose;
     let title = format!(" adapters · {} picked ", compose.picked.len());
-    let block = pane(&title, compose.pane == ComposePane::Adapters);
+    draw_adapter_picker(
+        app,
+        frame,
+        area,
+        AdapterPicker {
+            title: &title,
+            focused: compose.pane == ComposePane::Adapters,
+            cursor: compose.adapter_cursor,
+            empty: "No adapters to compose yet: train skill LoRAs first in Train (6) or with `soup train`.",
+            note: |a| a.skill.as_deref(),
+        },
+    );
+}
+
+/// How one screen shows the stored adapters to pick from (the picks are Compose's, shared with
+/// Train's CAT form).
+pub(super) struct AdapterPicker<'a> {
+    pub title: &'a str,
+    pub focused: bool,
+    pub cursor: usize,
+    /// Shown instead of the list when there are no adapters.
+    pub empty: &'a str,
+    /// What each row shows in parentheses after the name ("-" when None).
+    pub note: fn(&AdapterRecord) -> Option<&str>,
+}
+
+/// The stored adapters as a checklist of Compose's picks, scrolled to keep the cursor visible.
+pub(super) fn draw_adapter_picker(app: &App, frame: &mut Frame, area: Rect, p: AdapterPicker) {
+    let block = pane(p.title, p.focused);
     if app.adapters.items.is_empty() {
         frame.render_widget(
-            Paragraph::new("No adapters to compose yet: train skill LoRAs first in Train (6) or with `soup train`.")
+            Paragraph::new(p.empty)
                 .wrap(Wrap { trim: true })
                 .block(block),
             area,
@@ -42,7 +71,7 @@ fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
         return;
     }
     let visible = area.height.saturating_sub(2) as usize;
-    let start = window_start(compose.adapter_cursor, visible);
+    let start = window_start(p.cursor, visible);
     let items: Vec<ListItem> = app
         .adapters
         .items
@@ -50,18 +79,16 @@ fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
         .skip(start)
         .take(visible)
         .map(|a| {
-            let mark = if compose.picked.contains(&a.name) {
+            let mark = if app.compose.picked.contains(&a.name) {
                 "[x]"
             } else {
                 "[ ]"
             };
-            let skill = a.skill.as_deref().unwrap_or("-");
-            ListItem::new(format!("{mark} {} ({skill})", a.name))
+            let note = (p.note)(a).unwrap_or("-");
+            ListItem::new(format!("{mark} {} ({note})", a.name))
         })
         .collect();
-    let mut state = ListState::default().with_selected(
-        (compose.pane == ComposePane::Adapters).then_some(compose.adapter_cursor - start),
-    );
+    let mut state = ListState::default().with_selected(p.focused.then_some(p.cursor - start));
     frame.render_stateful_widget(
         List::new(items)
             .highlight_style(selected_style())

@@ -10,6 +10,7 @@ use ratatui::Frame;
 use soup_core::engine::BUILTINS;
 
 use super::adapters::window_start;
+use super::compose::{draw_adapter_picker, AdapterPicker};
 use super::{form_field_lines, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::screens::train::{TrainKind, TrainPane};
@@ -84,50 +85,21 @@ fn draw_builtins(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
     let train = &app.train;
-    let focused = train.pane == TrainPane::Side;
     let title = format!(
         " adapters · {} picked · space picks ",
         app.compose.picked.len()
     );
-    let block = pane(&title, focused);
-    if app.adapters.items.is_empty() {
-        frame.render_widget(
-            Paragraph::new(
-                "No adapters yet: train two skill LoRAs first (train: space switches to skill LoRA).",
-            )
-            .wrap(Wrap { trim: true })
-            .block(block),
-            area,
-        );
-        return;
-    }
-    let visible = area.height.saturating_sub(2) as usize;
-    let start = window_start(train.side_cursor, visible);
-    let items: Vec<ListItem> = app
-        .adapters
-        .items
-        .iter()
-        .skip(start)
-        .take(visible)
-        .map(|a| {
-            let mark = if app.compose.picked.contains(&a.name) {
-                "[x]"
-            } else {
-                "[ ]"
-            };
-            let data = a.dataset.as_deref().unwrap_or("-");
-            ListItem::new(format!("{mark} {} ({data})", a.name))
-        })
-        .collect();
-    let mut state =
-        ListState::default().with_selected(focused.then_some(train.side_cursor - start));
-    frame.render_stateful_widget(
-        List::new(items)
-            .highlight_style(selected_style())
-            .highlight_symbol("›")
-            .block(block),
+    draw_adapter_picker(
+        app,
+        frame,
         area,
-        &mut state,
+        AdapterPicker {
+            title: &title,
+            focused: train.pane == TrainPane::Side,
+            cursor: train.side_cursor,
+            empty: "No adapters yet: train two skill LoRAs first (train: space switches to skill LoRA).",
+            note: |a| a.dataset.as_deref(),
+        },
     );
 }
 
