@@ -2,14 +2,14 @@
 //! launches, `A` launches the whole comparison.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 use soup_store::AdapterRecord;
 
 use super::adapters::window_start;
-use super::{form_field_lines, pane, selected_style};
+use super::{draw_launch, form_field_lines, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::screens::compose::{
     method_description, method_label, ComposePane, FormField, METHODS,
@@ -158,16 +158,5 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
         compose.task.name(),
         METHODS.len()
     )));
-    if let Some(error) = &compose.error {
-        lines = vec![Line::from(Span::styled(
-            error.as_str(),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        ))];
-    }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(pane(" launch ", false)),
-        area,
-    );
+    draw_launch(frame, area, lines, compose.error.as_deref());
 }

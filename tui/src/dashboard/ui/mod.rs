@@ -200,3 +200,25 @@ pub(super) fn form_field_lines(
     }
     lines
 }
+
+/// The launch pane under a form: its hint lines, or the last launch's error in their place.
+pub(super) fn draw_launch(
+    frame: &mut Frame,
+    area: Rect,
+    lines: Vec<Line<'static>>,
+    error: Option<&str>,
+) {
+    let lines = match error {
+        Some(error) => vec![Line::from(Span::styled(
+            error.to_string(),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ))],
+        None => lines,
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(pane(" launch ", false)),
+        area,
+    );
+}

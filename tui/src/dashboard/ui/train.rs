@@ -2,8 +2,7 @@
 //! add (skill LoRA) or the adapters to pick (CAT); Enter launches.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
@@ -11,7 +10,7 @@ use soup_core::engine::BUILTINS;
 
 use super::adapters::window_start;
 use super::compose::{draw_adapter_picker, AdapterPicker};
-use super::{form_field_lines, pane, selected_style};
+use super::{draw_launch, form_field_lines, pane, selected_style};
 use crate::dashboard::app::{App, InputTarget};
 use crate::dashboard::screens::train::{TrainKind, TrainPane};
 
@@ -105,7 +104,7 @@ fn draw_adapters(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
     let train = &app.train;
-    let mut lines = vec![
+    let lines = vec![
         Line::from(match train.kind {
             TrainKind::Lora => "a LoRA on the datasets, as `soup train` trains it",
             TrainKind::Cat => {
@@ -114,16 +113,5 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
         }),
         Line::from("Enter launches · space/i edits a field · Tab completes a path · → the list"),
     ];
-    if let Some(error) = &train.error {
-        lines = vec![Line::from(Span::styled(
-            error.as_str(),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        ))];
-    }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(pane(" launch ", false)),
-        area,
-    );
+    draw_launch(frame, area, lines, train.error.as_deref());
 }
