@@ -62,7 +62,7 @@ pub fn sampling(temperature: f64, top_p: Option<f64>) -> Sampling {
 }
 
 /// The keys and values of a prompt prefix that many prompts share (few-shot demos), computed
-/// once with one adapter stack and copied into every row that starts with it.
+/// once with one adapter stack and shared by every row that starts with it.
 #[derive(Debug, Clone)]
 pub struct PrefixCache {
     ids: Vec<u32>,
@@ -101,9 +101,10 @@ impl PrefixCache {
         prompt.len() > self.ids.len() && prompt.starts_with(&self.ids)
     }
 
-    /// The prefix's keys and values for `rows` rows.
-    pub fn rows(&self, rows: usize) -> Result<KvCache> {
-        self.cache.repeat_rows(rows)
+    /// A cache for rows that start with this prefix: its keys and values are shared by the
+    /// rows, not copied into each (any number of rows).
+    pub fn rows(&self) -> Result<KvCache> {
+        KvCache::after_shared(&self.cache)
     }
 }
 
@@ -154,8 +155,9 @@ impl BatchCache {
         &mut self.cache
     }
 
-    /// Joins rows prefilled apart: their cache and key mask (r, t). Whichever side is shorter
-    /// is padded at the front (masked out), so every row keeps its own positions.
+    /// Joins rows prefilled apart: their cache and key mask (r, t), after the same shared
+    /// prefix as this batch's rows. Whichever side is shorter is padded after the shared
+    /// prefix (masked out), so every row keeps its own positions.
     pub fn join(&mut self, mut cache: KvCache, mask: Tensor) -> Result<()> {
         let Some(mine) = self.mask.take() else {
             self.cache = cache;
@@ -164,18 +166,17 @@ impl BatchCache {
         };
         let (b, t) = mine.dims2()?;
         let (r, t_new) = mask.dims2()?;
-        let dev = mask.device().clone();
+        let p = self.cache.shared_len();
         let (mine, mask) = if t_new < t {
             cache.pad_front(t - t_new)?;
-            let zeros = Tensor::zeros((r, t - t_new), DType::F32, &dev)?;
-            (mine, Tensor::cat(&[&zeros, &mask], 1)?)
+            (mine, pad_mask(&mask, p, t - t_new)?)
         } else if t_new > t {
             self.cache.pad_front(t_new - t)?;
-            let zeros = Tensor::zeros((b, t_new - t), DType::F32, &dev)?;
-            (Tensor::cat(&[&zeros, &mine], 1)?, mask)
+            (pad_mask(&mine, p, t_new - t)?, mask)
         } else {
             (mine, mask)
         };
+        debug_assert_eq!((b, r), (mine.dims()[0], mask.dims()[0]));
         self.cache.append_rows(&cache)?;
         self.mask = Some(Tensor::cat(&[&mine, &mask], 0)?);
         Ok(())
@@ -209,24 +210,41 @@ impl BatchCache {
         Ok(())
     }
 
-    /// After a decode step run with `step_mask`: keeps the rows `keep`, and drops the front
-    /// columns every remaining row masks out, so a long row that left does not keep costing
-    /// the others.
+    /// After a decode step run with `step_mask`: keeps the rows `keep`, and drops the columns
+    /// after the shared prefix that every remaining row masks out, so a long row that left
+    /// does not keep costing the others.
     pub fn advance(&mut self, step_mask: Tensor, keep: &[u32]) -> Result<()> {
         self.mask = Some(step_mask);
         self.select(keep)?;
         let Some(mask) = &self.mask else {
             return Ok(());
         };
+        let p = self.cache.shared_len();
         let used: Vec<f32> = mask.max(0)?.to_vec1()?;
-        let dead = used.iter().take_while(|&&v| v == 0.0).count();
+        let dead = used[p..].iter().take_while(|&&v| v == 0.0).count();
         if dead > 0 {
             self.cache.drop_front(dead)?;
             let t = mask.dims()[1];
-            self.mask = Some(mask.narrow(1, dead, t - dead)?);
+            self.mask = Some(join_columns(&[
+                mask.narrow(1, 0, p)?,
+                mask.narrow(1, p + dead, t - p - dead)?,
+            ])?);
         }
         Ok(())
     }
+}
+
+/// `mask` (r, t) with `n` zero (masked) columns inserted after its first `p`.
+fn pad_mask(mask: &Tensor, p: usize, n: usize) -> Result<Tensor> {
+    let (r, t) = mask.dims2()?;
+    let zeros = Tensor::zeros((r, n), DType::F32, mask.device())?;
+    join_columns(&[mask.narrow(1, 0, p)?, zeros, mask.narrow(1, p, t - p)?])
+}
+
+/// The non-empty pieces side by side (columns).
+fn join_columns(pieces: &[Tensor]) -> Result<Tensor> {
+    let pieces: Vec<&Tensor> = pieces.iter().filter(|m| m.dims()[1] > 0).collect();
+    Ok(Tensor::cat(&pieces, 1)?)
 }
 
 /// How [`generate_queue`] runs its queue.
@@ -488,7 +506,7 @@ fn prefill(
     }
     let mask = Tensor::from_vec(mask, (k, p + longest), dev)?;
     let mut cache = match prefix {
-        Some(c) => c.rows(k)?,
+        Some(c) => c.rows()?,
         None => model.new_cache(),
     };
     let fi = ForwardInput {

@@ -88,7 +88,7 @@ pub fn sequence_logprobs_after(
             rows: Some(Tensor::from_vec(rows, n, dev)?),
             ..Default::default()
         };
-        let mut cache = prefix.map(|c| c.rows(batch.len())).transpose()?;
+        let mut cache = prefix.map(|c| c.rows()).transpose()?;
         let logits = model
             .forward(&ids, &input, cache.as_mut(), stack, Mode::Infer)?
             .squeeze(0)?

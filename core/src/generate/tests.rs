@@ -110,6 +110,102 @@ fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
     }
 }
 
+/// The last position's logits of `ids` run alone, without any cache: (vocab,).
+fn alone(model: &LoadedModel, stack: &AdapterStack, ids: &[u32]) -> Vec<f32> {
+    let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
+    let fi = ForwardInput {
+        last_only: true,
+        ..Default::default()
+    };
+    model
+        .model
+        .forward(&input, &fi, None, stack, Mode::Infer)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn a_shared_prefix_gives_the_logits_of_each_prompt_run_alone() {
+    let model = tiny();
+    let stack =
+        AdapterStack::single(load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap());
+    let shared: Vec<u32> = (0..24).map(|i| 5 + (i * 11) % 390).collect();
+    // Suffixes of 4, 9 and 1 tokens, prefilled one by one and joined in that order: the
+    // second is longer than the batch (the batch is padded after the prefix), the third
+    // shorter (it is padded).
+    let prompts: Vec<Vec<u32>> = [4usize, 9, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let mut p = shared.clone();
+            p.extend((0..n).map(|j| 20 + ((i * 37 + j * 13) % 360) as u32));
+            p
+        })
+        .collect();
+    let prefix = PrefixCache::build(&model.model, &stack, &shared).unwrap();
+    let mut batch = BatchCache::default();
+    for (k, p) in prompts.iter().enumerate() {
+        let (cache, mask, logits) =
+            prefill(&model.model, &stack, Some(&prefix), &[p.as_slice()], 0).unwrap();
+        assert_eq!(cache.shared_len(), shared.len());
+        let got: Vec<f32> = logits.get(0).unwrap().to_vec1().unwrap();
+        let d = max_diff(&got, &alone(&model, &stack, p));
+        assert!(d < 1e-4, "prefill of prompt {k}: max logit difference {d}");
+        batch.join(cache, mask).unwrap();
+    }
+    let mut prompts = prompts;
+    let mut live: Vec<usize> = vec![0, 1, 2];
+    for (step, keep) in [(0u32, vec![0u32, 2]), (1, vec![0, 1])] {
+        let b = live.len();
+        let next: Vec<u32> = live.iter().map(|&r| 30 + step * 7 + r as u32).collect();
+        let pos: Vec<u32> = live.iter().map(|&r| prompts[r].len() as u32).collect();
+        let step_mask = batch.step_mask().unwrap();
+        let fi = ForwardInput {
+            positions: Some(Tensor::from_vec(pos, (b, 1), &Device::Cpu).unwrap()),
+            key_mask: Some(step_mask.clone()),
+            last_only: true,
+            rows: None,
+        };
+        let input = Tensor::from_vec(next.clone(), (b, 1), &Device::Cpu).unwrap();
+        let logits = model
+            .model
+            .forward(&input, &fi, Some(batch.cache_mut()), &stack, Mode::Infer)
+            .unwrap();
+        for (k, &r) in live.iter().enumerate() {
+            prompts[r].push(next[k]);
+            let got: Vec<f32> = logits
+                .get(k)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let d = max_diff(&got, &alone(&model, &stack, &prompts[r]));
+            assert!(
+                d < 1e-4,
+                "decode step {step}, row {r}: max logit difference {d}"
+            );
+        }
+        batch.advance(step_mask, &keep).unwrap();
+        live = keep.iter().map(|&k| live[k as usize]).collect();
+        if step == 0 {
+            // Row 0's 4 + 1 own positions are now the longest: the rest were row 1's alone.
+            assert_eq!(batch.cache_mut().len(), shared.len() + 5);
+        }
+    }
+}
+
 #[test]
 fn common_prefix_leaves_every_prompt_a_token() {
     assert_eq!(common_prefix_len(&[&[1, 2, 3], &[1, 2, 3, 4]]), 2);

@@ -131,48 +131,96 @@ impl Layer {
     }
 }
 
-/// Keys and values of past positions, per layer: (b, kv_heads, t, head_dim).
+/// One layer's cached keys and values: (k, v), each (b, kv_heads, t, head_dim).
+pub type Kv = (Tensor, Tensor);
+
+/// One layer's cache: a prefix every row shares, stored once (1, kv_heads, p, head_dim), then
+/// each row's own positions (b, kv_heads, t, head_dim). Attention reads the shared prefix for
+/// all rows in one product instead of a copy per row.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    shared: Option<Kv>,
+    own: Option<Kv>,
+}
+
+/// Keys and values of past positions, per layer: a shared prefix (the few-shot demos every
+/// prompt starts with) and the rows' own positions after it. Positions and key masks count
+/// the shared prefix first: a row's key mask is (shared + own) wide.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
     pub fn new(layers: usize) -> Self {
         KvCache {
-            layers: vec![None; layers],
+            layers: vec![LayerCache::default(); layers],
         }
     }
 
-    /// Number of cached positions.
+    /// A cache whose rows all start with the positions of `prefix`, a one-row cache without
+    /// a shared part of its own; the prefix is shared, not copied per row.
+    pub fn after_shared(prefix: &KvCache) -> Result<Self> {
+        let mut layers = Vec::with_capacity(prefix.layers.len());
+        for l in &prefix.layers {
+            if l.shared.is_some() || l.own.as_ref().is_some_and(|(k, _)| k.dims()[0] != 1) {
+                return Err(CoreError::Internal(
+                    "a shared prefix must be a one-row cache without a shared part".into(),
+                ));
+            }
+            layers.push(LayerCache {
+                shared: l.own.clone(),
+                own: None,
+            });
+        }
+        Ok(KvCache { layers })
+    }
+
+    /// Number of cached positions: the shared prefix's and the rows' own.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0)
+        self.shared_len() + self.own_len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Positions of the shared prefix (the first key-mask columns).
+    pub fn shared_len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.shared.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    fn own_len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.own.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    fn own_mut(&mut self) -> impl Iterator<Item = &mut Kv> {
+        self.layers.iter_mut().filter_map(|l| l.own.as_mut())
+    }
+
     /// Keeps only the rows in `keep` (batch indices), e.g. after some sequences finished.
     pub fn select_rows(&mut self, keep: &Tensor) -> Result<()> {
-        for l in self.layers.iter_mut().flatten() {
+        for l in self.own_mut() {
             l.0 = l.0.index_select(keep, 0)?;
             l.1 = l.1.index_select(keep, 0)?;
         }
         Ok(())
     }
 
-    /// Prepends `n` zero positions to every row: a left pad that the caller masks out in its
-    /// key mask, so that a shorter cache can join a batch of longer rows (continuous batching).
+    /// Inserts `n` zero positions in every row after the shared prefix: a pad that the caller
+    /// masks out in its key mask, so that a shorter cache can join a batch of longer rows
+    /// (continuous batching).
     pub fn pad_front(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
-        for l in self.layers.iter_mut().flatten() {
+        for l in self.own_mut() {
             // k, v: (b, kv_heads, t, head_dim)
             let (b, h, _, d) = l.0.dims4()?;
             let zeros = Tensor::zeros((b, h, n, d), l.0.dtype(), l.0.device())?;
@@ -182,12 +230,12 @@ impl KvCache {
         Ok(())
     }
 
-    /// Drops the first `n` positions of every row (columns that every row masks out).
+    /// Drops the first `n` positions after the shared prefix (columns every row masks out).
     pub fn drop_front(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
-        for l in self.layers.iter_mut().flatten() {
+        for l in self.own_mut() {
             let t = l.0.dims()[2];
             l.0 = l.0.narrow(2, n, t - n)?;
             l.1 = l.1.narrow(2, n, t - n)?;
@@ -195,29 +243,20 @@ impl KvCache {
         Ok(())
     }
 
-    /// A cache of `rows` rows, each a copy of this one-row cache (a shared prompt prefix
-    /// given to every row of a batch).
-    pub fn repeat_rows(&self, rows: usize) -> Result<KvCache> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            layers.push(match l {
-                // k, v: (1, kv_heads, t, head_dim) -> (rows, kv_heads, t, head_dim)
-                Some((k, v)) => Some((k.repeat((rows, 1, 1, 1))?, v.repeat((rows, 1, 1, 1))?)),
-                None => None,
-            });
-        }
-        Ok(KvCache { layers })
-    }
-
-    /// Appends the rows of `other` (as many positions, same layers) after this cache's rows;
-    /// an empty cache becomes a copy of `other`.
+    /// Appends the rows of `other` (same shared prefix, as many own positions, same layers)
+    /// after this cache's rows; an empty cache becomes a copy of `other`.
     pub fn append_rows(&mut self, other: &KvCache) -> Result<()> {
-        if self.layers.iter().all(|l| l.is_none()) {
+        if self.layers.iter().all(|l| l.own.is_none()) {
             self.layers = other.layers.clone();
             return Ok(());
         }
+        if self.shared_len() != other.shared_len() {
+            return Err(CoreError::Internal(
+                "rows after different shared prefixes cannot join one batch".into(),
+            ));
+        }
         for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
-            if let (Some(m), Some(t)) = (mine.as_mut(), theirs) {
+            if let (Some(m), Some(t)) = (mine.own.as_mut(), &theirs.own) {
                 m.0 = Tensor::cat(&[&m.0, &t.0], 0)?;
                 m.1 = Tensor::cat(&[&m.1, &t.1], 0)?;
             }
@@ -528,7 +567,7 @@ impl Llama {
         frame: &Frame,
         stack: &AdapterStack,
         mode: Mode,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
         self.layer(l, x, frame, stack, mode, cache, None)
     }
@@ -564,7 +603,7 @@ impl Llama {
         frame: &Frame,
         stack: &AdapterStack,
         mode: Mode,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
         mut tape: Option<&mut LayerTape>,
     ) -> Result<Tensor> {
         let layer = &self.layers[l];
@@ -688,7 +727,7 @@ impl Llama {
         layer: &Layer,
         ctx: &LayerCtx,
         frame: &Frame,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
         mut tape: Option<&mut LayerTape>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
@@ -711,24 +750,39 @@ impl Llama {
             .contiguous()?;
         let q = rope(&q, &frame.cos, &frame.sin, ctx.mode)?;
         let k = rope(&k, &frame.cos, &frame.sin, ctx.mode)?;
-        let (k, v) = match cache {
+        let (shared, k, v) = match cache {
             Some(slot) => {
-                let (k, v) = match slot.take() {
+                let (k, v) = match slot.own.take() {
                     Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
                     None => (k, v),
                 };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
+                slot.own = Some((k.clone(), v.clone()));
+                (slot.shared.clone(), k, v)
             }
-            None => (k, v),
+            None => (None, k, v),
         };
+        if shared.is_some() && tape.is_some() {
+            return Err(CoreError::Internal(
+                "a shared prefix cache cannot be used while training".into(),
+            ));
+        }
         let t = k.dims()[2];
+        let p = shared.as_ref().map_or(0, |(pk, _)| pk.dims()[2]);
         // Grouped-query attention without copying keys: the rep query heads of one kv head
         // are stacked along the sequence axis. q5: (b, nkv, rep * s, d)
         let q5 = q.reshape((b, nkv, rep * s, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        // scores: (b, nkv, rep, s, t); mask: (b, 1, 1, s, t)
-        let scores = q5.matmul(&k.t()?)?.reshape((b, nkv, rep, s, t))?;
+        // scores: (b, nkv, rep, s, p + t), the shared prefix's columns first; mask:
+        // (b, 1, 1, s, p + t)
+        let own_scores = q5.matmul(&k.t()?)?;
+        let scores = match &shared {
+            Some((pk, _)) => {
+                let ps = shared_product(&q5, &pk.t()?)?;
+                Tensor::cat(&[&ps, &own_scores], 3)?
+            }
+            None => own_scores,
+        }
+        .reshape((b, nkv, rep, s, p + t))?;
         let mask = frame.mask.as_ref().map(|m| m.unsqueeze(1)).transpose()?;
         let probs = if ctx.mode.differentiable() {
             ops::masked_softmax(&scores, mask.as_ref(), scale)?
@@ -740,7 +794,14 @@ impl Llama {
             };
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = probs.reshape((b, nkv, rep * s, t))?.matmul(&v)?;
+        let flat = probs.reshape((b, nkv, rep * s, p + t))?;
+        let out = match &shared {
+            Some((_, pv)) => {
+                let own = flat.narrow(3, p, t)?.contiguous()?.matmul(&v)?;
+                (shared_product(&flat.narrow(3, 0, p)?, pv)? + own)?
+            }
+            None => flat.matmul(&v)?,
+        };
         // (b, nh, s, d) → (b, s, nh * d)
         let out = out
             .reshape((b, nh, s, d))?
@@ -762,6 +823,19 @@ impl Llama {
         }
         Ok(y)
     }
+}
+
+/// x: (b, h, r, c) times y: (1, h, c, e), the same y for every batch row → (b, h, r, e),
+/// as one product per head with the batch's rows stacked (a shared prefix's keys or values
+/// read once for the whole batch).
+fn shared_product(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let (b, h, r, c) = x.dims4()?;
+    let e = y.dims()[3];
+    let stacked = x.transpose(0, 1)?.contiguous()?.reshape((h, b * r, c))?;
+    Ok(stacked
+        .matmul(&y.squeeze(0)?)?
+        .reshape((h, b, r, e))?
+        .transpose(0, 1)?)
 }
 
 struct LayerCtx<'a> {
