@@ -13,7 +13,8 @@ pub struct RecipeArgs {
     /// `code-math`, `manual-qa`, `game-qa`, or a recipe file (TOML or JSON).
     pub recipe: String,
     /// Data sizes and steps: tiny (a smoke test, minutes; cannot separate methods), standard
-    /// (a paired comparison on 2 CPU cores), small or full (a GPU).
+    /// (sized for a paired comparison: 250 target questions; hours on 2 CPU cores), small or
+    /// full (a GPU).
     #[arg(long, default_value = "tiny")]
     pub budget: String,
     /// Recompute every adapter and evaluation instead of reusing finished ones.
