@@ -33,11 +33,15 @@ fn tiny() -> LoadedModel {
     .unwrap()
 }
 
+/// The fixture adapter every decoding test runs under (so LoRA deltas are on the path).
+fn adapter_b() -> AdapterStack {
+    AdapterStack::single(load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap())
+}
+
 #[test]
 fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
     let model = tiny();
-    let stack =
-        AdapterStack::single(load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap());
+    let stack = adapter_b();
     let shared: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 390).collect();
     let prompts: Vec<Vec<u32>> = (0..7u32)
         .map(|i| {
@@ -138,8 +142,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn a_shared_prefix_gives_the_logits_of_each_prompt_run_alone() {
     let model = tiny();
-    let stack =
-        AdapterStack::single(load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap());
+    let stack = adapter_b();
     let shared: Vec<u32> = (0..24).map(|i| 5 + (i * 11) % 390).collect();
     // Suffixes of 4, 9 and 1 tokens, prefilled one by one and joined in that order: the
     // second is longer than the batch (the batch is padded after the prefix), the third

@@ -4,13 +4,13 @@
 //! Why it exists: a decoding step multiplies one row (or one per sequence of the batch) by every
 //! weight of the model, so its speed is how fast the weights stream from memory. gemm's kernels
 //! are built for many rows: for a 16-row step they pack every weight before multiplying it
-//! (`perf` of an evaluation: gemm's packing loop took more samples than its micro-kernels), and
-//! candle has no CPU product for bf16 at all. This one reads each weight row once for all the
-//! step's rows, straight from the model's layout, and from half the bytes when the weights are
-//! bf16 (widened to f32 in registers: a shift, exact). Measured on SmolLM2-135M, f32, batch 16
-//! (`soup bench --only gen`, AMD EPYC Zen 4, 2 cores): 92 new tokens/s through gemm, 123
-//! through this kernel. Many rows (a prompt's prefill, training) go to candle's matmul, with
-//! bf16 weights widened to f32 first.
+//! (`perf` of an evaluation: gemm's packing and blocking loops took more samples than its
+//! micro-kernels), and candle has no CPU product for bf16 at all. This one reads each weight
+//! row once for all the step's rows, straight from the model's layout, and from half the bytes
+//! when the weights are bf16 (widened to f32 in registers: a shift, exact). Measured on
+//! SmolLM2-135M, f32, batch 16 (`soup bench --only gen`, AMD EPYC Zen 4, 2 cores): 92 new
+//! tokens/s through gemm, 123 through this kernel. Many rows (a prompt's prefill, training) go
+//! to candle's matmul, with bf16 weights widened to f32 first.
 //!
 //! The inner loop is written three times (AVX-512 and AVX2+FMA intrinsics, and plain Rust; a
 //! plain-Rust loop over lane arrays was tried first and compiled to scalar code, 7x slower than
@@ -119,6 +119,9 @@ const X_TILE_AVX2: usize = 2;
 
 /// The products of XR rows of x with ROWS weight rows: out[i][r] = x[i] · w[r].
 type Tile<const XR: usize> = [[f32; ROWS]; XR];
+
+/// A kernel: XR rows of x (k each) against ROWS weight rows (k each).
+type TileKernel<W, const XR: usize> = unsafe fn([&[f32]; XR], [&[W]; ROWS]) -> Tile<XR>;
 
 /// The lanes past the last full vector, one at a time.
 fn tail<W: Weight>(x: &[f32], w: &[W], from: usize) -> f32 {
@@ -236,8 +239,8 @@ fn tile_rows<W: Weight, const XR: usize>(
     m: usize,
     k: usize,
     w: [&[W]; ROWS],
-    tile: unsafe fn([&[f32]; XR], [&[W]; ROWS]) -> Tile<XR>,
-    one: unsafe fn([&[f32]; 1], [&[W]; ROWS]) -> Tile<1>,
+    tile: TileKernel<W, XR>,
+    one: TileKernel<W, 1>,
     put: &mut impl FnMut(usize, usize, f32),
 ) {
     let row = |i: usize| &x[i * k..(i + 1) * k];
