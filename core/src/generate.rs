@@ -7,10 +7,11 @@
 //!   takes the next prompt of the queue, so a batch costs what its live rows need rather than
 //!   waiting for its longest answer. Off, the next prompts wait until the whole batch is done.
 //! - A prefix cache ([`PrefixCache`]): the keys and values of a prefix every prompt shares
-//!   (the few-shot demos) are computed once and copied into each new row, which then prefills
-//!   only its own suffix. A row's layout is `[prefix][padding, masked out][suffix]`, the
-//!   suffix's positions continuing from the prefix's length, so it sees exactly the tokens
-//!   and positions of its whole prompt.
+//!   (the few-shot demos) are computed once and shared by every row (attention reads them in
+//!   one product for the whole batch, see [`KvCache`]); a new row prefills only its own
+//!   suffix. A row's layout is `[prefix][padding, masked out][suffix]`, the suffix's
+//!   positions continuing from the prefix's length, so it sees exactly the tokens and
+//!   positions of its whole prompt.
 //!
 //! The running batch is a [`BatchCache`], which `soup serve` uses too. Batched greedy output
 //! equals unbatched greedy output token for token (up to float rounding of the batch shapes).
@@ -164,8 +165,8 @@ impl BatchCache {
             self.mask = Some(mask);
             return Ok(());
         };
-        let (b, t) = mine.dims2()?;
-        let (r, t_new) = mask.dims2()?;
+        let t = mine.dims()[1];
+        let t_new = mask.dims()[1];
         let p = self.cache.shared_len();
         let (mine, mask) = if t_new < t {
             cache.pad_front(t - t_new)?;
@@ -176,7 +177,6 @@ impl BatchCache {
         } else {
             (mine, mask)
         };
-        debug_assert_eq!((b, r), (mine.dims()[0], mask.dims()[0]));
         self.cache.append_rows(&cache)?;
         self.mask = Some(Tensor::cat(&[&mine, &mask], 0)?);
         Ok(())
