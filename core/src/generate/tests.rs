@@ -8,6 +8,7 @@ use crate::bench_eval::ScoringGenerator;
 use crate::device::Precision;
 use crate::lora::peft::load_peft;
 use crate::runtime::{LoadedModel, TextGenerator};
+use crate::test_support::max_abs_diff;
 use candle_core::Device;
 use soup_evals::datasets::MathItem;
 use soup_evals::driver::{evaluate, EvalOptions, EvalRun, QuestionRecord};
@@ -115,7 +116,7 @@ fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
 }
 
 /// The last position's logits of `ids` run alone, without any cache: (vocab,).
-fn alone(model: &LoadedModel, stack: &AdapterStack, ids: &[u32]) -> Vec<f32> {
+fn alone(model: &LoadedModel, stack: &AdapterStack, ids: &[u32]) -> Tensor {
     let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
     let fi = ForwardInput {
         last_only: true,
@@ -127,16 +128,6 @@ fn alone(model: &LoadedModel, stack: &AdapterStack, ids: &[u32]) -> Vec<f32> {
         .unwrap()
         .flatten_all()
         .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -162,8 +153,7 @@ fn a_shared_prefix_gives_the_logits_of_each_prompt_run_alone() {
         let (cache, mask, logits) =
             prefill(&model.model, &stack, Some(&prefix), &[p.as_slice()], 0).unwrap();
         assert_eq!(cache.shared_len(), shared.len());
-        let got: Vec<f32> = logits.get(0).unwrap().to_vec1().unwrap();
-        let d = max_diff(&got, &alone(&model, &stack, p));
+        let d = max_abs_diff(&logits.get(0).unwrap(), &alone(&model, &stack, p));
         assert!(d < 1e-4, "prefill of prompt {k}: max logit difference {d}");
         batch.join(cache, mask).unwrap();
     }
@@ -187,14 +177,8 @@ fn a_shared_prefix_gives_the_logits_of_each_prompt_run_alone() {
             .unwrap();
         for (k, &r) in live.iter().enumerate() {
             prompts[r].push(next[k]);
-            let got: Vec<f32> = logits
-                .get(k)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let d = max_diff(&got, &alone(&model, &stack, &prompts[r]));
+            let got = logits.get(k).unwrap().flatten_all().unwrap();
+            let d = max_abs_diff(&got, &alone(&model, &stack, &prompts[r]));
             assert!(
                 d < 1e-4,
                 "decode step {step}, row {r}: max logit difference {d}"
