@@ -8,8 +8,9 @@
 //! are variables (LoRA training), the stack's coefficients theirs only when they are learned
 //! (CAT). `Mode::Train`'s graph stays as the reference this is tested against.
 
+use super::fused;
 use super::llama::{Frame, Llama, Mode, Projection};
-use super::ops;
+use super::products::{batched_matmul, ProductSum};
 use crate::error::{CoreError, Result};
 use crate::lora::stack::Coefficient;
 use crate::lora::{AdapterStack, Module, ALL_MODULES};
@@ -122,21 +123,23 @@ impl Llama {
         let rep = nh / nkv;
         let eps = self.cfg.rms_norm_eps;
         let lora = tape.lora;
-        let back = |g: &Tensor, m: Module, x: &Tensor, grads: &mut StackGrads, input_grad| {
+        let back = |g: &Tensor,
+                    m: Module,
+                    x: &Tensor,
+                    grads: &mut StackGrads,
+                    gx: Option<&mut Option<ProductSum>>| {
             let site = Site {
                 layer: l,
                 module: m,
                 stack,
                 mode,
             };
-            site.backward(
-                layer.projection(m),
-                x,
-                g,
-                &lora[m.index()],
-                grads,
-                input_grad,
-            )
+            site.backward(layer.projection(m), x, g, &lora[m.index()], grads, gx)
+        };
+        // The input gradient of one projection, or the sum of several's.
+        let input_grad_of = |sum: Option<ProductSum>| -> Result<Tensor> {
+            sum.ok_or_else(|| CoreError::Internal("no input gradient was summed".into()))?
+                .finish(gy.device())
         };
         let flat = |t: &Tensor| -> Result<Tensor> {
             let last = t.dims().last().copied().unwrap_or(1);
@@ -148,24 +151,26 @@ impl Llama {
         let x2 = flat(&taped(tape.x2, "residual")?)?;
         let gate = flat(&taped(tape.gate, "gate")?)?;
         let up = flat(&taped(tape.up, "up")?)?;
-        let sig = candle_nn::ops::sigmoid(&gate)?;
-        let silu = (&gate * &sig)?;
-        let act = (&silu * &up)?;
-        let g_act = back(&gy, Module::Down, &act, grads, true)?.expect("asked for");
+        let act = fused::swiglu(&gate, &up)?;
+        let mut g_act = None;
+        back(&gy, Module::Down, &act, grads, Some(&mut g_act))?;
+        let g_act = input_grad_of(g_act)?;
         drop(act);
-        let g_up = (&g_act * &silu)?;
-        // silu'(x) = σ(x) (1 + x (1 − σ(x)))
-        let dsilu = ((&gate * sig.affine(-1.0, 1.0)?)? + 1.0)?.mul(&sig)?;
-        let g_gate = ((g_act * up)? * dsilu)?;
+        let (g_gate, g_up) = fused::swiglu_backward(&gate, &up, &g_act)?;
+        drop((gate, up, g_act));
         let h2 = candle_nn::ops::rms_norm(&x2, &layer.post_norm, eps as f32)?;
-        let g_h2 = (back(&g_gate, Module::Gate, &h2, grads, true)?.expect("asked for")
-            + back(&g_up, Module::Up, &h2, grads, true)?.expect("asked for"))?;
-        let g_x2 = (gy + ops::rms_norm_backward(&x2, &layer.post_norm, eps, &g_h2)?)?;
+        let mut g_h2 = None;
+        back(&g_gate, Module::Gate, &h2, grads, Some(&mut g_h2))?;
+        back(&g_up, Module::Up, &h2, grads, Some(&mut g_h2))?;
+        let g_h2 = input_grad_of(g_h2)?;
+        let g_x2 = fused::rms_norm_backward(&x2, &layer.post_norm, eps, &g_h2, Some(&gy))?;
 
         // Attention, in the forward's grouped layout: the rep query heads of a kv head are
         // stacked along the sequence axis. q5, g_o: (b, nkv, rep * s, d); probs: (.., t).
         let attn = flat(&taped(tape.attn, "attention output")?)?;
-        let g_attn = back(&g_x2, Module::O, &attn, grads, true)?.expect("asked for");
+        let mut g_attn = None;
+        back(&g_x2, Module::O, &attn, grads, Some(&mut g_attn))?;
+        let g_attn = input_grad_of(g_attn)?;
         let g_o = g_attn
             .reshape((b, s, nh, d))?
             .transpose(1, 2)?
@@ -176,13 +181,13 @@ impl Llama {
         let v = taped(tape.v, "values")?;
         let t = k.dims()[2];
         let probs = taped(tape.probs, "attention probabilities")?.reshape((b, nkv, rep * s, t))?;
-        let g_probs = g_o.matmul(&v.t()?)?;
-        let g_v = probs.t()?.matmul(&g_o)?;
-        let g_scores = ops::softmax_backward(&probs, &g_probs, 1.0 / (d as f64).sqrt())?;
+        let g_probs = batched_matmul(&g_o, &v.t()?)?;
+        let g_v = batched_matmul(&probs.t()?, &g_o)?;
+        let g_scores = fused::softmax_backward(&probs, &g_probs, 1.0 / (d as f64).sqrt())?;
         drop((probs, g_probs));
         let q5 = q.reshape((b, nkv, rep * s, d))?;
-        let g_q = g_scores.matmul(&k)?.reshape((b, nh, s, d))?;
-        let g_k = g_scores.t()?.matmul(&q5)?;
+        let g_q = batched_matmul(&g_scores, &k)?.reshape((b, nh, s, d))?;
+        let g_k = batched_matmul(&g_scores.t()?, &q5)?;
         // rope is a rotation: its backward rotates back.
         let neg_sin = frame.sin.neg()?;
         let unrope = |g: &Tensor| candle_nn::rotary_emb::rope(g, &frame.cos, &neg_sin);
@@ -194,14 +199,15 @@ impl Llama {
         let g_v = heads_last(g_v, nkv)?;
         let x = flat(&taped(tape.x, "input")?)?;
         let h1 = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps as f32)?;
-        let gq = back(&g_q, Module::Q, &h1, grads, input_grad)?;
-        let gk = back(&g_k, Module::K, &h1, grads, input_grad)?;
-        let gv = back(&g_v, Module::V, &h1, grads, input_grad)?;
-        let (Some(gq), Some(gk), Some(gv)) = (gq, gk, gv) else {
+        let mut g_h1 = None;
+        for (g, m) in [(&g_q, Module::Q), (&g_k, Module::K), (&g_v, Module::V)] {
+            back(g, m, &h1, grads, input_grad.then_some(&mut g_h1))?;
+        }
+        if !input_grad {
             return Ok(None);
-        };
-        let g_h1 = ((gq + gk)? + gv)?;
-        let gx = (g_x2 + ops::rms_norm_backward(&x, &layer.input_norm, eps, &g_h1)?)?;
+        }
+        let g_h1 = input_grad_of(g_h1)?;
+        let gx = fused::rms_norm_backward(&x, &layer.input_norm, eps, &g_h1, Some(&g_x2))?;
         Ok(Some(gx.reshape((b, s, hidden))?))
     }
 
@@ -231,11 +237,12 @@ impl Llama {
             let xs = x.index_select(&rows, 0)?;
             let hn = candle_nn::ops::rms_norm(&xs, &self.norm, eps as f32)?;
             let logits = hn.matmul(&lm_head.t()?)?.to_dtype(DType::F32)?;
-            let (nll, g) = ops::cross_entropy_with_grad(&logits, &labels.narrow(0, start, len)?)?;
+            let labels = labels.narrow(0, start, len)?;
+            let (nll, g) = fused::cross_entropy_with_grad(&logits, &labels, scale / n as f64)?;
             loss += nll.sum_all()?.to_scalar::<f32>()? as f64;
-            let g = (g * (scale / n as f64))?.to_dtype(x.dtype())?;
+            let g = g.to_dtype(x.dtype())?;
             let g_hn = g.matmul(&lm_head)?;
-            let g_xs = ops::rms_norm_backward(&xs, &self.norm, eps, &g_hn)?;
+            let g_xs = fused::rms_norm_backward(&xs, &self.norm, eps, &g_hn, None)?;
             gx = gx.index_add(&rows, &g_xs, 0)?;
         }
         Ok((loss / n as f64, gx.reshape((b, s, hidden))?))
@@ -253,7 +260,8 @@ struct Site<'a> {
 impl Site<'_> {
     /// The backward of the projection y = x Wᵀ + Σ cᵢ · drop(x) Aᵢᵀ Bᵢᵀ: g (n, out) is the
     /// gradient of y, x (n, in) its input, `us` each adapter's drop(x) Aᵢᵀ (n, r). Adds the
-    /// adapters' gradients to `grads`; returns x's (when `input_grad`).
+    /// adapters' gradients to `grads`, and x's to the sum in `gx` (started there when empty;
+    /// not computed when `gx` is `None`).
     fn backward(
         &self,
         p: &Projection,
@@ -261,14 +269,18 @@ impl Site<'_> {
         g: &Tensor,
         us: &[Tensor],
         grads: &mut StackGrads,
-        input_grad: bool,
-    ) -> Result<Option<Tensor>> {
+        gx: Option<&mut Option<ProductSum>>,
+    ) -> Result<()> {
         let dt = g.dtype();
         let dropout = self.mode.lora_dropout(self.layer, self.module);
-        let mut gx = if input_grad {
-            Some(g.matmul(&p.weight.to_dtype(dt)?)?)
-        } else {
-            None
+        let weight = p.weight.to_dtype(dt)?;
+        let mut gx = match gx {
+            Some(Some(sum)) => {
+                sum.add(g, &weight, 1.0)?;
+                Some(sum)
+            }
+            Some(slot) => Some(slot.insert(ProductSum::new(g, &weight)?)),
+            None => None,
         };
         let pairs = self.stack.at(self.layer, self.module)?;
         if pairs.len() != us.len() {
@@ -312,14 +324,14 @@ impl Site<'_> {
                 grads.add_factor(&pair.a, gu.t()?.matmul(&xd)?)?;
             }
             if let Some(acc) = gx.as_mut() {
-                let gi = gu.matmul(&a)?;
-                let gi = match dropout {
-                    Some((p, seed)) => super::dropout::apply(&gi, p, seed)?,
-                    None => gi,
-                };
-                *acc = (&*acc + gi)?;
+                match dropout {
+                    Some((p, seed)) => {
+                        acc.add_tensor(&super::dropout::apply(&gu.matmul(&a)?, p, seed)?)?
+                    }
+                    None => acc.add(&gu, &a, 1.0)?,
+                }
             }
         }
-        Ok(gx)
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 use super::backward::LayerTape;
 use super::config::ModelConfig;
 use super::ops;
+use super::products::ProductSum;
 use crate::error::{CoreError, Result};
 use crate::lora::stack::Coefficient;
 use crate::lora::{AdapterStack, Module};
@@ -631,7 +632,11 @@ impl Llama {
             &ctx,
             lora_slot(&mut tape, Module::Up),
         )?;
-        let act = (gate.silu()? * &up)?;
+        let act = if mode.differentiable() {
+            (gate.silu()? * &up)?
+        } else {
+            super::fused::swiglu(&gate, &up)?
+        };
         let h = project(
             &act,
             &layer.down,
@@ -774,7 +779,16 @@ impl Llama {
         let scale = 1.0 / (d as f64).sqrt();
         // scores: (b, nkv, rep, s, p + t), the shared prefix's columns first; mask:
         // (b, 1, 1, s, p + t)
-        let own_scores = q5.matmul(&k.t()?)?;
+        // The graph's products for training's reference path; elsewhere the batch of small
+        // products is split over threads.
+        let mm = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+            if ctx.mode.differentiable() {
+                Ok(a.matmul(b)?)
+            } else {
+                super::products::batched_matmul(a, b)
+            }
+        };
+        let own_scores = mm(&q5, &k.t()?)?;
         let scores = match &shared {
             Some((pk, _)) => {
                 let ps = shared_product(&q5, &pk.t()?)?;
@@ -787,20 +801,15 @@ impl Llama {
         let probs = if ctx.mode.differentiable() {
             ops::masked_softmax(&scores, mask.as_ref(), scale)?
         } else {
-            let scores = (scores * scale)?;
-            let scores = match &mask {
-                Some(m) => scores.broadcast_add(m)?,
-                None => scores,
-            };
-            candle_nn::ops::softmax_last_dim(&scores)?
+            super::fused::masked_softmax(&scores, mask.as_ref(), scale)?
         };
         let flat = probs.reshape((b, nkv, rep * s, p + t))?;
         let out = match &shared {
             Some((_, pv)) => {
-                let own = flat.narrow(3, p, t)?.contiguous()?.matmul(&v)?;
+                let own = mm(&flat.narrow(3, p, t)?, &v)?;
                 (shared_product(&flat.narrow(3, 0, p)?, pv)? + own)?
             }
-            None => flat.matmul(&v)?,
+            None => mm(&flat, &v)?,
         };
         // (b, nh, s, d) → (b, s, nh * d)
         let out = out
@@ -855,6 +864,9 @@ fn project(
 ) -> Result<Tensor> {
     let (b, s, n_in) = x.dims3()?;
     let x2 = x.reshape((b * s, n_in))?;
+    if !ctx.mode.differentiable() && b * s > super::linear::STREAM_MAX_ROWS {
+        return Ok(project_many_rows(&x2, p, m, ctx, tape)?.reshape((b, s, p.out_features()))?);
+    }
     let mut y = if ctx.mode.differentiable() {
         ops::frozen_linear(&x2, &p.weight)?
     } else {
@@ -896,6 +908,44 @@ fn project(
         };
     }
     Ok(y.reshape((b, s, p.out_features()))?)
+}
+
+/// [`project`] without a graph on many rows (a prompt's prefill, training's forward), x:
+/// (n, in) → (n, out): each adapter's product is added into the frozen one's buffer, with its
+/// coefficient applied to x Aᵀ (n, r) rather than to its (n, out) output.
+fn project_many_rows(
+    x: &Tensor,
+    p: &Projection,
+    m: Module,
+    ctx: &LayerCtx,
+    mut tape: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let dt = x.dtype();
+    let mut y = ProductSum::new(x, &p.weight.to_dtype(dt)?.t()?)?;
+    for (pair, coef) in ctx.stack.at(ctx.layer, m)? {
+        let xin = match ctx.mode.lora_dropout(ctx.layer, m) {
+            Some((p, seed)) => super::dropout::apply(x, p, seed)?,
+            None => x.clone(),
+        };
+        // (n, in) → (n, r)
+        let u = xin.matmul(&pair.a.detach().to_dtype(dt)?.t()?)?;
+        let b = pair.b.detach().to_dtype(dt)?;
+        match coef {
+            Coefficient::Const(c) => y.add(&u, &b.t()?, c)?,
+            Coefficient::Tensor(c) => {
+                let uc = u.broadcast_mul(&c.detach().to_dtype(dt)?)?;
+                y.add(&uc, &b.t()?, 1.0)?
+            }
+        }
+        if let Some(t) = tape.as_deref_mut() {
+            t.push(u);
+        }
+    }
+    let y = y.finish(x.device())?;
+    Ok(match &p.bias {
+        Some(bias) => y.broadcast_add(bias)?,
+        None => y,
+    })
 }
 
 /// Where a taped forward records the adapters' inputs of module `m`.

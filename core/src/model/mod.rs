@@ -5,6 +5,7 @@ pub mod config;
 mod dropout;
 pub mod fetch;
 pub mod finite;
+pub mod fused;
 #[cfg(test)]
 mod fuzz;
 pub mod gguf;
@@ -12,6 +13,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub(crate) mod ops;
+pub mod products;
 pub mod tokenizer;
 
 pub use backward::{LayerTape, StackGrads};

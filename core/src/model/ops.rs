@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CudaStorage, Layout, Shape, Storage, Tensor};
 
 type Backward = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync;
 
@@ -90,12 +90,7 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// softmax(scale · scores + mask) over the last axis, scores: (..., t), mask broadcastable
 /// to scores and frozen. Backward: scale · p ⊙ (g − Σ g ⊙ p).
 pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-    let z = (scores.detach() * scale)?;
-    let z = match mask {
-        Some(m) => z.broadcast_add(m)?,
-        None => z,
-    };
-    let p = candle_nn::ops::softmax_last_dim(&z)?;
+    let p = super::fused::masked_softmax(&scores.detach(), mask, scale)?;
     let saved = p.clone();
     WithBackward::apply(scores, p, "masked-softmax", move |_, g| {
         softmax_backward(&saved, g, scale)
@@ -105,9 +100,7 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res
 /// The gradient of the scores of [`masked_softmax`] from its result p and the result's
 /// gradient g: scale · p ⊙ (g − Σ g ⊙ p).
 pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    let gp = (g * p)?;
-    let dot = gp.sum_keepdim(D::Minus1)?;
-    (gp - p.broadcast_mul(&dot)?)? * scale
+    super::fused::softmax_backward(p, g, scale).map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 /// rms_norm(x) · w over the last axis, w frozen. Backward, with r = 1/√(mean x² + eps) and
@@ -127,15 +120,8 @@ pub fn rms_norm_backward(
     eps: f64,
     g: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let dt = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let u = g
-        .to_dtype(DType::F32)?
-        .broadcast_mul(&w.to_dtype(DType::F32)?)?;
-    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    let m = (&u * &x)?.mean_keepdim(D::Minus1)?;
-    let dx = (u - x.broadcast_mul(&(m * r.sqr()?)?)?)?.broadcast_mul(&r)?;
-    dx.to_dtype(dt)
+    super::fused::rms_norm_backward(x, w, eps, g, None)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 /// HF's rotate-half rotary embedding of x: (b, h, s, d) with cos, sin: (b, s, d/2). A rotation
@@ -149,24 +135,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Each row's cross-entropy of logits x (n, vocab) against labels (n) u32, and its gradient
-/// with respect to the logits, softmax(x) − one-hot: (n), (n, vocab), in a few passes.
-pub fn cross_entropy_with_grad(x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
-    let labels = labels.unsqueeze(1)?;
-    let max = x.max_keepdim(D::Minus1)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    let nll = ((sum.log()? + max)? - x.gather(&labels, 1)?)?.squeeze(1)?;
-    let p = e.broadcast_div(&sum)?;
-    let minus_one = Tensor::full(-1f32, labels.dims(), x.device())?.to_dtype(p.dtype())?;
-    p.scatter_add_set(&labels, &minus_one, 1)?;
-    Ok((nll, p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Var, D};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         use rand::{Rng, SeedableRng};
@@ -204,7 +176,8 @@ mod tests {
 
     /// [`cross_entropy_with_grad`] joined to a graph, for `check`.
     fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let (nll, grad) = cross_entropy_with_grad(&logits.detach(), labels)?;
+        let (nll, grad) =
+            super::super::fused::cross_entropy_with_grad(&logits.detach(), labels, 1.0)?;
         WithBackward::apply(logits, nll, "cross-entropy", move |_, g| {
             grad.broadcast_mul(&g.unsqueeze(1)?)
         })
