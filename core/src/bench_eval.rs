@@ -37,7 +37,7 @@ impl Default for EvalBenchOptions {
         EvalBenchOptions {
             questions: 32,
             reps: 3,
-            batch_size: 16,
+            batch_size: 32,
             max_new_tokens: 160,
             shots: 3,
         }

@@ -512,11 +512,27 @@ fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<sou
         status: Some(RunStatus::Done),
         ..Default::default()
     })?;
+    let wanted = eval_identity(spec);
     Ok(runs
         .items
         .into_iter()
-        .find(|r| r.kind == RunKind::Eval && &r.spec == spec)
+        .find(|r| r.kind == RunKind::Eval && eval_identity(&r.spec) == wanted)
         .map(|r| r.id))
+}
+
+/// What makes two evaluations the same: the spec without its decoding batch size, which says
+/// how many questions are decoded at once, not what is asked or how it is graded (a default
+/// that grows, as it did from 16 to 32, must not make a recipe redo its finished evaluations).
+fn eval_identity(spec: &serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        if let serde_json::Value::Object(map) = v {
+            map.remove("batch_size");
+            map.values_mut().for_each(strip);
+        }
+    }
+    let mut v = spec.clone();
+    strip(&mut v);
+    v
 }
 
 impl Recipe {
@@ -1238,6 +1254,25 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished evaluation decoded at another batch size is the same evaluation; one that
+    /// asked anything else (more questions, another task) is not.
+    #[test]
+    fn an_evaluation_is_the_same_whatever_its_decoding_batch() {
+        let job = |f: fn(&mut EvalJob)| {
+            let mut j = EvalJob::new(
+                "default",
+                EvalTarget::Base,
+                task_of("code-math").unwrap(),
+                DataSource::Builtin("codemath-test".into()),
+            );
+            f(&mut j);
+            eval_identity(&serde_json::to_value(JobSpec::Eval(j)).unwrap())
+        };
+        assert_eq!(job(|j| j.batch_size = 16), job(|j| j.batch_size = 32));
+        assert_ne!(job(|j| j.batch_size = 16), job(|j| j.limit = Some(10)));
+        assert_ne!(job(|_| {}), job(|j| j.max_new_tokens = 64));
+    }
 
     /// The game recipe runs on files soup does not ship: it names the flags that supply them
     /// before anything runs, and plans once they are given.

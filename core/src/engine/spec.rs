@@ -385,7 +385,7 @@ impl EvalJob {
             data,
             limit: None,
             sample_seed: None,
-            batch_size: 16,
+            batch_size: 32,
             max_new_tokens: 160,
             shots: 3,
             chat: None,

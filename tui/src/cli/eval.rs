@@ -134,7 +134,7 @@ pub struct EvalArgs {
     /// Grade the first N questions only (default: all).
     #[arg(long)]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 160)]
     max_new_tokens: usize,
