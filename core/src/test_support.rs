@@ -19,3 +19,13 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A CPU f32 tensor of `shape` with elements drawn uniformly from [-bound, bound), the same for
+/// the same seed.
+pub fn uniform(shape: &[usize], bound: f32, seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
+}

@@ -361,11 +361,7 @@ mod tests {
     use candle_core::{Device, IndexOp};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-4.0f32..4.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::test_support::uniform(shape, 4.0, seed)
     }
 
     /// A causal mask with padded keys, as the decoder builds it: (b, 1, 1, s, t).

@@ -141,11 +141,7 @@ mod tests {
     use candle_core::{Device, Var, D};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::test_support::uniform(shape, 1.0, seed)
     }
 
     /// The op's value and input gradient (under the weighting `probe`) against candle's

@@ -259,12 +259,7 @@ mod tests {
     use crate::test_support::max_abs_diff;
 
     fn random(shape: (usize, usize), seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| rng.gen_range(-1f32..1.0))
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::test_support::uniform(&[shape.0, shape.1], 1.0, seed)
     }
 
     /// Batched products of contiguous and transposed (strided) operands, with 1 and 2 batch
