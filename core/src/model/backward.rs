@@ -139,7 +139,7 @@ impl Llama {
         // The input gradient of one projection, or the sum of several's.
         let input_grad_of = |sum: Option<ProductSum>| -> Result<Tensor> {
             sum.ok_or_else(|| CoreError::Internal("no input gradient was summed".into()))?
-                .finish(gy.device())
+                .finish()
         };
         let flat = |t: &Tensor| -> Result<Tensor> {
             let last = t.dims().last().copied().unwrap_or(1);

@@ -34,8 +34,10 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
     slices.map(|s| f(&s))
 }
 
-/// softmax(scale · scores + mask) over the last axis. scores: (b, ..., s, t); mask: (b or 1,
-/// 1, ..., s, t) or (b or 1, t) with size 1 on every axis in between, additive and frozen.
+/// softmax(scale · scores + mask) over the last axis. scores: (b, ..., s, t); mask: additive
+/// and frozen, broadcastable to the scores. The kernel takes a mask of the scores' rank that
+/// varies at most by batch row and query position, (b or 1, 1, ..., s or 1, t), as the decoder
+/// builds it; any other goes to the composite.
 /// The CPU kernel gives the composite's result bit for bit: the same operations in the same
 /// order, with the exp of an underflowing score skipped (it is 0).
 pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
@@ -62,6 +64,7 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res
         (mb, ms, m.elem_count())
     });
     let kernel_fits = dims.len() >= 2
+        && t > 0
         && mask.is_none_or(|m| m.rank() == dims.len())
         && match mask_shape {
             None => true,
@@ -134,7 +137,7 @@ fn softmax_row(x: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
 /// gradient g (both (..., t)): scale · p ⊙ (g − Σ g ⊙ p), one row at a time.
 pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> Result<Tensor> {
     let t = p.dims().last().copied().unwrap_or(1);
-    if p.dims() == g.dims() {
+    if p.dims() == g.dims() && t > 0 {
         let run = |v: &[&[f32]]| {
             let (p, g) = (v[0], v[1]);
             let mut out = vec![0f32; p.len()];
@@ -228,8 +231,10 @@ pub fn rms_norm_backward(
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     let h = x.dims().last().copied().unwrap_or(1);
-    let shapes_fit =
-        g.dims() == x.dims() && w.dims() == [h] && residual.is_none_or(|r| r.dims() == x.dims());
+    let shapes_fit = h > 0
+        && g.dims() == x.dims()
+        && w.dims() == [h]
+        && residual.is_none_or(|r| r.dims() == x.dims());
     if shapes_fit {
         let run = |v: &[&[f32]]| {
             let (x, w, g, res) = (v[0], v[1], v[2], v.get(3).copied());
@@ -291,7 +296,8 @@ pub fn cross_entropy_with_grad(
     grad_scale: f64,
 ) -> Result<(Tensor, Tensor)> {
     let (n, vocab) = x.dims2()?;
-    if labels.dims() == [n] && labels.dtype() == DType::U32 && labels.device().is_cpu() {
+    let kernel_fits = vocab > 0 && labels.dims() == [n] && labels.dtype() == DType::U32;
+    if kernel_fits && labels.device().is_cpu() {
         let labels_v = labels.to_vec1::<u32>()?;
         if let Some(&bad) = labels_v.iter().find(|&&l| l as usize >= vocab) {
             return Err(crate::error::CoreError::tensor(

@@ -941,7 +941,7 @@ fn project_many_rows(
             t.push(u);
         }
     }
-    let y = y.finish(x.device())?;
+    let y = y.finish()?;
     Ok(match &p.bias {
         Some(bias) => y.broadcast_add(bias)?,
         None => y,

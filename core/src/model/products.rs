@@ -47,7 +47,13 @@ impl ProductSum {
     /// Adds a tensor of the sum's shape (a term that is not a plain product).
     pub fn add_tensor(&mut self, t: &Tensor) -> Result<()> {
         match self {
-            ProductSum::Cpu { data, .. } => {
+            ProductSum::Cpu { data, m, n } => {
+                if t.dims() != [*m, *n] {
+                    return Err(crate::error::CoreError::tensor(
+                        "a term of a product sum",
+                        format!("has shape {:?}, expected ({m}, {n})", t.dims()),
+                    ));
+                }
                 let t = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 for (d, v) in data.iter_mut().zip(t) {
                     *d += v;
@@ -58,10 +64,10 @@ impl ProductSum {
         Ok(())
     }
 
-    /// The sum as a tensor; `device` is where a CPU sum's operands lived.
-    pub fn finish(self, device: &Device) -> Result<Tensor> {
+    /// The sum as a tensor.
+    pub fn finish(self) -> Result<Tensor> {
         Ok(match self {
-            ProductSum::Cpu { data, m, n } => Tensor::from_vec(data, (m, n), device)?,
+            ProductSum::Cpu { data, m, n } => Tensor::from_vec(data, (m, n), &Device::Cpu)?,
             ProductSum::Tensors(t) => t,
         })
     }
@@ -262,6 +268,13 @@ mod tests {
         crate::test_support::uniform(&[shape.0, shape.1], 1.0, seed)
     }
 
+    #[test]
+    fn a_term_of_the_wrong_shape_is_refused() {
+        let mut sum = ProductSum::new(&random((6, 5), 1), &random((5, 4), 2)).unwrap();
+        let err = sum.add_tensor(&random((6, 3), 3)).unwrap_err().to_string();
+        assert!(err.contains("(6, 4)"), "{err}");
+    }
+
     /// Batched products of contiguous and transposed (strided) operands, with 1 and 2 batch
     /// dims, equal candle's matmul.
     #[test]
@@ -288,7 +301,7 @@ mod tests {
         let x = random((37, 20), 1);
         let w = random((29, 20), 2); // used as wᵀ: (20, 29)
         let u = random((37, 4), 3);
-        let b_wide = random((29, 9), 4); // its first 4 columns, transposed: (4, 29)
+        let b_wide = random((29, 9), 4); // 4 of its columns (an offset view), transposed: (4, 29)
         let b = b_wide.narrow(1, 2, 4).unwrap();
         let extra = random((37, 29), 5);
         let want = ((x.matmul(&w.t().unwrap()).unwrap()
@@ -302,11 +315,7 @@ mod tests {
             sum.add(&c(&u), &c(&b).t().unwrap(), 0.5).unwrap();
             sum.add_tensor(&c(&extra)).unwrap();
             assert_eq!(matches!(sum, ProductSum::Cpu { .. }), dt == DType::F32);
-            let got = sum
-                .finish(&Device::Cpu)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap();
+            let got = sum.finish().unwrap().to_dtype(DType::F32).unwrap();
             assert!(
                 max_abs_diff(&got, &want) < 1e-4,
                 "{dt:?}: {}",
