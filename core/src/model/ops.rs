@@ -11,7 +11,7 @@ use crate::error::Result;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, Layout, Shape, Storage, Tensor};
 
-type Backward = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync;
+type Backward = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
 
 /// A result computed without a graph, attached to the graph of `input`: the forward returns
 /// (a copy of) `result`, the backward maps the result's gradient to the input's with `grad`,
@@ -27,7 +27,7 @@ impl WithBackward {
         input: &Tensor,
         result: Tensor,
         name: &'static str,
-        grad: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
+        grad: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         if !input.track_op() {
             return Ok(result);
@@ -74,7 +74,8 @@ impl candle_core::CustomOp1 for WithBackward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some((self.grad)(arg, grad)?))
+        let g = (self.grad)(arg, grad).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Some(g))
     }
 }
 
@@ -84,7 +85,7 @@ impl candle_core::CustomOp1 for WithBackward {
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let w = w.to_dtype(x.dtype())?;
     let y = x.detach().matmul(&w.t()?)?;
-    WithBackward::apply(x, y, "frozen-linear", move |_, g| g.matmul(&w))
+    WithBackward::apply(x, y, "frozen-linear", move |_, g| Ok(g.matmul(&w)?))
 }
 
 /// softmax(scale · scores + mask) over the last axis, scores: (..., t), mask broadcastable
@@ -93,14 +94,8 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res
     let p = super::fused::masked_softmax(&scores.detach(), mask, scale)?;
     let saved = p.clone();
     WithBackward::apply(scores, p, "masked-softmax", move |_, g| {
-        softmax_backward(&saved, g, scale)
+        super::fused::softmax_backward(&saved, g, scale)
     })
-}
-
-/// The gradient of the scores of [`masked_softmax`] from its result p and the result's
-/// gradient g: scale · p ⊙ (g − Σ g ⊙ p).
-pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    super::fused::softmax_backward(p, g, scale).map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 /// rms_norm(x) · w over the last axis, w frozen. Backward, with r = 1/√(mean x² + eps) and
@@ -109,19 +104,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let y = candle_nn::ops::rms_norm(&x.detach().contiguous()?, w, eps as f32)?;
     let w = w.clone();
     WithBackward::apply(x, y, "rms-norm", move |x, g| {
-        rms_norm_backward(x, &w, eps, g)
+        super::fused::rms_norm_backward(x, &w, eps, g, None)
     })
-}
-
-/// The gradient of x in [`rms_norm`] given the result's gradient g.
-pub fn rms_norm_backward(
-    x: &Tensor,
-    w: &Tensor,
-    eps: f64,
-    g: &Tensor,
-) -> candle_core::Result<Tensor> {
-    super::fused::rms_norm_backward(x, w, eps, g, None)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 /// HF's rotate-half rotary embedding of x: (b, h, s, d) with cos, sin: (b, s, d/2). A rotation
@@ -131,7 +115,11 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, &cos, &sin)?;
     let neg_sin = sin.neg()?;
     WithBackward::apply(x, y, "rope", move |_, g| {
-        candle_nn::rotary_emb::rope(&g.contiguous()?, &cos, &neg_sin)
+        Ok(candle_nn::rotary_emb::rope(
+            &g.contiguous()?,
+            &cos,
+            &neg_sin,
+        )?)
     })
 }
 
@@ -175,7 +163,7 @@ mod tests {
         let (nll, grad) =
             super::super::fused::cross_entropy_with_grad(&logits.detach(), labels, 1.0)?;
         WithBackward::apply(logits, nll, "cross-entropy", move |_, g| {
-            grad.broadcast_mul(&g.unsqueeze(1)?)
+            Ok(grad.broadcast_mul(&g.unsqueeze(1)?)?)
         })
     }
 
