@@ -8,6 +8,7 @@
 //! are variables (LoRA training), the stack's coefficients theirs only when they are learned
 //! (CAT). `Mode::Train`'s graph stays as the reference this is tested against.
 
+use super::attention;
 use super::fused;
 use super::llama::{Frame, Llama, Mode, Projection};
 use super::products::{batched_matmul, ProductSum};
@@ -181,13 +182,28 @@ impl Llama {
         let v = taped(tape.v, "values")?;
         let t = k.dims()[2];
         let probs = taped(tape.probs, "attention probabilities")?.reshape((b, nkv, rep * s, t))?;
-        let g_probs = batched_matmul(&g_o, &v.t()?)?;
-        let g_v = batched_matmul(&probs.t()?, &g_o)?;
-        let g_scores = fused::softmax_backward(&probs, &g_probs, 1.0 / (d as f64).sqrt())?;
-        drop((probs, g_probs));
         let q5 = q.reshape((b, nkv, rep * s, d))?;
-        let g_q = batched_matmul(&g_scores, &k)?.reshape((b, nh, s, d))?;
-        let g_k = batched_matmul(&g_scores.t()?, &q5)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        // Without cached positions the probabilities are 0 after each query's position, and
+        // the blocked kernel skips that half.
+        let causal = if frame.causal && t == s {
+            attention::causal_backward(&q5, &k, &v, &probs, &g_o, scale)?
+        } else {
+            None
+        };
+        let (g_q, g_k, g_v) = match causal {
+            Some(done) => done,
+            None => {
+                let g_probs = batched_matmul(&g_o, &v.t()?)?;
+                let g_v = batched_matmul(&probs.t()?, &g_o)?;
+                let g_scores = fused::softmax_backward(&probs, &g_probs, scale)?;
+                drop((probs, g_probs));
+                let g_q = batched_matmul(&g_scores, &k)?;
+                let g_k = batched_matmul(&g_scores.t()?, &q5)?;
+                (g_q, g_k, g_v)
+            }
+        };
+        let g_q = g_q.reshape((b, nh, s, d))?;
         // rope is a rotation: its backward rotates back.
         let neg_sin = frame.sin.neg()?;
         let unrope = |g: &Tensor| candle_nn::rotary_emb::rope(g, &frame.cos, &neg_sin);

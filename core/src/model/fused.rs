@@ -20,7 +20,7 @@ const EXP_UNDERFLOW: f32 = -104.0;
 const MIN_ROWS_PER_TASK: usize = 16;
 
 /// The contiguous f32 elements of a CPU tensor, or `None` where the fused kernels do not apply.
-fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+pub(super) fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     match storage {
         Storage::Cpu(CpuStorage::F32(v)) => layout.contiguous_offsets().map(|(a, b)| &v[a..b]),
         _ => None,
@@ -108,7 +108,7 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res
 }
 
 /// One row of [`masked_softmax`], in the composite's order of operations.
-fn softmax_row(x: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
+pub(super) fn softmax_row(x: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
     match mask {
         Some(m) => {
             for ((o, &xi), &mi) in out.iter_mut().zip(x).zip(m) {

@@ -71,6 +71,9 @@ pub struct Frame {
     pub(super) sin: Tensor,
     /// (b, 1, s, past + s), additive
     mask: Option<Tensor>,
+    /// Whether the call has no cached positions, so that `mask` masks every key after its
+    /// query and attention may skip them.
+    pub(super) causal: bool,
 }
 
 /// A frozen projection `y = x Wᵀ (+ b)`.
@@ -547,6 +550,7 @@ impl Llama {
             cos: self.cos.index_select(&flat, 0)?.reshape((b, s, half))?,
             sin: self.sin.index_select(&flat, 0)?.reshape((b, s, half))?,
             mask: self.attention_mask(b, s, past, input.key_mask.as_ref())?,
+            causal: past == 0 && s > 1,
         })
     }
 
@@ -772,44 +776,23 @@ impl Llama {
             ));
         }
         let t = k.dims()[2];
-        let p = shared.as_ref().map_or(0, |(pk, _)| pk.dims()[2]);
         // Grouped-query attention without copying keys: the rep query heads of one kv head
         // are stacked along the sequence axis. q5: (b, nkv, rep * s, d)
         let q5 = q.reshape((b, nkv, rep * s, d))?;
-        let scale = 1.0 / (d as f64).sqrt();
-        // scores: (b, nkv, rep, s, p + t), the shared prefix's columns first; mask:
-        // (b, 1, 1, s, p + t)
-        // The graph's products for training's reference path; elsewhere the batch of small
-        // products is split over threads.
-        let mm = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
-            if ctx.mode.differentiable() {
-                Ok(a.matmul(b)?)
-            } else {
-                super::products::batched_matmul(a, b)
+        // Without cached positions, the blocked causal kernel skips the masked half (on the
+        // CPU in f32, outside training's reference path).
+        let causal = match &frame.mask {
+            Some(mask)
+                if frame.causal && !ctx.mode.differentiable() && shared.is_none() && t == s =>
+            {
+                let scale = 1.0 / (d as f64).sqrt();
+                super::attention::causal_forward(&q5, &k, &v, mask, scale)?
             }
+            _ => None,
         };
-        let own_scores = mm(&q5, &k.t()?)?;
-        let scores = match &shared {
-            Some((pk, _)) => {
-                let ps = shared_product(&q5, &pk.t()?)?;
-                Tensor::cat(&[&ps, &own_scores], 3)?
-            }
-            None => own_scores,
-        }
-        .reshape((b, nkv, rep, s, p + t))?;
-        let mask = frame.mask.as_ref().map(|m| m.unsqueeze(1)).transpose()?;
-        let probs = if ctx.mode.differentiable() {
-            ops::masked_softmax(&scores, mask.as_ref(), scale)?
-        } else {
-            super::fused::masked_softmax(&scores, mask.as_ref(), scale)?
-        };
-        let flat = probs.reshape((b, nkv, rep * s, p + t))?;
-        let out = match &shared {
-            Some((_, pv)) => {
-                let own = mm(&flat.narrow(3, p, t)?, &v)?;
-                (shared_product(&flat.narrow(3, 0, p)?, pv)? + own)?
-            }
-            None => mm(&flat, &v)?,
+        let (probs, out) = match causal {
+            Some(done) => done,
+            None => self.plain_attention(&q5, &k, &v, shared.as_ref(), frame, ctx.mode)?,
         };
         // (b, nh, s, d) → (b, s, nh * d)
         let out = out
@@ -831,6 +814,61 @@ impl Llama {
             t.attn = Some(out);
         }
         Ok(y)
+    }
+
+    /// Attention's scores, softmax and product with the values in full: q5 (b, nkv, rep · s,
+    /// d) against a shared prefix's keys and values (if any) and this call's k, v (b, nkv, t,
+    /// d). Returns (probs (b, nkv, rep, s, p + t), out (b, nkv, rep · s, d)).
+    fn plain_attention(
+        &self,
+        q5: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        shared: Option<&(Tensor, Tensor)>,
+        frame: &Frame,
+        mode: Mode,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, nkv, rows, d) = q5.dims4()?;
+        let t = k.dims()[2];
+        let rep = self.cfg.num_attention_heads / nkv;
+        let s = rows / rep;
+        let p = shared.map_or(0, |(pk, _)| pk.dims()[2]);
+        let scale = 1.0 / (d as f64).sqrt();
+        // The graph's products for training's reference path; elsewhere the batch of small
+        // products is split over threads.
+        let mm = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+            if mode.differentiable() {
+                Ok(a.matmul(b)?)
+            } else {
+                super::products::batched_matmul(a, b)
+            }
+        };
+        // scores: (b, nkv, rep, s, p + t), the shared prefix's columns first; mask:
+        // (b, 1, 1, s, p + t)
+        let own_scores = mm(q5, &k.t()?)?;
+        let scores = match shared {
+            Some((pk, _)) => {
+                let ps = shared_product(q5, &pk.t()?)?;
+                Tensor::cat(&[&ps, &own_scores], 3)?
+            }
+            None => own_scores,
+        }
+        .reshape((b, nkv, rep, s, p + t))?;
+        let mask = frame.mask.as_ref().map(|m| m.unsqueeze(1)).transpose()?;
+        let probs = if mode.differentiable() {
+            ops::masked_softmax(&scores, mask.as_ref(), scale)?
+        } else {
+            super::fused::masked_softmax(&scores, mask.as_ref(), scale)?
+        };
+        let flat = probs.reshape((b, nkv, rep * s, p + t))?;
+        let out = match shared {
+            Some((_, pv)) => {
+                let own = mm(&flat.narrow(3, p, t)?, v)?;
+                (shared_product(&flat.narrow(3, 0, p)?, pv)? + own)?
+            }
+            None => mm(&flat, v)?,
+        };
+        Ok((probs, out))
     }
 }
 

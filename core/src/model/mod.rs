@@ -1,5 +1,6 @@
 //! The model: config parsing, the decoder, weight loading, tokenizer and the embedded default.
 
+pub mod attention;
 pub mod backward;
 pub mod config;
 mod dropout;

@@ -109,7 +109,16 @@ pub fn batched_matmul(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
             .enumerate()
             .try_for_each(|(i, dst)| {
                 let (l, r) = (lhs_op.at(i, ld), rhs_op.at(i, rd));
-                gemm_checked(dst, m, n, k, &l, &r, 1.0, false, gemm::Parallelism::None)
+                gemm_checked(
+                    dst,
+                    n,
+                    (m, n, k),
+                    &l,
+                    &r,
+                    1.0,
+                    false,
+                    gemm::Parallelism::None,
+                )
             })?;
     }
     let mut shape = ld[..rank - 2].to_vec();
@@ -157,14 +166,24 @@ impl<'a> Operand<'a> {
 }
 
 /// One matrix inside a storage.
-struct Matrix<'a> {
+pub(super) struct Matrix<'a> {
     data: &'a [f32],
     offset: usize,
     rs: usize,
     cs: usize,
 }
 
-impl Matrix<'_> {
+impl<'a> Matrix<'a> {
+    /// The matrix whose element (i, j) is `data[offset + i · rs + j · cs]`.
+    pub(super) fn new(data: &'a [f32], offset: usize, rs: usize, cs: usize) -> Self {
+        Matrix {
+            data,
+            offset,
+            rs,
+            cs,
+        }
+    }
+
     /// Whether every element of a (rows, cols) matrix at this place lies inside the storage.
     fn fits(&self, rows: usize, cols: usize) -> bool {
         let last = self.offset + (rows.max(1) - 1) * self.rs + (cols.max(1) - 1) * self.cs;
@@ -203,34 +222,62 @@ fn gemm_into(
     } else {
         gemm::Parallelism::None
     };
-    gemm_checked(dst, m, n, k, &l, &r, scale, accumulate, parallelism)
+    gemm_checked(dst, n, (m, n, k), &l, &r, scale, accumulate, parallelism)
 }
 
-/// gemm on matrices whose every element was checked to lie in its storage.
+/// dst (m, n), rows `dst_rs` apart ← (dst if `accumulate`) + lhs (m, k) · rhs (k, n), on the
+/// calling thread: for kernels that split their work over threads themselves.
+pub(super) fn gemm_serial(
+    dst: &mut [f32],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: &Matrix,
+    rhs: &Matrix,
+    accumulate: bool,
+) -> Result<()> {
+    let parallelism = gemm::Parallelism::None;
+    gemm_checked(
+        dst,
+        dst_rs,
+        (m, n, k),
+        lhs,
+        rhs,
+        1.0,
+        accumulate,
+        parallelism,
+    )
+}
+
+/// gemm on matrices whose every element was checked to lie in its storage; dst's rows are
+/// `dst_rs` apart.
 #[allow(clippy::too_many_arguments)]
 fn gemm_checked(
     dst: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
     lhs: &Matrix,
     rhs: &Matrix,
     scale: f32,
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) -> Result<()> {
-    if m * n == 0 || k == 0 {
+    if m * n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return Ok(());
     }
-    if dst.len() < m * n || !lhs.fits(m, k) || !rhs.fits(k, n) {
+    if dst_rs < n || dst.len() < (m - 1) * dst_rs + n || !lhs.fits(m, k) || !rhs.fits(k, n) {
         return Err(crate::error::CoreError::Internal(
             "products: an operand's layout reaches past its storage".into(),
         ));
     }
-    // SAFETY: dst holds m × n elements laid out row-major; the check above keeps every
+    // SAFETY: dst holds m rows of n elements, dst_rs apart; the check above keeps every
     // element that lhs's and rhs's offsets and strides address inside their storages. gemm
     // computes dst = alpha · dst + beta · lhs · rhs, reading dst only when `read_dst`.
     unsafe {
@@ -240,7 +287,7 @@ fn gemm_checked(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr().add(lhs.offset),
             lhs.cs as isize,
