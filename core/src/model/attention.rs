@@ -17,7 +17,7 @@
 //! over the keys they keep; the columns they skip hold exact zeros there. Only the products
 //! sum in a different order (over fewer keys), so results agree to rounding.
 
-use super::fused::{f32_slice, softmax_row};
+use super::fused::{softmax_row, with_f32};
 use super::products::{gemm_serial, Matrix};
 use crate::error::{CoreError, Result};
 use candle_core::Tensor;
@@ -85,14 +85,6 @@ impl Dims {
             .step_by(BLOCK)
             .map(move |i0| (i0, (i0 + BLOCK).min(s)))
     }
-}
-
-/// The contiguous f32 elements of each tensor, or `None` where the kernel does not apply
-/// (another device or dtype, or a strided view): then the caller takes the plain form.
-fn slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<Option<R>> {
-    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-    let slices: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_slice(s, l)).collect();
-    slices.map(|s| f(&s)).transpose()
 }
 
 /// softmax(scale · q kᵀ + mask) and its product with v, for a mask (b or 1, 1, s, s) that masks
@@ -167,7 +159,8 @@ pub fn causal_forward(
             })?;
         Ok((probs, out))
     };
-    let Some((probs, out)) = slices(&[q5, k, v, mask], run)? else {
+    // A strided view, another device or dtype: the caller takes the plain form.
+    let Some((probs, out)) = with_f32(&[q5, k, v, mask], run).transpose()? else {
         return Ok(None);
     };
     let dev = q5.device();
@@ -260,7 +253,7 @@ pub fn causal_backward(
             })?;
         Ok((g_q, g_k, g_v))
     };
-    let Some((g_q, g_k, g_v)) = slices(&[q5, k, v, probs, g_o], run)? else {
+    let Some((g_q, g_k, g_v)) = with_f32(&[q5, k, v, probs, g_o], run).transpose()? else {
         return Ok(None);
     };
     let dev = q5.device();

@@ -20,7 +20,7 @@ const EXP_UNDERFLOW: f32 = -104.0;
 const MIN_ROWS_PER_TASK: usize = 16;
 
 /// The contiguous f32 elements of a CPU tensor, or `None` where the fused kernels do not apply.
-pub(super) fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     match storage {
         Storage::Cpu(CpuStorage::F32(v)) => layout.contiguous_offsets().map(|(a, b)| &v[a..b]),
         _ => None,
@@ -28,7 +28,7 @@ pub(super) fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a
 }
 
 /// Runs `f` on the contiguous f32 slices of `ts` when every one has them.
-fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
+pub(super) fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let slices: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_slice(s, l)).collect();
     slices.map(|s| f(&s))
