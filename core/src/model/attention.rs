@@ -17,7 +17,7 @@
 //! over the keys they keep; the columns they skip hold exact zeros there. Only the products
 //! sum in a different order (over fewer keys), so results agree to rounding.
 
-use super::fused::{softmax_row, with_f32};
+use super::fused::{softmax_backward_row, softmax_row, with_f32};
 use super::products::{gemm_serial, Matrix};
 use crate::error::{CoreError, Result};
 use candle_core::Tensor;
@@ -226,11 +226,7 @@ pub fn causal_backward(
                         // g_s = scale · p ⊙ (g_p − Σ g_p ⊙ p), row by row
                         for ii in 0..m {
                             let p = &probs[(row0 + ii) * s..][..i1];
-                            let g = &mut g_s[ii * i1..][..i1];
-                            let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
-                            for (g, &p) in g.iter_mut().zip(p) {
-                                *g = scale * p * (*g - dot);
-                            }
+                            softmax_backward_row(p, &mut g_s[ii * i1..][..i1], scale);
                         }
                         let g_s_rows = Matrix::new(&g_s, 0, i1, 1);
                         // g_q[rows] (m, d) = g_s (m, i1) · k[..i1] (i1, d)

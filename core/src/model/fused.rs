@@ -146,11 +146,8 @@ pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> Result<Tensor> {
                 .with_min_len(MIN_ROWS_PER_TASK)
                 .enumerate()
                 .for_each(|(r, o)| {
-                    let (pr, gr) = (&p[r * t..(r + 1) * t], &g[r * t..(r + 1) * t]);
-                    let dot: f32 = pr.iter().zip(gr).map(|(p, g)| p * g).sum();
-                    for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
-                        *o = scale * p * (g - dot);
-                    }
+                    o.copy_from_slice(&g[r * t..(r + 1) * t]);
+                    softmax_backward_row(&p[r * t..(r + 1) * t], o, scale);
                 });
             out
         };
@@ -161,6 +158,15 @@ pub fn softmax_backward(p: &Tensor, g: &Tensor, scale: f64) -> Result<Tensor> {
     let gp = (g * p)?;
     let dot = gp.sum_keepdim(D::Minus1)?;
     Ok(((gp - p.broadcast_mul(&dot)?)? * scale)?)
+}
+
+/// One row of [`softmax_backward`], in place: g, the result's gradient, becomes the scores'
+/// gradient scale · p ⊙ (g − Σ g ⊙ p).
+pub(super) fn softmax_backward_row(p: &[f32], g: &mut [f32], scale: f32) {
+    let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
+    for (g, &p) in g.iter_mut().zip(p) {
+        *g = scale * p * (*g - dot);
+    }
 }
 
 /// SwiGLU's activation silu(gate) ⊙ up, gate and up of one shape.

@@ -109,16 +109,7 @@ pub fn batched_matmul(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
             .enumerate()
             .try_for_each(|(i, dst)| {
                 let (l, r) = (lhs_op.at(i, ld), rhs_op.at(i, rd));
-                gemm_checked(
-                    dst,
-                    n,
-                    (m, n, k),
-                    &l,
-                    &r,
-                    1.0,
-                    false,
-                    gemm::Parallelism::None,
-                )
+                gemm_serial(dst, n, (m, n, k), &l, &r, false)
             })?;
     }
     let mut shape = ld[..rank - 2].to_vec();
@@ -235,17 +226,8 @@ pub(super) fn gemm_serial(
     rhs: &Matrix,
     accumulate: bool,
 ) -> Result<()> {
-    let parallelism = gemm::Parallelism::None;
-    gemm_checked(
-        dst,
-        dst_rs,
-        (m, n, k),
-        lhs,
-        rhs,
-        1.0,
-        accumulate,
-        parallelism,
-    )
+    let serial = gemm::Parallelism::None;
+    gemm_checked(dst, dst_rs, (m, n, k), lhs, rhs, 1.0, accumulate, serial)
 }
 
 /// gemm on matrices whose every element was checked to lie in its storage; dst's rows are
