@@ -161,3 +161,81 @@ fn recipe_runs_every_method_then_reuses_everything() {
         .to_string()
         .contains("bad.toml"));
 }
+
+/// A re-run redoes what reads changed inputs under unchanged names, and only that: after the
+/// math skill's data file is edited, the math LoRA is retrained, and the composition built on
+/// it and the evaluations of both are redone, while the code LoRA and the base model's and
+/// the code skill's evaluations are reused.
+#[test]
+fn a_rerun_redoes_the_jobs_whose_inputs_changed() {
+    use soup_evals::synthetic::{write_synthetic_sized, SyntheticKind, SyntheticSizes};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sets");
+    let sizes = SyntheticSizes {
+        skill_train: 12,
+        skill_test: 4,
+        target: 4,
+        manual_error_codes: 4,
+    };
+    write_synthetic_sized(SyntheticKind::CodeMath, 0, &data, &sizes).unwrap();
+    let math = data.join("math_skill_train.jsonl");
+    let text = recipe_text()
+        .replace(
+            r#"methods = ["base", "skills", "data-mix", "cat", "cat-uniform", "ties", "ties@cat-scale", "dare_ties", "dare_linear", "linear", "svd", "lorahub"]"#,
+            r#"methods = ["base", "skills", "cat-uniform"]"#,
+        )
+        .replace(
+            r#"data = "builtin:math-train""#,
+            &format!("data = {:?}", math.display().to_string()),
+        );
+    let recipe = Recipe::parse(&text, "test").unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+    let engine = Engine::new(store, &dir.path().join("home"), Device::Cpu, None).unwrap();
+    let run = || {
+        let mut done: Vec<(String, bool)> = Vec::new();
+        run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |label, u| {
+            if let JobUpdate::Progress { message, .. } = u {
+                if message == "reused" {
+                    done.push((label.to_string(), true));
+                }
+            }
+            if let JobUpdate::Finished(_) = u {
+                done.push((label.to_string(), false));
+            }
+        })
+        .unwrap();
+        done.sort();
+        done.dedup();
+        done
+    };
+    let first = run();
+    assert!(first.iter().all(|(_, reused)| !reused), "{first:?}");
+    let all: Vec<String> = first.iter().map(|(l, _)| l.clone()).collect();
+    assert!(run().iter().all(|(_, reused)| *reused), "nothing changed");
+
+    // Half the math examples: same name, same path, other bytes.
+    let edited: String = std::fs::read_to_string(&math)
+        .unwrap()
+        .lines()
+        .take(6)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&math, edited).unwrap();
+    let after = run();
+    let redone: Vec<&str> = after
+        .iter()
+        .filter(|(_, reused)| !reused)
+        .map(|(l, _)| l.as_str())
+        .collect();
+    let expected: Vec<&str> = all
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("t-micro-math") || l.contains("t-micro-cat-uniform"))
+        .collect();
+    assert_eq!(redone, expected);
+    assert_eq!(after.len(), all.len());
+    assert!(redone.iter().any(|l| l.starts_with("train")), "{redone:?}");
+    assert!(after
+        .iter()
+        .any(|(l, reused)| *reused && l.starts_with("eval base")));
+}

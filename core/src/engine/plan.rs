@@ -578,6 +578,7 @@ fn merge_job(
         data: if lorahub { skill_data()? } else { Vec::new() },
         budget: settings.lorahub_budget.filter(|_| lorahub),
         dtype: None,
+        inputs: None,
     })
 }
 

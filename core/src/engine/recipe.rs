@@ -453,8 +453,10 @@ fn ensure(
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
-    // Compared with stored specs as the engine records them: precision fixed.
+    // Compared with stored specs as the engine records them: precision fixed, and the digest
+    // of what the job reads, so a job whose inputs changed under the same names is redone.
     spec.fix_precision(engine.precision());
+    *spec.inputs_mut() = Some(inputs_digest(engine, &spec)?);
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
     if reuse != Reuse::Fresh {
         let produced = match &spec {
@@ -483,6 +485,43 @@ fn ensure(
     }
     let (id, _) = engine.run_now(spec, &mut |u| on(&label, u))?;
     Ok(Some(id))
+}
+
+/// The digest of what `spec` reads: each data source's bytes (a built-in set as its generator
+/// wrote it, a file as it is now) and each input adapter's weights (a stored adapter's blob
+/// SHA-256, a PEFT directory's files). Missing files and adapters not (yet) stored count as
+/// absent.
+fn inputs_digest(engine: &Engine, spec: &JobSpec) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    fn file(hash: &mut Sha256, path: &std::path::Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+        hash.update(Sha256::digest(&bytes));
+        Ok(())
+    }
+    for source in spec.data_sources() {
+        hash.update(source.label().as_bytes());
+        // A missing file is the job's own error to report when it runs; `--stored` tabulates
+        // without it.
+        match super::data::resolve(engine.data_dir(), source) {
+            Ok(path) => file(&mut hash, &path)?,
+            Err(_) => hash.update(b"(absent)"),
+        }
+    }
+    for name in spec.input_adapters() {
+        hash.update(name.as_bytes());
+        if let Some(a) = engine.store().get_adapter(name)? {
+            hash.update(a.blob.map(|b| b.sha256).unwrap_or_default().as_bytes());
+            continue;
+        }
+        let dir = std::path::Path::new(name);
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            if dir.join(f).is_file() {
+                file(&mut hash, &dir.join(f))?;
+            }
+        }
+    }
+    Ok(format!("{:x}", hash.finalize()))
 }
 
 /// Tells the caller why a job was skipped ("reused": its result is already stored).

@@ -74,6 +74,13 @@ pub struct TrainJob {
     /// stored spec always says what ran (specs stored before it existed read as None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
+    /// A digest of what the job reads under its names (its data files' bytes, its input
+    /// adapters' weights). A recipe sets it, so a re-run redoes a job whose inputs changed
+    /// while their names stayed (a retrained skill, an edited file, a built-in set from a
+    /// newer generator) instead of reusing its result. None for jobs run by hand and for specs
+    /// stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// Learn CAT weights over frozen skill adapters. Its loop's `lr`, `epochs` and `min_steps`
@@ -103,6 +110,9 @@ pub struct CatJob {
     /// stored spec always says what ran (specs stored before it existed read as None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
+    /// What the job reads, as a digest: see [`TrainJob::inputs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// A fixed-weight merge family, PEFT's `add_weighted_adapter` semantics.
@@ -129,6 +139,9 @@ pub struct MergeJob {
     /// stored spec always says what ran (specs stored before it existed read as None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Precision>,
+    /// What the job reads, as a digest: see [`TrainJob::inputs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// Which weights an evaluation runs with.
@@ -191,6 +204,9 @@ pub struct EvalJob {
     /// records and resume stay local); None: local. Specs stored before it read as None.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<crate::remote::RemoteBackend>,
+    /// What the job reads, as a digest: see [`TrainJob::inputs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// Everything the engine can run.
@@ -223,6 +239,43 @@ impl JobSpec {
             JobSpec::Eval(j) => &mut j.dtype,
         };
         dtype.get_or_insert(default);
+    }
+
+    /// Where the job's [`TrainJob::inputs`] digest goes.
+    pub fn inputs_mut(&mut self) -> &mut Option<String> {
+        match self {
+            JobSpec::Train(j) => &mut j.inputs,
+            JobSpec::Cat(j) => &mut j.inputs,
+            JobSpec::Merge(j) => &mut j.inputs,
+            JobSpec::Eval(j) => &mut j.inputs,
+        }
+    }
+
+    /// The data sources the job reads.
+    pub fn data_sources(&self) -> Vec<&DataSource> {
+        match self {
+            JobSpec::Train(j) => j.data.iter().collect(),
+            JobSpec::Cat(j) => j.data.iter().collect(),
+            JobSpec::Merge(j) => j.data.iter().collect(),
+            JobSpec::Eval(j) => vec![&j.data],
+        }
+    }
+
+    /// The adapters the job reads, by the name (or PEFT directory) it gives them.
+    pub fn input_adapters(&self) -> Vec<&str> {
+        fn names(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        match self {
+            JobSpec::Train(_) => Vec::new(),
+            JobSpec::Cat(j) => names(&j.adapters),
+            JobSpec::Merge(j) => names(&j.adapters),
+            JobSpec::Eval(j) => match &j.target {
+                EvalTarget::Base => Vec::new(),
+                EvalTarget::Adapter(a) => vec![a.as_str()],
+                EvalTarget::Merge { adapters, .. } => names(adapters),
+            },
+        }
     }
 
     /// Every float the spec holds, under the name a user knows it by (a flag or a recipe
@@ -324,6 +377,7 @@ impl TrainJob {
             chunk_tokens: 256,
             limit: None,
             dtype: None,
+            inputs: None,
         }
     }
 }
@@ -349,6 +403,7 @@ impl CatJob {
             max_len: 512,
             train_on_inputs: false,
             dtype: None,
+            inputs: None,
         }
     }
 }
@@ -372,6 +427,7 @@ impl MergeJob {
             data: Vec::new(),
             budget: None,
             dtype: None,
+            inputs: None,
         }
     }
 }
@@ -391,6 +447,7 @@ impl EvalJob {
             chat: None,
             seed: 0,
             dtype: None,
+            inputs: None,
             remote: None,
         }
     }

@@ -126,6 +126,7 @@ pub fn run(ctx: &super::Ctx, a: MergeArgs) -> Result<()> {
             .map(|d| DataSource::parse(&super::absolute_if_exists(d)))
             .collect(),
         budget: a.budget,
+        inputs: None,
     };
     let view = JobView {
         label: "merge",

@@ -178,12 +178,14 @@ fn needs_data(recipe: &Recipe) -> Vec<String> {
         .collect()
 }
 
-/// A spec as compared with stored ones: the precision the engine fills in is left out, so a
-/// planned job matches the run it became.
+/// A spec as compared with stored ones: the precision the engine fills in and the digest of
+/// inputs a recipe adds are left out, so a planned job matches the run it became.
 pub fn spec_key(spec: &serde_json::Value) -> serde_json::Value {
     let mut v = spec.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("dtype");
+        // A recipe's digest of the job's inputs: the dashboard plans without reading them.
+        o.remove("inputs");
     }
     v
 }
