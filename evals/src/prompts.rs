@@ -122,15 +122,16 @@ pub fn program_chat_stop() -> Vec<String> {
 /// A closing code fence and a blank line.
 pub const FENCE_THEN_BLANK: &str = "```\n\n";
 
-/// Chain-of-thought demos for the math skill (GSM8K's answer style, `#### N` last).
+/// Chain-of-thought demos for the math skill, in the synthetic set's style: the given
+/// quantities by name, one equation per step, `#### N` last (GSM8K's final-answer line).
 pub const COT_DEMOS: [(&str, &str); 2] = [
     (
         "Tom has 3 boxes. Each box holds 4 pens. He gives away 5 pens. How many pens does Tom have left?",
-        "Tom has 3 * 4 = 12 pens.\nAfter giving away 5 he has 12 - 5 = 7 pens.\n#### 7",
+        "boxes = 3, pens_per_box = 4, given_away = 5.\ntotal_pens = boxes * pens_per_box = 3 * 4 = 12.\nresult = total_pens - given_away = 12 - 5 = 7.\n#### 7",
     ),
     (
         "A baker makes 12 rolls in the morning and 9 rolls in the afternoon. She sells 15 rolls. How many rolls are left?",
-        "She makes 12 + 9 = 21 rolls.\nAfter selling 15 she has 21 - 15 = 6 rolls.\n#### 6",
+        "morning = 12, afternoon = 9, sold = 15.\nmade = morning + afternoon = 12 + 9 = 21.\nresult = made - sold = 21 - 15 = 6.\n#### 6",
     ),
 ];
 

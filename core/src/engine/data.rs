@@ -80,7 +80,8 @@ pub fn resolve(data_dir: &Path, source: &DataSource) -> Result<PathBuf> {
             // A family whose generator changed gets a new folder, so a data dir made by an
             // older soup is not read as the new sets (nothing soup wrote is deleted).
             let family = match kind {
-                SyntheticKind::CodeMath => "code-math",
+                // v2: the math skill's steps are equations over named quantities.
+                SyntheticKind::CodeMath => "code-math-v2",
                 SyntheticKind::ManualQa => "manual-qa-v2",
             };
             let dir = data_dir.join("builtin").join(format!("{family}-{seed}"));

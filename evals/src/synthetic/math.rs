@@ -1,6 +1,7 @@
 //! Math word problems from fixed templates: two to three steps, small whole numbers, fixed
-//! phrasings. Each problem carries its step-by-step solution (math skill, GSM8K style) and
-//! its gold number (code-math target).
+//! phrasings. Each problem carries its worked solution (math skill: equations over named
+//! quantities, ending in GSM8K's `#### N`), the same steps as a reference program, and its
+//! gold number (code-math target).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -34,7 +35,7 @@ const ITEMS: [&str; 12] = [
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub question: String,
-    /// Worked steps, one per line, without the final `#### N`.
+    /// Worked steps, one equation per line, without the final `#### N`.
     pub steps: String,
     pub answer: i64,
     /// A reference program (`def solution(): ... return result`) computing the answer: what a
@@ -42,16 +43,61 @@ pub struct Problem {
     pub program: String,
 }
 
-fn prog(vars: &[(&str, i64)], lines: &[&str]) -> String {
-    let mut p = String::from("def solution():\n");
+/// A problem whose worked steps and reference program are written from the same lines: the
+/// given quantities by name, then one `name = a op b` line per step. The steps read as
+/// equations over named quantities (`cost = count * price = 3 * 5 = 15`), so the math skill
+/// learns which quantities a question combines, and how, in the terms a program uses; the
+/// code skill learns the function around them. `answer` is the template's own arithmetic,
+/// checked against the lines' (a test runs every template).
+fn worked(question: String, answer: i64, vars: &[(&str, i64)], lines: &[&str]) -> Problem {
+    let mut values: Vec<(&str, i64)> = vars.to_vec();
+    let mut steps = vec![format!(
+        "{}.",
+        vars.iter()
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    let mut program = String::from("def solution():\n");
     for (name, v) in vars {
-        p.push_str(&format!("    {name} = {v}\n"));
+        program.push_str(&format!("    {name} = {v}\n"));
     }
-    for l in lines {
-        p.push_str(&format!("    {l}\n"));
+    for line in lines {
+        program.push_str(&format!("    {line}\n"));
+        let (name, (a, op, b)) = step(line);
+        let value = |t: &str| {
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| values.iter().find(|(n, _)| *n == t).map(|(_, v)| *v))
+                .unwrap_or_else(|| panic!("template line {line:?}: unknown operand {t:?}"))
+        };
+        let (x, y) = (value(a), value(b));
+        let r = match op {
+            "+" => x + y,
+            "-" => x - y,
+            "*" => x * y,
+            "//" => x.div_euclid(y),
+            _ => panic!("template line {line:?}: unknown operator {op:?}"),
+        };
+        steps.push(format!("{name} = {a} {op} {b} = {x} {op} {y} = {r}."));
+        values.push((name, r));
     }
-    p.push_str("    return result");
-    p
+    program.push_str("    return result");
+    debug_assert_eq!(values.last().map(|(_, v)| *v), Some(answer), "{question}");
+    Problem {
+        question,
+        steps: steps.join("\n"),
+        answer,
+        program,
+    }
+}
+
+/// `name = a op b`, split at its spaces (the templates' lines are written this way).
+fn step(line: &str) -> (&str, (&str, &str, &str)) {
+    match line.split(' ').collect::<Vec<_>>()[..] {
+        [name, "=", a, op, b] => (name, (a, op, b)),
+        _ => panic!("template line {line:?} is not `name = a op b`"),
+    }
 }
 
 fn cap(s: &str) -> String {
@@ -78,61 +124,61 @@ pub fn problem(rng: &mut StdRng) -> Problem {
         0 => {
             let (a, b) = (rng.gen_range(5..20), rng.gen_range(2..10));
             let c = rng.gen_range(1..a + b);
-            Problem {
-                question: format!("{name} has {a} {items}. {he_cap} buys {b} more {items} and gives {c} {items} to {other}. How many {items} does {name} have now?"),
-                steps: format!("{name} has {a} + {b} = {} {items}.\nAfter giving {c} away, {he} has {} - {c} = {} {items}.", a + b, a + b, a + b - c),
-                answer: a + b - c,
-                program: prog(&[("start", a), ("bought", b), ("given_away", c)], &["total = start + bought", "result = total - given_away"]),
-            }
+            worked(
+                format!("{name} has {a} {items}. {he_cap} buys {b} more {items} and gives {c} {items} to {other}. How many {items} does {name} have now?"),
+                a + b - c,
+                &[("start", a), ("bought", b), ("given_away", c)],
+                &["total = start + bought", "result = total - given_away"],
+            )
         }
         1 => {
             let (a, b) = (rng.gen_range(2..7), rng.gen_range(2..6));
             let c = a * b + rng.gen_range(1..10);
-            Problem {
-                question: format!("{name} buys {a} {items} that cost {b} dollars each. {he_cap} pays with {c} dollars. How many dollars of change does {he} get?"),
-                steps: format!("The {items} cost {a} * {b} = {} dollars.\nThe change is {c} - {} = {} dollars.", a * b, a * b, c - a * b),
-                answer: c - a * b,
-                program: prog(&[("count", a), ("price", b), ("paid", c)], &["cost = count * price", "result = paid - cost"]),
-            }
+            worked(
+                format!("{name} buys {a} {items} that cost {b} dollars each. {he_cap} pays with {c} dollars. How many dollars of change does {he} get?"),
+                c - a * b,
+                &[("count", a), ("price", b), ("paid", c)],
+                &["cost = count * price", "result = paid - cost"],
+            )
         }
         2 => {
             let (a, b) = (rng.gen_range(2..8), rng.gen_range(3..10));
             let c = rng.gen_range(1..a * b);
-            Problem {
-                question: format!("There are {a} boxes with {b} {items} in each box. {c} of the {items} are broken. How many {items} are not broken?"),
-                steps: format!("There are {a} * {b} = {} {items}.\nNot broken: {} - {c} = {}.", a * b, a * b, a * b - c),
-                answer: a * b - c,
-                program: prog(&[("boxes", a), ("per_box", b), ("broken", c)], &["total = boxes * per_box", "result = total - broken"]),
-            }
+            worked(
+                format!("There are {a} boxes with {b} {items} in each box. {c} of the {items} are broken. How many {items} are not broken?"),
+                a * b - c,
+                &[("boxes", a), ("per_box", b), ("broken", c)],
+                &["total = boxes * per_box", "result = total - broken"],
+            )
         }
         3 => {
             let (a, b) = (rng.gen_range(2..9), rng.gen_range(2..7));
             let c = a * b + rng.gen_range(5..40);
-            Problem {
-                question: format!("{name} reads {a} pages every day for {b} days. The book has {c} pages. How many pages are left to read?"),
-                steps: format!("{name} reads {a} * {b} = {} pages.\nPages left: {c} - {} = {}.", a * b, a * b, c - a * b),
-                answer: c - a * b,
-                program: prog(&[("pages_per_day", a), ("days", b), ("book_pages", c)], &["read = pages_per_day * days", "result = book_pages - read"]),
-            }
+            worked(
+                format!("{name} reads {a} pages every day for {b} days. The book has {c} pages. How many pages are left to read?"),
+                c - a * b,
+                &[("pages_per_day", a), ("days", b), ("book_pages", c)],
+                &["read = pages_per_day * days", "result = book_pages - read"],
+            )
         }
         4 => {
             let (b, k) = (rng.gen_range(2..6), rng.gen_range(2..8));
             let (a, c) = (b * k, rng.gen_range(1..6));
-            Problem {
-                question: format!("{name} has {a} {items} and shares them equally among {b} friends. Then each friend gets {c} more {items}. How many {items} does each friend have?"),
-                steps: format!("Each friend first gets {a} / {b} = {k} {items}.\nThen each has {k} + {c} = {} {items}.", k + c),
-                answer: k + c,
-                program: prog(&[("total", a), ("friends", b), ("extra", c)], &["each = total // friends", "result = each + extra"]),
-            }
+            worked(
+                format!("{name} has {a} {items} and shares them equally among {b} friends. Then each friend gets {c} more {items}. How many {items} does each friend have?"),
+                k + c,
+                &[("total", a), ("friends", b), ("extra", c)],
+                &["each = total // friends", "result = each + extra"],
+            )
         }
         5 => {
             let (a, b) = (rng.gen_range(3..15), rng.gen_range(2..5));
-            Problem {
-                question: format!("A farm has {a} cows and {b} times as many chickens as cows. How many animals are on the farm in total?"),
-                steps: format!("There are {a} * {b} = {} chickens.\nIn total there are {a} + {} = {} animals.", a * b, a * b, a + a * b),
-                answer: a + a * b,
-                program: prog(&[("cows", a), ("times", b)], &["chickens = cows * times", "result = cows + chickens"]),
-            }
+            worked(
+                format!("A farm has {a} cows and {b} times as many chickens as cows. How many animals are on the farm in total?"),
+                a + a * b,
+                &[("cows", a), ("times", b)],
+                &["chickens = cows * times", "result = cows + chickens"],
+            )
         }
         6 => {
             let (a, b, c) = (
@@ -140,22 +186,22 @@ pub fn problem(rng: &mut StdRng) -> Problem {
                 rng.gen_range(2..6),
                 rng.gen_range(2..6),
             );
-            Problem {
-                question: format!("{name} earns {a} dollars each hour. {he_cap} works {b} hours on Monday and {c} hours on Tuesday. How many dollars does {he} earn in total?"),
-                steps: format!("{name} works {b} + {c} = {} hours.\n{he_cap} earns {} * {a} = {} dollars.", b + c, b + c, (b + c) * a),
-                answer: a * (b + c),
-                program: prog(&[("per_hour", a), ("monday", b), ("tuesday", c)], &["hours = monday + tuesday", "result = hours * per_hour"]),
-            }
+            worked(
+                format!("{name} earns {a} dollars each hour. {he_cap} works {b} hours on Monday and {c} hours on Tuesday. How many dollars does {he} earn in total?"),
+                a * (b + c),
+                &[("per_hour", a), ("monday", b), ("tuesday", c)],
+                &["hours = monday + tuesday", "result = hours * per_hour"],
+            )
         }
         _ => {
             let a = rng.gen_range(6..20);
             let b = rng.gen_range(1..a);
-            Problem {
-                question: format!("{name} had {a} {items}. {he_cap} lost {b} of them and then doubled the number that was left. How many {items} does {name} have now?"),
-                steps: format!("After losing {b}, {name} has {a} - {b} = {} {items}.\nDoubled, that is {} * 2 = {} {items}.", a - b, a - b, (a - b) * 2),
-                answer: (a - b) * 2,
-                program: prog(&[("start", a), ("lost", b)], &["left = start - lost", "result = left * 2"]),
-            }
+            worked(
+                format!("{name} had {a} {items}. {he_cap} lost {b} of them and then doubled the number that was left. How many {items} does {name} have now?"),
+                (a - b) * 2,
+                &[("start", a), ("lost", b)],
+                &["left = start - lost", "result = left * 2"],
+            )
         }
     }
 }
