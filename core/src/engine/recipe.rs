@@ -1169,7 +1169,7 @@ impl Comparison {
             s.push_str("\nOne seed per method at this budget: no spread over seeds is shown, and a method with randomness is one draw.\n");
         } else {
             s.push_str(&format!(
-                "\nCAT and the DARE merges ran with {} seeds; the paired tests use each method's first seed (the score before the semicolon).\n",
+                "\nMethods with randomness (CAT, DARE) run with {} seeds at this budget; the paired tests use each one's first seed (the score before the semicolon).\n",
                 self.seeds
             ));
         }
