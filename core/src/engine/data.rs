@@ -26,10 +26,13 @@ pub const BUILTINS: [(&str, SyntheticKind, &str); 9] = [
         "code_skill_train.json",
     ),
     ("code-test", SyntheticKind::CodeMath, "code_skill_test.json"),
+    // The target questions in PAL's form, which carries each one's reference program: the
+    // recipe's second metric, the reference's log-likelihood, needs it (the same questions
+    // in the LoRA Soups JSON, without programs, are `code_math_test.json` beside it).
     (
         "codemath-test",
         SyntheticKind::CodeMath,
-        "code_math_test.json",
+        "code_math_reference.jsonl",
     ),
     ("manual", SyntheticKind::ManualQa, "manual.txt"),
     ("qa-train", SyntheticKind::ManualQa, "qa_skill_train.json"),

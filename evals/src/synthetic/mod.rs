@@ -8,7 +8,8 @@
 //! - code-math: math skill (GSM8K JSONL, worked steps ending `#### N`), code skill (Alpaca JSON
 //!   with Python answers and an `assert` per item in `test`), target (GSM-Hard LoRA-Soups JSON:
 //!   word problems with a numeric gold, to be answered with a program; and the same questions
-//!   with reference programs in PAL's JSONL, as a model-free check of the grading pipeline).
+//!   with reference programs in PAL's JSONL: a model-free check of the grading pipeline, and
+//!   the references whose log-likelihood a recipe compares).
 //! - manual-qa: a fictional product manual (plain text), QA skill (reading comprehension JSON on
 //!   other invented documents, with "Not in context" items), target (LoRA-Soups QA JSON:
 //!   closed-book questions answerable only from the manual).
