@@ -193,16 +193,22 @@ fn a_rerun_redoes_the_jobs_whose_inputs_changed() {
     let engine = Engine::new(store, &dir.path().join("home"), Device::Cpu, None).unwrap();
     let run = || {
         let mut done: Vec<(String, bool)> = Vec::new();
-        run_recipe(&engine, &recipe, "micro", Reuse::Finished, &mut |label, u| {
-            if let JobUpdate::Progress { message, .. } = u {
-                if message == "reused" {
-                    done.push((label.to_string(), true));
+        run_recipe(
+            &engine,
+            &recipe,
+            "micro",
+            Reuse::Finished,
+            &mut |label, u| {
+                if let JobUpdate::Progress { message, .. } = u {
+                    if message == "reused" {
+                        done.push((label.to_string(), true));
+                    }
                 }
-            }
-            if let JobUpdate::Finished(_) = u {
-                done.push((label.to_string(), false));
-            }
-        })
+                if let JobUpdate::Finished(_) = u {
+                    done.push((label.to_string(), false));
+                }
+            },
+        )
         .unwrap();
         done.sort();
         done.dedup();

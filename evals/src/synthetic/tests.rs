@@ -62,17 +62,32 @@ fn math_steps_are_the_programs_lines_with_their_values() {
         let p = math::problem(&mut rng);
         let lines: Vec<&str> = p.program.lines().map(str::trim).collect();
         let steps: Vec<&str> = p.steps.lines().collect();
-        let (givens, computed): (Vec<&str>, Vec<&str>) = lines[1..lines.len() - 1]
-            .iter()
-            .partition(|l| l.split(" = ").nth(1).is_some_and(|v| v.parse::<i64>().is_ok()));
-        assert_eq!(steps[0], format!("{}.", givens.join(", ")), "{}", p.question);
+        let (givens, computed): (Vec<&str>, Vec<&str>) =
+            lines[1..lines.len() - 1].iter().partition(|l| {
+                l.split(" = ")
+                    .nth(1)
+                    .is_some_and(|v| v.parse::<i64>().is_ok())
+            });
+        assert_eq!(
+            steps[0],
+            format!("{}.", givens.join(", ")),
+            "{}",
+            p.question
+        );
         assert_eq!(steps.len(), 1 + computed.len(), "{}", p.question);
         for (step, line) in steps[1..].iter().zip(&computed) {
-            assert!(step.starts_with(&format!("{line} = ")), "{step:?} vs {line:?}");
+            assert!(
+                step.starts_with(&format!("{line} = ")),
+                "{step:?} vs {line:?}"
+            );
         }
         let last = steps.last().copied().unwrap_or_default();
         assert!(last.starts_with("result = "), "{last}");
-        assert!(last.ends_with(&format!(" = {}.", p.answer)), "{last} vs {}", p.answer);
+        assert!(
+            last.ends_with(&format!(" = {}.", p.answer)),
+            "{last} vs {}",
+            p.answer
+        );
         shapes.insert(computed.join(";"));
     }
     assert_eq!(shapes.len(), 8, "{shapes:?}");
