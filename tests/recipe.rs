@@ -189,7 +189,7 @@ fn a_rerun_redoes_the_jobs_whose_inputs_changed() {
             &format!("data = {:?}", math.display().to_string()),
         );
     let recipe = Recipe::parse(&text, "test").unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+    let store = Arc::new(Store::open(dir.path().join("home")).unwrap());
     let engine = Engine::new(store, &dir.path().join("home"), Device::Cpu, None).unwrap();
     let run = || {
         let mut done: Vec<(String, bool)> = Vec::new();
