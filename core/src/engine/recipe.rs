@@ -488,23 +488,21 @@ fn ensure(
 }
 
 /// The digest of what `spec` reads: each data source's bytes (a built-in set as its generator
-/// wrote it, a file as it is now) and each input adapter's weights (a stored adapter's blob
-/// SHA-256, a PEFT directory's files). Missing files and adapters not (yet) stored count as
-/// absent.
+/// wrote it, a file as it is now) and each input adapter's weights (its stored blob's
+/// SHA-256; a recipe's adapters are always stored ones). A source that does not resolve and
+/// an adapter not (yet) stored count as absent.
 fn inputs_digest(engine: &Engine, spec: &JobSpec) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    fn file(hash: &mut Sha256, path: &std::path::Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
-        hash.update(Sha256::digest(&bytes));
-        Ok(())
-    }
     for source in spec.data_sources() {
         hash.update(source.label().as_bytes());
-        // A missing file is the job's own error to report when it runs; `--stored` tabulates
-        // without it.
+        // A missing file or an unknown built-in is the job's own error to report when it
+        // runs; `--stored` tabulates without it.
         match super::data::resolve(engine.data_dir(), source) {
-            Ok(path) => file(&mut hash, &path)?,
+            Ok(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| CoreError::io(&path, e))?;
+                hash.update(Sha256::digest(&bytes));
+            }
             Err(_) => hash.update(b"(absent)"),
         }
     }
@@ -512,13 +510,6 @@ fn inputs_digest(engine: &Engine, spec: &JobSpec) -> Result<String> {
         hash.update(name.as_bytes());
         if let Some(a) = engine.store().get_adapter(name)? {
             hash.update(a.blob.map(|b| b.sha256).unwrap_or_default().as_bytes());
-            continue;
-        }
-        let dir = std::path::Path::new(name);
-        for f in ["adapter_config.json", "adapter_model.safetensors"] {
-            if dir.join(f).is_file() {
-                file(&mut hash, &dir.join(f))?;
-            }
         }
     }
     Ok(format!("{:x}", hash.finalize()))
