@@ -18,9 +18,11 @@
 
 use crate::error::{CoreError, Result};
 use crate::lora::AdapterStack;
+use crate::model::fused::cross_entropy;
 use crate::model::{ForwardInput, KvCache, Llama, Mode};
 use candle_core::{DType, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
+use soup_evals::RefScore;
 
 /// How new tokens are chosen and when to stop.
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +260,10 @@ pub struct QueueOptions<'a> {
     /// Keys and values of a prefix every prompt starts with (each prompt must have a token
     /// after it).
     pub prefix: Option<&'a PrefixCache>,
+    /// Per prompt, the tokens of a reference answer to score after it, or `None`: each is
+    /// scored right after its prompt's prefill, on the keys and values that prefill computed
+    /// (see [`score_references`]), and its score handed to `on_done` with the row's output.
+    pub references: Option<&'a [Option<Vec<u32>>]>,
 }
 
 /// Generates continuations of `prompts` (token ids). Only the new tokens are returned, EOS
@@ -276,6 +282,7 @@ pub fn generate_ids(
         max_batch: prompts.len(),
         refill: false,
         prefix: None,
+        references: None,
     };
     generate_queue(
         model,
@@ -286,7 +293,7 @@ pub fn generate_ids(
         eos_ids,
         pad_id,
         should_stop,
-        &mut |row, ids| {
+        &mut |row, ids, _| {
             out[row] = ids;
             Ok(true)
         },
@@ -325,12 +332,15 @@ struct LiveRow {
     next_pos: u32,
     pending: u32,
     out: Vec<u32>,
+    /// Its reference's score, handed on with its output.
+    score: Option<RefScore>,
 }
 
 /// Decodes a queue of prompts `opts.max_batch` rows at a time and hands each finished row to
-/// `on_done(row, new_ids)` as soon as it is finished (EOS excluded); `on_done` returning false
-/// stops the decoder (cancellation), leaving the rest of the queue undone. Row `i` samples with
-/// seed `cfg.seed + i`. `should_stop(row, new_ids)` ends a row early (stop strings).
+/// `on_done(row, new_ids, reference_score)` as soon as it is finished (EOS excluded; the score
+/// of the row's reference, when `opts.references` gives one); `on_done` returning false stops
+/// the decoder (cancellation), leaving the rest of the queue undone. Row `i` samples with seed
+/// `cfg.seed + i`. `should_stop(row, new_ids)` ends a row early (stop strings).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_queue(
     model: &Llama,
@@ -341,15 +351,25 @@ pub fn generate_queue(
     eos_ids: &[u32],
     pad_id: u32,
     should_stop: &mut dyn FnMut(usize, &[u32]) -> bool,
-    on_done: &mut dyn FnMut(usize, Vec<u32>) -> Result<bool>,
+    on_done: &mut dyn FnMut(usize, Vec<u32>, Option<RefScore>) -> Result<bool>,
 ) -> Result<()> {
     let n = prompts.len();
     if n == 0 {
         return Ok(());
     }
-    if cfg.max_new_tokens == 0 {
+    if opts.references.is_some_and(|r| r.len() != n) {
+        return Err(CoreError::Internal(
+            "a reference list that is not one per prompt".into(),
+        ));
+    }
+    let reference = |row: usize| {
+        opts.references.and_then(|r| r[row].as_deref()).filter(|a| {
+            !a.is_empty() && prompts[row].len() + a.len() <= model.cfg.max_position_embeddings
+        })
+    };
+    if cfg.max_new_tokens == 0 && opts.references.is_none() {
         for i in 0..n {
-            if !on_done(i, Vec::new())? {
+            if !on_done(i, Vec::new(), None)? {
                 break;
             }
         }
@@ -392,9 +412,16 @@ pub fn generate_queue(
                 .map(|p| p.as_slice())
                 .collect();
             let (cache, mask, logits) = prefill(model, stack, opts.prefix, &group, pad_id)?;
+            let references: Vec<Option<&[u32]>> = (next..next + count).map(reference).collect();
+            let mut scores = if references.iter().any(Option::is_some) {
+                score_references(model, stack, &cache, &mask, &logits, &group, &references)?
+            } else {
+                vec![None; count]
+            };
             let mut keep = Vec::with_capacity(count);
             for (k, p) in group.iter().enumerate() {
                 let row = next + k;
+                let score = scores[k].take();
                 let sampler = samplers[row].insert(LogitsProcessor::from_sampling(
                     cfg.seed.wrapping_add(row as u64),
                     sampling.clone(),
@@ -405,13 +432,15 @@ pub fn generate_queue(
                     next_pos: p.len() as u32,
                     pending: 0,
                     out: Vec::new(),
+                    score: None,
                 };
-                if take(&mut r, tok) {
-                    if !on_done(row, r.out)? {
+                if cfg.max_new_tokens == 0 || take(&mut r, tok) {
+                    if !on_done(row, r.out, score)? {
                         return Ok(());
                     }
                 } else {
                     keep.push(k as u32);
+                    r.score = score;
                     live.push(r);
                 }
             }
@@ -469,7 +498,7 @@ pub fn generate_queue(
         live = still;
         batch.advance(mask, &keep)?;
         for r in finished {
-            if !on_done(r.row, r.out)? {
+            if !on_done(r.row, r.out, r.score)? {
                 return Ok(());
             }
         }
@@ -522,6 +551,128 @@ fn prefill(
         .squeeze(1)?
         .to_dtype(DType::F32)?;
     Ok((cache, mask, logits))
+}
+
+/// The references of a prefilled group of prompts, each scored on the keys and values its
+/// prompt's prefill computed (`cache`, key mask `mask` (k, t)), so that no prompt is run twice:
+/// a reference's first token from the prefill's last logits (k, vocab), the others from one
+/// forward of every reference but its last token, right-padded, after the prompts. `None`
+/// where a prompt has no reference.
+fn score_references(
+    model: &Llama,
+    stack: &AdapterStack,
+    cache: &KvCache,
+    mask: &Tensor,
+    last: &Tensor,
+    prompts: &[&[u32]],
+    references: &[Option<&[u32]>],
+) -> Result<Vec<Option<RefScore>>> {
+    let dev = model.device();
+    let k = prompts.len();
+    // Every reference but its last token is fed: token j + 1 is predicted at position j.
+    let width = references
+        .iter()
+        .flatten()
+        .map(|a| a.len() - 1)
+        .max()
+        .unwrap_or(0);
+    if k > 1 && cache.len() + width > model.cfg.max_position_embeddings {
+        // Each row fits the context, but not the group's layout (padded to its longest
+        // prompt, then to its longest reference): each row on its own positions.
+        let longest = cache.len() - cache.shared_len();
+        return (0..k)
+            .map(|r| {
+                let mut one = cache.clone();
+                one.select_rows(&Tensor::new(&[r as u32], dev)?)?;
+                one.drop_front(longest - (prompts[r].len() - cache.shared_len()))?;
+                let mask = Tensor::ones((1, one.len()), DType::F32, dev)?;
+                let row = last.narrow(0, r, 1)?;
+                let mut got = score_references(
+                    model,
+                    stack,
+                    &one,
+                    &mask,
+                    &row,
+                    &prompts[r..=r],
+                    &references[r..=r],
+                )?;
+                Ok(got.pop().flatten())
+            })
+            .collect();
+    }
+    // (row of `last` or of the forward's logits, label, owner) for every scored token.
+    let mut first = (Vec::new(), Vec::new(), Vec::new());
+    let mut rest = (Vec::new(), Vec::new(), Vec::new());
+    let mut ids = Vec::with_capacity(k * width);
+    let mut pos = Vec::with_capacity(k * width);
+    let mut ref_mask = Vec::with_capacity(k * width);
+    for (r, (q, a)) in prompts.iter().zip(references).enumerate() {
+        let a = a.unwrap_or(&[]);
+        if let Some(&t) = a.first() {
+            first.0.push(r as u32);
+            first.1.push(t);
+            first.2.push(r);
+        }
+        let fed = &a[..a.len().saturating_sub(1)];
+        for (j, &t) in a.iter().enumerate().skip(1) {
+            rest.0.push((r * width + j - 1) as u32);
+            rest.1.push(t);
+            rest.2.push(r);
+        }
+        let pad = width - fed.len();
+        ids.extend(fed.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        // A pad comes after every real token of its row, so no real token sees it; its own
+        // position is any valid one.
+        let at = q.len() as u32;
+        pos.extend((at..at + fed.len() as u32).chain(std::iter::repeat_n(at, pad)));
+        ref_mask.extend(std::iter::repeat_n(1f32, fed.len()).chain(std::iter::repeat_n(0f32, pad)));
+    }
+    let mut nll = Vec::new();
+    if !first.0.is_empty() {
+        let rows = Tensor::from_vec(first.0, first.1.len(), dev)?;
+        let labels = Tensor::from_vec(first.1.clone(), first.1.len(), dev)?;
+        nll.extend(cross_entropy(&last.index_select(&rows, 0)?, &labels)?.to_vec1::<f32>()?);
+    }
+    if !rest.0.is_empty() {
+        let n = rest.0.len();
+        let key_mask = Tensor::cat(&[mask, &Tensor::from_vec(ref_mask, (k, width), dev)?], 1)?;
+        let fi = ForwardInput {
+            positions: Some(Tensor::from_vec(pos, (k, width), dev)?),
+            key_mask: Some(key_mask),
+            last_only: false,
+            rows: Some(Tensor::from_vec(rest.0, n, dev)?),
+        };
+        // The prompts' cache is shared, not extended: its clone takes the references.
+        let mut after = cache.clone();
+        // logits: (1, n, vocab) → (n, vocab)
+        let logits = model
+            .forward(
+                &Tensor::from_vec(ids, (k, width), dev)?,
+                &fi,
+                Some(&mut after),
+                stack,
+                Mode::Infer,
+            )?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?;
+        let labels = Tensor::from_vec(rest.1, n, dev)?;
+        nll.extend(cross_entropy(&logits, &labels)?.to_vec1::<f32>()?);
+    }
+    let mut out: Vec<Option<RefScore>> = references
+        .iter()
+        .map(|a| {
+            a.map(|a| RefScore {
+                logprob: 0.0,
+                tokens: a.len(),
+            })
+        })
+        .collect();
+    for (owner, nll) in first.2.into_iter().chain(rest.2).zip(nll) {
+        if let Some(s) = out[owner].as_mut() {
+            s.logprob -= f64::from(nll);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

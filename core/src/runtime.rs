@@ -400,7 +400,8 @@ impl TextGenerator<'_> {
     /// given, is question i's completion already (from a cache): it is not generated again,
     /// only its reference is scored. The prompts' shared prefix is prefilled once (with
     /// `opts.prefix_cache`) and serves both generation and the references' scores (scored
-    /// only with `score_refs`).
+    /// only with `score_refs`); a generated question's reference is scored on its prompt's
+    /// prefill, so its prompt runs once.
     pub fn stream(
         &mut self,
         requests: &[StreamRequest],
@@ -442,7 +443,17 @@ impl TextGenerator<'_> {
             stack,
             prefix: prefix.as_ref(),
             requests,
-            scored: vec![if score_refs { None } else { Some(None) }; requests.len()],
+            // Only cached answers' references are the scorer's: the decoder scores the others.
+            scored: known
+                .iter()
+                .map(|k| {
+                    if score_refs && k.is_some() {
+                        None
+                    } else {
+                        Some(None)
+                    }
+                })
+                .collect(),
             batch,
         };
         // Questions answered already: only their references are scored.
@@ -459,6 +470,15 @@ impl TextGenerator<'_> {
             }
         }
         let prompts: Vec<Vec<u32>> = todo.iter().map(|&i| encoded[i].clone()).collect();
+        // The others' references are scored by the decoder, on their prompts' prefill.
+        let references: Vec<Option<Vec<u32>>> = todo
+            .iter()
+            .map(|&i| match &requests[i].reference {
+                Some(a) if score_refs => tok.encode(a, false).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()
+            .map_err(err)?;
         let cfg = SamplingConfig {
             max_new_tokens: settings.max_new_tokens,
             temperature: settings.temperature,
@@ -469,6 +489,7 @@ impl TextGenerator<'_> {
             max_batch: batch,
             refill: opts.continuous,
             prefix: prefix.as_ref(),
+            references: Some(&references),
         };
         // Stop strings are checked on the decoded tail, so a stop split across tokens is seen.
         let mut should_stop =
@@ -476,7 +497,7 @@ impl TextGenerator<'_> {
         let mut failed: Option<GenerateError> = None;
         let mut t_last = Instant::now();
         let on_batch = &mut self.on_batch;
-        let mut finished = |row: usize, ids: Vec<u32>| -> Result<bool> {
+        let mut finished = |row: usize, ids: Vec<u32>, r: Option<RefScore>| -> Result<bool> {
             let i = todo[row];
             let text = tok.decode(&ids, true)?;
             let c = Completion {
@@ -485,7 +506,6 @@ impl TextGenerator<'_> {
                 output_tokens: ids.len(),
                 cached: false,
             };
-            let r = scorer.score(i)?;
             if let Some(cb) = on_batch.as_mut() {
                 cb(1, t_last.elapsed().as_secs_f64());
                 t_last = Instant::now();
@@ -517,9 +537,9 @@ impl TextGenerator<'_> {
     }
 }
 
-/// Scores the references of a stream's questions lazily, a batch at a time in queue order,
-/// after the shared prefix: the question that needs its score first, with the next unscored
-/// ones.
+/// Scores the references of a stream's questions answered already (from the cache) lazily, a
+/// batch at a time in queue order, after the shared prefix: the question that needs its score
+/// first, with the next unscored ones.
 struct RefScorer<'a> {
     model: &'a LoadedModel,
     stack: &'a AdapterStack,

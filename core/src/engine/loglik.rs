@@ -8,9 +8,10 @@
 use crate::error::Result;
 use crate::generate::PrefixCache;
 use crate::lora::AdapterStack;
+use crate::model::fused::cross_entropy;
 use crate::model::{ForwardInput, Llama, Mode};
 use crate::runtime::LoadedModel;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use soup_evals::RefScore;
 
 /// One sequence to score: its token ids and where the scored part starts (every token at
@@ -93,12 +94,11 @@ pub fn sequence_logprobs_after(
             .forward(&ids, &input, cache.as_mut(), stack, Mode::Infer)?
             .squeeze(0)?
             .to_dtype(DType::F32)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let labels = Tensor::from_vec(labels, (n, 1), dev)?;
-        // picked: (n,) the log-probability of each scored token.
-        let picked = logp.gather(&labels, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-        for (i, lp) in owner.into_iter().zip(picked) {
-            out[i] += f64::from(lp);
+        let labels = Tensor::from_vec(labels, n, dev)?;
+        // nll: (n,) minus the log-probability of each scored token.
+        let nll = cross_entropy(&logits, &labels)?.to_vec1::<f32>()?;
+        for (i, nll) in owner.into_iter().zip(nll) {
+            out[i] -= f64::from(nll);
         }
     }
     Ok(out)

@@ -81,6 +81,7 @@ fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
             max_batch: 3,
             refill,
             prefix: with_prefix.then_some(&prefix),
+            references: None,
         };
         let mut got = vec![None; prompts.len()];
         let mut order = Vec::new();
@@ -93,7 +94,7 @@ fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
             &eos,
             0,
             &mut |r, t| stop(r, t),
-            &mut |r, ids| {
+            &mut |r, ids, _| {
                 order.push(r);
                 got[r] = Some(ids);
                 Ok(true)
@@ -111,6 +112,96 @@ fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
                 (0..prompts.len()).collect::<Vec<_>>(),
                 "rows are handed over as they finish"
             );
+        }
+    }
+}
+
+#[test]
+fn references_scored_on_their_prompts_prefill_equal_whole_sequence_scores() {
+    let model = tiny();
+    let stack = adapter_b();
+    let limit = model.model.cfg.max_position_embeddings;
+    let shared: Vec<u32> = (0..30).map(|i| 4 + (i * 13) % 390).collect();
+    let prompts: Vec<Vec<u32>> = (0..7u32)
+        .map(|i| {
+            let mut p = shared.clone();
+            p.extend((0..=i * 3).map(|j| 11 + (i * 17 + j * 3) % 380));
+            p
+        })
+        .collect();
+    // None; one token (scored from the prefill's logits alone); references of different
+    // lengths (right-padded together); one that fills the context with its prompt, so that
+    // its group's layout (padded to a longer prompt) does not fit; one that does not fit.
+    let tokens = |i: usize, n: usize| (0..n).map(move |j| 20 + ((i * 7 + j * 13) % 370) as u32);
+    let references: Vec<Option<Vec<u32>>> = (0..7usize)
+        .map(|i| match i {
+            0 => None,
+            1 => Some(vec![42]),
+            4 => Some(tokens(i, limit - prompts[4].len()).collect()),
+            6 => Some(vec![9; limit + 1 - prompts[6].len()]),
+            _ => Some(tokens(i, i * 2).collect()),
+        })
+        .collect();
+    let whole: Vec<Option<f64>> = prompts
+        .iter()
+        .zip(&references)
+        .map(|(p, a)| {
+            let a = a.as_ref().filter(|a| p.len() + a.len() <= limit)?;
+            let seq = crate::engine::loglik::ScoredSeq {
+                ids: p.iter().chain(a).copied().collect(),
+                start: p.len(),
+            };
+            let got = crate::engine::loglik::sequence_logprobs(&model.model, &stack, &[seq], 1);
+            Some(got.unwrap()[0])
+        })
+        .collect();
+    let n = common_prefix_len(&prompts.iter().map(|p| p.as_slice()).collect::<Vec<_>>());
+    let prefix = PrefixCache::build(&model.model, &stack, &prompts[0][..n]).unwrap();
+    for (refill, with_prefix, max_new_tokens) in
+        [(true, true, 5), (false, false, 5), (true, true, 0)]
+    {
+        let opts = QueueOptions {
+            max_batch: 3,
+            refill,
+            prefix: with_prefix.then_some(&prefix),
+            references: Some(&references),
+        };
+        let cfg = SamplingConfig {
+            max_new_tokens,
+            ..Default::default()
+        };
+        let mut got = vec![None; prompts.len()];
+        generate_queue(
+            &model.model,
+            &stack,
+            &prompts,
+            &cfg,
+            &opts,
+            &[],
+            0,
+            &mut |_, _| false,
+            &mut |r, ids, score| {
+                assert!(ids.len() <= max_new_tokens);
+                got[r] = Some(score);
+                Ok(true)
+            },
+        )
+        .unwrap();
+        let case = format!("refill {refill}, prefix {with_prefix}, {max_new_tokens} new tokens");
+        for (i, (got, want)) in got.into_iter().zip(&whole).enumerate() {
+            let got = got.unwrap_or_else(|| panic!("{case}: row {i} never finished"));
+            match (got, want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => {
+                    assert_eq!(g.tokens, references[i].as_ref().unwrap().len(), "{case}");
+                    assert!(
+                        (g.logprob - w).abs() < 1e-3,
+                        "{case}: row {i}: {} vs {w}",
+                        g.logprob
+                    );
+                }
+                (g, w) => panic!("{case}: row {i}: scored {g:?}, whole sequence {w:?}"),
+            }
         }
     }
 }

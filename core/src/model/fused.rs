@@ -302,15 +302,7 @@ pub fn cross_entropy_with_grad(
     grad_scale: f64,
 ) -> Result<(Tensor, Tensor)> {
     let (n, vocab) = x.dims2()?;
-    let kernel_fits = vocab > 0 && labels.dims() == [n] && labels.dtype() == DType::U32;
-    if kernel_fits && labels.device().is_cpu() {
-        let labels_v = labels.to_vec1::<u32>()?;
-        if let Some(&bad) = labels_v.iter().find(|&&l| l as usize >= vocab) {
-            return Err(crate::error::CoreError::tensor(
-                "labels",
-                format!("hold token {bad}, beyond the vocabulary of {vocab}"),
-            ));
-        }
+    if let Some(labels_v) = kernel_labels(x, labels)? {
         let run = |v: &[&[f32]]| {
             let x = v[0];
             let mut grad = vec![0f32; x.len()];
@@ -321,14 +313,8 @@ pub fn cross_entropy_with_grad(
                 .enumerate()
                 .for_each(|(r, (g, nll))| {
                     let xr = &x[r * vocab..(r + 1) * vocab];
-                    let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (g, &v) in g.iter_mut().zip(xr) {
-                        let e = (v - max).exp();
-                        *g = e;
-                        sum += e;
-                    }
                     let label = labels_v[r] as usize;
+                    let (max, sum) = max_and_exp_sum(xr, |i, e| g[i] = e);
                     *nll = sum.ln() + max - xr[label];
                     let k = scale / sum;
                     for g in g.iter_mut() {
@@ -346,14 +332,74 @@ pub fn cross_entropy_with_grad(
         }
     }
     let labels = labels.unsqueeze(1)?;
-    let max = x.max_keepdim(D::Minus1)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    let nll = ((sum.log()? + max)? - x.gather(&labels, 1)?)?.squeeze(1)?;
+    let (e, sum, nll) = composite_cross_entropy(x, &labels)?;
     let p = e.broadcast_div(&sum)?;
     let minus_one = Tensor::full(-1f32, labels.dims(), x.device())?.to_dtype(p.dtype())?;
     p.scatter_add_set(&labels, &minus_one, 1)?;
     Ok((nll, (p * grad_scale)?))
+}
+
+/// Each row's cross-entropy of logits x (n, vocab) against labels (n) u32: (n). Scoring
+/// needs no gradient, so the CPU kernel allocates nothing of the logits' size (the composite
+/// form, as `log_softmax` does, makes several copies of them).
+pub fn cross_entropy(x: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (n, vocab) = x.dims2()?;
+    if let Some(labels_v) = kernel_labels(x, labels)? {
+        let run = |v: &[&[f32]]| {
+            let x = v[0];
+            let mut nll = vec![0f32; n];
+            nll.par_iter_mut().enumerate().for_each(|(r, nll)| {
+                let xr = &x[r * vocab..(r + 1) * vocab];
+                let (max, sum) = max_and_exp_sum(xr, |_, _| {});
+                *nll = sum.ln() + max - xr[labels_v[r] as usize];
+            });
+            nll
+        };
+        if let Some(nll) = with_f32(&[x], run) {
+            return Ok(Tensor::from_vec(nll, n, x.device())?);
+        }
+    }
+    Ok(composite_cross_entropy(x, &labels.unsqueeze(1)?)?.2)
+}
+
+/// The labels as a vector when the CPU kernels take `x` and `labels` ((n, vocab) logits, (n)
+/// u32 labels on the CPU); an error names a label beyond the vocabulary.
+fn kernel_labels(x: &Tensor, labels: &Tensor) -> Result<Option<Vec<u32>>> {
+    let (n, vocab) = x.dims2()?;
+    let fits = vocab > 0 && labels.dims() == [n] && labels.dtype() == DType::U32;
+    if !fits || !labels.device().is_cpu() {
+        return Ok(None);
+    }
+    let labels_v = labels.to_vec1::<u32>()?;
+    if let Some(&bad) = labels_v.iter().find(|&&l| l as usize >= vocab) {
+        return Err(crate::error::CoreError::tensor(
+            "labels",
+            format!("hold token {bad}, beyond the vocabulary of {vocab}"),
+        ));
+    }
+    Ok(Some(labels_v))
+}
+
+/// A row's maximum and Σ exp(x − max), handing each exp to `each(i, e)` on the way.
+fn max_and_exp_sum(xr: &[f32], mut each: impl FnMut(usize, f32)) -> (f32, f32) {
+    let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for (i, &v) in xr.iter().enumerate() {
+        let e = (v - max).exp();
+        each(i, e);
+        sum += e;
+    }
+    (max, sum)
+}
+
+/// The composite cross-entropy of x (n, vocab) against labels (n, 1): exp(x − max), its row
+/// sums and the rows' cross-entropy (n).
+fn composite_cross_entropy(x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    let nll = ((sum.log()? + max)? - x.gather(labels, 1)?)?.squeeze(1)?;
+    Ok((e, sum, nll))
 }
 
 /// Elements per rayon task of the element-wise kernels.
@@ -436,11 +482,20 @@ mod tests {
         let f32s = |t: Tensor| t.to_dtype(DType::F32).unwrap();
         assert!(max_abs_diff(&nll, &f32s(want_nll)) < 1e-4);
         assert!(max_abs_diff(&g, &f32s(want_g)) < 1e-6);
+        // Without the gradient: the same values, from the kernel and from the composite.
+        assert_eq!(
+            max_abs_diff(&cross_entropy(&x, &labels).unwrap(), &nll),
+            0.0
+        );
+        let composite = cross_entropy(&f64s, &labels).unwrap();
+        assert!(max_abs_diff(&nll, &f32s(composite)) < 1e-4);
         let beyond = Tensor::new(&[0u32, 300, 0, 0, 0], &Device::Cpu).unwrap();
-        let err = cross_entropy_with_grad(&x, &beyond, 1.0)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("300"), "{err}");
+        for err in [
+            cross_entropy_with_grad(&x, &beyond, 1.0).unwrap_err(),
+            cross_entropy(&x, &beyond).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("300"), "{err}");
+        }
     }
 
     #[test]
