@@ -249,6 +249,10 @@ pub struct EvalColumn {
     /// The evaluation every configuration gets on this set; the planner sets its model and
     /// target.
     pub job: EvalJob,
+    /// The methods whose configurations are evaluated on this set, their first seed only
+    /// (a skill's own test, which a budget may keep to the rows that show whether the skills
+    /// were learned and kept); `None`: every configuration, every seed.
+    pub only: Option<Vec<CompareMethod>>,
 }
 
 /// Everything the planner needs.
@@ -273,11 +277,13 @@ pub struct PlanRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRow {
     pub label: String,
-    /// One per column: the configuration as built with the request's seed (seed 0 of the row).
-    pub evals: Vec<EvalJob>,
+    /// One per column: the configuration as built with the request's seed (seed 0 of the row);
+    /// `None` where the column is not for this row (its `only`).
+    pub evals: Vec<Option<EvalJob>>,
     /// Rows of a method with randomness, after [`with_seeds`]: the evaluations of the same
-    /// configuration built with seeds 1, 2, ... (one per column each); empty otherwise.
-    pub seed_evals: Vec<Vec<EvalJob>>,
+    /// configuration built with seeds 1, 2, ... (one per column each, `None` where the column
+    /// takes the first seed only); empty otherwise.
+    pub seed_evals: Vec<Vec<Option<EvalJob>>>,
 }
 
 /// What to run, in order: the jobs that build adapters, then the evaluations row by row.
@@ -285,6 +291,8 @@ pub struct PlannedRow {
 pub struct Plan {
     pub builds: Vec<JobSpec>,
     pub columns: Vec<String>,
+    /// Per column, whether it takes every seed of a row (see [`EvalColumn::only`]).
+    pub every_seed: Vec<bool>,
     pub rows: Vec<PlannedRow>,
 }
 
@@ -295,6 +303,7 @@ impl Plan {
             r.evals
                 .iter()
                 .chain(r.seed_evals.iter().flatten())
+                .flatten()
                 .cloned()
                 .map(JobSpec::Eval)
         });
@@ -382,15 +391,15 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         job.skill = Some(s.skill.clone());
         builds.push(JobSpec::Train(job));
     }
-    // Configurations: row label → what the evaluations run with.
-    let mut configs: Vec<(String, EvalTarget)> = Vec::new();
+    // Configurations: row label → what the evaluations run with, and the method it is of.
+    let mut configs: Vec<(String, EvalTarget, CompareMethod)> = Vec::new();
     for &method in &methods {
         match method {
-            CompareMethod::Base => configs.push((method.row_label(), EvalTarget::Base)),
+            CompareMethod::Base => configs.push((method.row_label(), EvalTarget::Base, method)),
             CompareMethod::Skills => {
                 for s in &req.skills {
                     let label = format!("{} only", s.skill);
-                    configs.push((label, EvalTarget::Adapter(s.adapter.clone())));
+                    configs.push((label, EvalTarget::Adapter(s.adapter.clone()), method));
                 }
             }
             CompareMethod::DataMix => {
@@ -405,7 +414,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                     Naming::Adapters => joined.clone(),
                 });
                 builds.push(JobSpec::Train(job));
-                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter), method));
             }
             CompareMethod::Cat => {
                 let adapter = name("cat");
@@ -415,14 +424,14 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                 job.adapters = adapters.clone();
                 job.data = skill_data()?;
                 builds.push(JobSpec::Cat(job));
-                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter), method));
             }
             CompareMethod::CatUniform => {
                 let adapter = name("cat-uniform");
                 let mut job = merge_job(req, MergeKind::Cat, &adapter, &adapters, &skill_data)?;
                 job.weights = cat_scale.clone();
                 builds.push(JobSpec::Merge(job));
-                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter), method));
             }
             CompareMethod::Merge(kind) => {
                 let adapter = name(kind.name());
@@ -433,20 +442,20 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                     &adapters,
                     &skill_data,
                 )?));
-                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter), method));
             }
             CompareMethod::MergeAtCatScale(kind) => {
                 let adapter = name(&format!("{}-cat-scale", kind.name()));
                 let mut job = merge_job(req, kind, &adapter, &adapters, &skill_data)?;
                 job.weights = cat_scale.clone();
                 builds.push(JobSpec::Merge(job));
-                configs.push((method.row_label(), EvalTarget::Adapter(adapter)));
+                configs.push((method.row_label(), EvalTarget::Adapter(adapter), method));
             }
         }
     }
     let rows = configs
         .into_iter()
-        .map(|(label, target)| PlannedRow {
+        .map(|(label, target, method)| PlannedRow {
             label,
             seed_evals: Vec::new(),
             evals: req
@@ -456,7 +465,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                     let mut job = c.job.clone();
                     job.model = req.model.clone();
                     job.target = target.clone();
-                    job
+                    let wanted = c.only.as_ref().is_none_or(|m| m.contains(&method));
+                    wanted.then_some(job)
                 })
                 .collect(),
         })
@@ -464,6 +474,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     Ok(Plan {
         builds,
         columns: req.columns.iter().map(|c| c.column.clone()).collect(),
+        every_seed: req.columns.iter().map(|c| c.only.is_none()).collect(),
         rows,
     })
 }
@@ -530,20 +541,27 @@ pub fn with_seeds(mut plan: Plan, seeds: usize) -> Plan {
     }
     plan.builds = builds;
     for row in &mut plan.rows {
-        let Some(name) = row.evals.first().and_then(|e| match &e.target {
-            EvalTarget::Adapter(a) if seeded.contains(a) => Some(a.clone()),
-            _ => None,
-        }) else {
+        let Some(name) = row
+            .evals
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|e| match &e.target {
+                EvalTarget::Adapter(a) if seeded.contains(a) => Some(a.clone()),
+                _ => None,
+            })
+        else {
             continue;
         };
         row.seed_evals = (1..seeds)
             .map(|k| {
                 row.evals
                     .iter()
-                    .map(|e| {
-                        let mut e = e.clone();
+                    .zip(&plan.every_seed)
+                    .map(|(e, &every)| {
+                        let mut e = e.clone().filter(|_| every)?;
                         e.target = EvalTarget::Adapter(seed_name(&name, k));
-                        e
+                        Some(e)
                     })
                     .collect()
             })

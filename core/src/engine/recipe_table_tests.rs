@@ -250,3 +250,45 @@ fn budgets_default_to_three_seeds_and_refuse_zero() {
     let err = Recipe::parse(&text, "zero.toml").unwrap_err().to_string();
     assert!(err.contains("it must be between 1 and 20"), "{err}");
 }
+
+/// A budget's skill_tests must keep the rows the skill gate compares and name only methods
+/// the recipe runs; the built-in standard budget grades the target on every configuration
+/// and the skill tests on the rows it names.
+#[test]
+fn skill_tests_keep_the_gates_rows_and_name_only_the_recipes_methods() {
+    let text = include_str!("../../recipes/code-math.toml");
+    let listed = r#"skill_tests = ["base", "skills", "data-mix", "cat", "cat-uniform"]"#;
+    assert!(text.contains(listed));
+    for (list, want) in [
+        (r#"skill_tests = ["skills", "cat"]"#, "leaves out base"),
+        (r#"skill_tests = ["base", "cat"]"#, "leaves out skills"),
+        (
+            r#"skill_tests = ["base", "skills", "magnitude_prune"]"#,
+            "names magnitude_prune, which is not among",
+        ),
+    ] {
+        let err = Recipe::parse(&text.replace(listed, list), "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{list}: {err}");
+    }
+    let plan = Recipe::load("code-math").unwrap().plan("standard").unwrap();
+    let graded = |c: usize| {
+        plan.rows
+            .iter()
+            .filter(|r| r.evals[c].is_some())
+            .map(|r| r.label.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(graded(0).len(), plan.rows.len());
+    let skill_rows = [
+        "base",
+        "math only",
+        "code only",
+        "DATA-MIX",
+        "CAT",
+        "CAT-UNIFORM",
+    ];
+    assert_eq!(graded(1), skill_rows);
+    assert_eq!(graded(2), skill_rows);
+}

@@ -277,6 +277,9 @@ fn table(
                 .evals
                 .iter()
                 .map(|job| {
+                    let Some(job) = job else {
+                        return CellState::NotGraded;
+                    };
                     let spec = JobSpec::Eval(job.clone());
                     let Some(run) = job_key(&spec).and_then(|k| run_of(runs, &k)) else {
                         return CellState::Pending;
@@ -479,7 +482,13 @@ fn estimate(plan: &Plan, speeds: Speeds, sizes: &mut DatasetSizes) -> Estimate {
     let mut eval_jobs = 0;
     let mut max_new_tokens = 0;
     for row in &plan.rows {
-        for job in &row.evals {
+        // Every seed's evaluations: each is a run.
+        for job in row
+            .evals
+            .iter()
+            .chain(row.seed_evals.iter().flatten())
+            .flatten()
+        {
             eval_jobs += 1;
             max_new_tokens = max_new_tokens.max(job.max_new_tokens);
             let size = sizes.get(&job.data);

@@ -25,6 +25,7 @@ fn request(methods: Vec<CompareMethod>) -> PlanRequest {
         columns: vec![EvalColumn {
             column: "code-math".into(),
             job: EvalJob::new("m", EvalTarget::Base, crate::engine::tasks::CODE_MATH, data),
+            only: None,
         }],
         naming: Naming::Adapters,
         train: TrainJob::new("", "m", Vec::new()),
@@ -354,7 +355,7 @@ fn seeds_repeat_only_the_random_builds_with_suffixed_names_and_shifted_seeds() {
         assert_eq!(row.seed_evals.len(), want, "{}", row.label);
         for (k, evals) in row.seed_evals.iter().enumerate() {
             assert_eq!(evals.len(), three.columns.len());
-            let EvalTarget::Adapter(a) = &evals[0].target else {
+            let EvalTarget::Adapter(a) = &evals[0].as_ref().expect("every column").target else {
                 panic!("seed copies are stored adapters");
             };
             assert!(a.ends_with(&format!("-seed{}", k + 1)), "{a}");
@@ -372,6 +373,54 @@ fn seeds_repeat_only_the_random_builds_with_suffixed_names_and_shifted_seeds() {
     assert_eq!(evals.len(), one.rows.len() + 4);
     assert!(evals.contains(&format!("{cat}-seed2")));
     assert_eq!(seed_name("x", 0), "x");
+}
+
+/// A column for some methods only (a budget's skill_tests) grades those rows, first seed
+/// only; the other columns grade every row and seed.
+#[test]
+fn a_column_for_some_methods_grades_their_rows_first_seed_only() {
+    let methods = vec![
+        CompareMethod::Base,
+        CompareMethod::Skills,
+        CompareMethod::Cat,
+        CompareMethod::Merge(MergeKind::DareTies),
+    ];
+    let mut req = request(methods);
+    let mut skill = req.columns[0].clone();
+    skill.column = "math skill".into();
+    skill.only = Some(vec![CompareMethod::Skills, CompareMethod::Cat]);
+    req.columns.push(skill);
+    let p = with_seeds(plan(&req).unwrap(), 3);
+    assert_eq!(p.every_seed, [true, false]);
+    // Per row: which columns its first seed and each seed copy are graded on.
+    type Graded<'a> = (&'a str, Vec<bool>, Vec<Vec<bool>>);
+    let some = |e: &[Option<EvalJob>]| e.iter().map(Option::is_some).collect::<Vec<_>>();
+    let graded: Vec<Graded> = p
+        .rows
+        .iter()
+        .map(|r| {
+            let copies = r.seed_evals.iter().map(|e| some(e)).collect();
+            (r.label.as_str(), some(&r.evals), copies)
+        })
+        .collect();
+    let copies = vec![vec![true, false]; 2];
+    assert_eq!(
+        graded,
+        [
+            ("base", vec![true, false], vec![]),
+            ("code only", vec![true, true], vec![]),
+            ("math only", vec![true, true], vec![]),
+            ("CAT", vec![true, true], copies.clone()),
+            ("DARE-TIES", vec![true, false], copies),
+        ]
+    );
+    // 5 rows and 4 seed copies on the target, 3 rows on the skill's column.
+    let evals = p
+        .jobs()
+        .iter()
+        .filter(|j| matches!(j, JobSpec::Eval(_)))
+        .count();
+    assert_eq!(evals, 5 + 4 + 3);
 }
 
 /// `cat-uniform` is the concatenation at CAT's start: a fixed-weight cat merge at 1/k each (no

@@ -412,6 +412,7 @@ pub fn plan_jobs(app: &App, methods: &[CompareMethod]) -> Result<Vec<JobSpec>, S
         columns: vec![EvalColumn {
             column: compose.task.name().to_string(),
             job: eval,
+            only: None,
         }],
         naming: Naming::Adapters,
         train: TrainJob::new("", &model, Vec::new()),

@@ -120,6 +120,8 @@ pub struct TableRow {
 /// planned job's.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CellState {
+    /// The budget does not grade this row on this column (its skill_tests).
+    NotGraded,
     Pending,
     Queued,
     Running,
@@ -140,11 +142,15 @@ pub struct DoneCell {
 impl RecipeTable {
     /// Cells finished, and cells in all.
     pub fn progress(&self) -> (usize, usize) {
-        let cells = self.rows.iter().flat_map(|r| r.cells.iter());
-        let all = self.rows.iter().map(|r| r.cells.len()).sum();
+        let cells = || {
+            self.rows
+                .iter()
+                .flat_map(|r| r.cells.iter())
+                .filter(|c| **c != CellState::NotGraded)
+        };
         (
-            cells.filter(|c| matches!(c, CellState::Done(_))).count(),
-            all,
+            cells().filter(|c| matches!(c, CellState::Done(_))).count(),
+            cells().count(),
         )
     }
 }

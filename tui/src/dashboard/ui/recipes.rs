@@ -267,6 +267,7 @@ fn draw_budgets(app: &App, view: &RecipeView, frame: &mut Frame, area: Rect) {
 
 fn cell_text(cell: &CellState) -> (String, Style) {
     match cell {
+        CellState::NotGraded => ("-".into(), Style::new().fg(Color::DarkGray)),
         CellState::Pending => ("·".into(), Style::new().fg(Color::DarkGray)),
         CellState::Queued => ("queued".into(), Style::new().fg(Color::Blue)),
         CellState::Running => ("running".into(), Style::new().fg(Color::Yellow)),
