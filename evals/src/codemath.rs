@@ -81,19 +81,22 @@ pub fn parse_number(s: &str) -> Option<f64> {
 }
 
 /// Extract the program from a model output: the last ```python (or bare ```) fenced block
-/// that defines `solution`, else the last fenced block, else the text from a bare
-/// `def solution` to the end. An unclosed final fence counts (generation often stops inside
-/// it). Returns None when there is nothing program-like.
+/// that defines `solution`, else the text from a bare `def solution` to the end or to the
+/// next fence (a model that leaves out the opening fence may still write the closing one,
+/// which reads as the opening of a block after the program), else the last fenced block. An
+/// unclosed final fence counts (generation often stops inside it). Returns None when there is
+/// nothing program-like.
 pub fn extract_program(output: &str) -> Option<String> {
     let blocks = fenced_blocks(output);
     if let Some(b) = blocks.iter().rev().find(|b| b.contains("def solution")) {
         return Some(b.clone());
     }
-    if let Some(b) = blocks.last() {
-        if !b.trim().is_empty() {
-            return Some(b.clone());
-        }
-    }
+    bare_solution(output).or_else(|| blocks.last().filter(|b| !b.trim().is_empty()).cloned())
+}
+
+/// The text from a `def solution` outside any fenced block (and the imports just before it) to
+/// the end or to the next fence.
+fn bare_solution(output: &str) -> Option<String> {
     let i = output.find("def solution")?;
     // Keep imports written just before the function.
     let start = output[..i]
@@ -105,7 +108,8 @@ pub fn extract_program(output: &str) -> Option<String> {
                 .all(|l| l.trim().is_empty() || l.starts_with("import ") || l.starts_with("from "))
         })
         .unwrap_or(i);
-    Some(output[start..].trim_end().to_string())
+    let end = output[i..].find("```").map_or(output.len(), |j| i + j);
+    Some(output[start..end].trim_end().to_string())
 }
 
 fn fenced_blocks(text: &str) -> Vec<String> {
@@ -302,6 +306,12 @@ mod tests {
         let p = extract_program(bare).unwrap_or_default();
         assert!(p.starts_with("import math"), "{p}");
         assert_eq!(extract_program("The answer is 4."), None);
+        // The opening fence left out, the closing one written (CAT's concatenations do).
+        let closed = "def solution():\n    result = 8 * 6 * 8\n    return result\n```\nDone.";
+        assert_eq!(
+            extract_program(closed).as_deref(),
+            Some("def solution():\n    result = 8 * 6 * 8\n    return result")
+        );
     }
 
     #[test]
