@@ -39,18 +39,25 @@ fn adapter_b() -> AdapterStack {
     AdapterStack::single(load_peft(&fixtures().join("adapter-b"), &Device::Cpu).unwrap())
 }
 
-#[test]
-fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
-    let model = tiny();
-    let stack = adapter_b();
+/// A shared prefix of 40 tokens, and seven prompts that start with it, the i-th with 2i + 1
+/// tokens of its own.
+fn shared_prefix_prompts() -> (Vec<u32>, Vec<Vec<u32>>) {
     let shared: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 390).collect();
-    let prompts: Vec<Vec<u32>> = (0..7u32)
+    let prompts = (0..7u32)
         .map(|i| {
             let mut p = shared.clone();
             p.extend((0..=i * 2).map(|j| 10 + (i * 31 + j * 5) % 380));
             p
         })
         .collect();
+    (shared, prompts)
+}
+
+#[test]
+fn queue_with_prefix_and_refill_decodes_what_one_batch_decodes() {
+    let model = tiny();
+    let stack = adapter_b();
+    let (shared, prompts) = shared_prefix_prompts();
     let cfg = SamplingConfig {
         max_new_tokens: 12,
         ..Default::default()
@@ -121,14 +128,7 @@ fn references_scored_on_their_prompts_prefill_equal_whole_sequence_scores() {
     let model = tiny();
     let stack = adapter_b();
     let limit = model.model.cfg.max_position_embeddings;
-    let shared: Vec<u32> = (0..30).map(|i| 4 + (i * 13) % 390).collect();
-    let prompts: Vec<Vec<u32>> = (0..7u32)
-        .map(|i| {
-            let mut p = shared.clone();
-            p.extend((0..=i * 3).map(|j| 11 + (i * 17 + j * 3) % 380));
-            p
-        })
-        .collect();
+    let (_, prompts) = shared_prefix_prompts();
     // None; one token (scored from the prefill's logits alone); references of different
     // lengths (right-padded together); one that fills the context with its prompt, so that
     // its group's layout (padded to a longer prompt) does not fit; one that does not fit.
