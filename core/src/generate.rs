@@ -363,9 +363,9 @@ pub fn generate_queue(
         ));
     }
     let reference = |row: usize| {
-        opts.references.and_then(|r| r[row].as_deref()).filter(|a| {
-            !a.is_empty() && prompts[row].len() + a.len() <= model.cfg.max_position_embeddings
-        })
+        opts.references
+            .and_then(|r| r[row].as_deref())
+            .filter(|a| reference_fits(model, prompts[row].len(), a.len()))
     };
     if cfg.max_new_tokens == 0 && opts.references.is_none() {
         for i in 0..n {
@@ -551,6 +551,12 @@ fn prefill(
         .squeeze(1)?
         .to_dtype(DType::F32)?;
     Ok((cache, mask, logits))
+}
+
+/// Whether a reference of `reference` tokens after a prompt of `prompt` tokens is scored: it
+/// has a token, and both fit the model's context (otherwise its score is `None`).
+pub fn reference_fits(model: &Llama, prompt: usize, reference: usize) -> bool {
+    reference > 0 && prompt + reference <= model.cfg.max_position_embeddings
 }
 
 /// The references of a prefilled group of prompts, each scored on the keys and values its

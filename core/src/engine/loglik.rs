@@ -6,7 +6,7 @@
 //! same questions. Inference only (no backward), in batches of similar length.
 
 use crate::error::Result;
-use crate::generate::PrefixCache;
+use crate::generate::{reference_fits, PrefixCache};
 use crate::lora::AdapterStack;
 use crate::model::fused::cross_entropy;
 use crate::model::{ForwardInput, Llama, Mode};
@@ -126,7 +126,6 @@ pub fn reference_logprobs_after(
     pairs: &[(String, String)],
     batch_size: usize,
 ) -> Result<Vec<Option<RefScore>>> {
-    let max = model.model.cfg.max_position_embeddings;
     let mut seqs = Vec::new();
     let mut which = Vec::new();
     let mut out = vec![None; pairs.len()];
@@ -134,7 +133,7 @@ pub fn reference_logprobs_after(
         let mut ids = model.tokenizer.encode(prompt, true)?;
         let start = ids.len();
         let answer = model.tokenizer.encode(reference, false)?;
-        if answer.is_empty() || start + answer.len() > max {
+        if !reference_fits(&model.model, start, answer.len()) {
             continue;
         }
         ids.extend(answer);
