@@ -245,3 +245,101 @@ fn a_rerun_redoes_the_jobs_whose_inputs_changed() {
         .iter()
         .any(|(l, reused)| *reused && l.starts_with("eval base")));
 }
+
+/// An evaluation scored by another version of its task's grader is graded again by a re-run,
+/// with its answers from the generation cache, and only it: the other evaluations and the
+/// LoRAs are reused. `--stored` says why it has no score, and the old run stays in the store
+/// but cannot be resumed under the new grader.
+#[test]
+fn a_rerun_grades_again_what_another_grader_scored() {
+    use soup_core::engine::JobSpec;
+    use soup_store::{RunKind, RunQuery, RunStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let text = recipe_text().replace(
+        r#"methods = ["base", "skills", "data-mix", "cat", "cat-uniform", "ties", "ties@cat-scale", "dare_ties", "dare_linear", "linear", "svd", "lorahub"]"#,
+        r#"methods = ["base", "skills"]"#,
+    );
+    let recipe = Recipe::parse(&text, "test").unwrap();
+    let store = Arc::new(Store::open(dir.path().join("home")).unwrap());
+    let engine = Engine::new(store.clone(), &dir.path().join("home"), Device::Cpu, None).unwrap();
+    // (label, what the run said last: "reused", "not in the store", ... or the summary's
+    // cache hits of a job that ran).
+    let run = |reuse: Reuse| {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        run_recipe(&engine, &recipe, "micro", reuse, &mut |label, u| match u {
+            JobUpdate::Progress { message, .. } if !message.is_empty() => {
+                seen.retain(|(l, _)| l != label);
+                seen.push((label.to_string(), message.clone()));
+            }
+            JobUpdate::Finished(out) => {
+                seen.retain(|(l, _)| l != label);
+                let hits = out.summary.get("cache_hits").and_then(|h| h.as_u64());
+                seen.push((label.to_string(), format!("ran, cache hits {hits:?}")));
+            }
+            _ => {}
+        })
+        .unwrap();
+        seen.sort();
+        seen
+    };
+    run(Reuse::Finished);
+    let evals = || {
+        store
+            .list_runs(&RunQuery {
+                status: Some(RunStatus::Done),
+                ..Default::default()
+            })
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|r| r.kind == RunKind::Eval)
+            .collect::<Vec<_>>()
+    };
+    let before = evals();
+    for r in &before {
+        let Ok(JobSpec::Eval(job)) = serde_json::from_value::<JobSpec>(r.spec.clone()) else {
+            panic!("{:?}", r.spec)
+        };
+        assert_eq!(job.grader, Some(job.task.grader_version()), "recorded");
+    }
+    // The base model's target evaluation, as an older grader would have recorded it.
+    let mut old = before
+        .iter()
+        .find(|r| r.label.contains("base") && r.label.contains("code-math"))
+        .unwrap_or_else(|| panic!("{:?}", before.iter().map(|r| &r.label).collect::<Vec<_>>()))
+        .clone();
+    old.spec["grader"] = serde_json::json!(0);
+    store.put_run(&old).unwrap();
+
+    let stored = run(Reuse::StoredOnly);
+    let regrade: Vec<&(String, String)> = stored
+        .iter()
+        .filter(|(_, m)| m.starts_with("graded by another version of its grader"))
+        .collect();
+    assert_eq!(regrade.len(), 1, "{stored:?}");
+    assert!(regrade[0].0.contains("base"), "{stored:?}");
+
+    let after = run(Reuse::Finished);
+    let ran: Vec<&(String, String)> = after.iter().filter(|(_, m)| m != "reused").collect();
+    assert_eq!(ran.len(), 1, "{after:?}");
+    assert_eq!(ran[0].0, regrade[0].0);
+    let n = old.progress.total;
+    assert_eq!(
+        ran[0].1,
+        format!("ran, cache hits Some({n})"),
+        "every answer from the cache"
+    );
+    assert_eq!(evals().len(), before.len() + 1, "the old run is kept");
+
+    // The old run cannot be finished under the new grader.
+    old.status = RunStatus::Failed;
+    store.put_run(&old).unwrap();
+    let err = engine
+        .resume_now(old.id, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 0 of the code-math grader, which is now version 1"),
+        "{err}"
+    );
+}

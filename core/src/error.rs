@@ -114,6 +114,13 @@ pub enum CoreError {
     /// A run asked to resume that is not in a state to be resumed.
     #[error("run {id} is {status}: only failed or cancelled runs can be resumed")]
     NotResumable { id: String, status: String },
+    #[error("run {id} was graded by {recorded} of the {task} grader, which is now version {current}: its records cannot be finished by another grader; start the evaluation again (its answers come from the generation cache)")]
+    GraderChanged {
+        id: String,
+        task: &'static str,
+        recorded: String,
+        current: u32,
+    },
     #[error("run {id} has an unreadable spec: {source}")]
     UnreadableSpec {
         id: String,

@@ -33,6 +33,12 @@ pub struct TaskInfo {
     pub headline: &'static str,
     /// Grading runs programs: the engine must start a sandbox.
     pub needs_sandbox: bool,
+    /// The version of this task's parsing and grading of answers. Raise it with any change
+    /// that can turn a stored answer's verdict or scores: an evaluation records the version
+    /// that graded it, and a recipe re-grades (answers from the generation cache) the ones
+    /// graded by another. 1 is the first recorded version; evaluations stored before versions
+    /// were recorded carry none and count as older.
+    pub grader_version: u32,
 }
 
 /// How an item is turned into a prompt.
@@ -203,6 +209,11 @@ impl EvalTask {
 
     pub fn default_dataset(self) -> &'static str {
         self.info().default_dataset
+    }
+
+    /// See [`TaskInfo::grader_version`].
+    pub fn grader_version(self) -> u32 {
+        self.info().grader_version
     }
 
     /// Parses a dataset for this task.

@@ -183,7 +183,7 @@ impl Engine {
     /// [`Engine::check`]) is refused before anything is recorded.
     pub fn submit(&self, mut spec: JobSpec) -> Result<RunId> {
         self.check(&spec)?;
-        spec.fix_precision(self.precision());
+        spec.fix_recorded(self.precision());
         let value = spec.to_record()?;
         let run = self
             .shared
@@ -259,7 +259,7 @@ impl Engine {
         on_event: &mut dyn FnMut(&JobUpdate),
     ) -> Result<(RunId, RunOutcome)> {
         self.check_with_model(&spec)?;
-        spec.fix_precision(self.precision());
+        spec.fix_recorded(self.precision());
         let value = spec.to_record()?;
         let run = self
             .shared

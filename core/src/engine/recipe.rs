@@ -477,9 +477,10 @@ fn ensure(
     reuse: Reuse,
     on: &mut dyn FnMut(&str, &JobUpdate),
 ) -> Result<Option<soup_store::RunId>> {
-    // Compared with stored specs as the engine records them: precision fixed, and the digest
-    // of what the job reads, so a job whose inputs changed under the same names is redone.
-    spec.fix_precision(engine.precision());
+    // Compared with stored specs as the engine records them: precision and grader version
+    // fixed, and the digest of what the job reads, so a job whose inputs changed under the
+    // same names is redone, and an evaluation scored by another grader is graded again.
+    spec.fix_recorded(engine.precision());
     *spec.inputs_mut() = Some(inputs_digest(engine, &spec)?);
     let value = serde_json::to_value(&spec).map_err(|e| CoreError::serialize("the job", e))?;
     if reuse != Reuse::Fresh {
@@ -497,14 +498,21 @@ fn ensure(
                     return Ok(None);
                 }
             }
-        } else if let Some(id) = finished_eval(engine, &value)? {
+        } else if let Some(id) = finished_eval(engine, &value, &[])? {
             report(on, &spec.label(), "reused");
             return Ok(Some(id));
         }
     }
     let label = spec.label();
     if reuse == Reuse::StoredOnly {
-        report(on, &label, "not in the store");
+        let regrade = matches!(spec, JobSpec::Eval(_))
+            && finished_eval(engine, &value, &["grader"])?.is_some();
+        let why = if regrade {
+            "graded by another version of its grader: run the recipe without --stored to grade it again"
+        } else {
+            "not in the store"
+        };
+        report(on, &label, why);
         return Ok(None);
     }
     let (id, _) = engine.run_now(spec, &mut |u| on(&label, u))?;
@@ -561,31 +569,41 @@ fn strip_tag(v: &serde_json::Value) -> serde_json::Value {
     v
 }
 
-fn finished_eval(engine: &Engine, spec: &serde_json::Value) -> Result<Option<soup_store::RunId>> {
+/// The finished evaluation stored for `spec`, compared by [`eval_identity`] without the
+/// `ignored` fields (`["grader"]`: scored by any version of its grader).
+fn finished_eval(
+    engine: &Engine,
+    spec: &serde_json::Value,
+    ignored: &[&str],
+) -> Result<Option<soup_store::RunId>> {
     let runs = engine.store().list_runs(&RunQuery {
         status: Some(RunStatus::Done),
         ..Default::default()
     })?;
-    let wanted = eval_identity(spec);
+    let wanted = eval_identity(spec, ignored);
     Ok(runs
         .items
         .into_iter()
-        .find(|r| r.kind == RunKind::Eval && eval_identity(&r.spec) == wanted)
+        .find(|r| r.kind == RunKind::Eval && eval_identity(&r.spec, ignored) == wanted)
         .map(|r| r.id))
 }
 
-/// What makes two evaluations the same: the spec without its decoding batch size, which says
-/// how many questions are decoded at once, not what is asked or how it is graded (a default
-/// that grows, as it did from 16 to 32, must not make a recipe redo its finished evaluations).
-fn eval_identity(spec: &serde_json::Value) -> serde_json::Value {
-    fn strip(v: &mut serde_json::Value) {
+/// What makes two evaluations the same: the spec without its decoding batch size (and the
+/// `ignored` fields), which says how many questions are decoded at once, not what is asked or
+/// how it is graded (a default that grows, as it did from 16 to 32, must not make a recipe
+/// redo its finished evaluations).
+fn eval_identity(spec: &serde_json::Value, ignored: &[&str]) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value, ignored: &[&str]) {
         if let serde_json::Value::Object(map) = v {
             map.remove("batch_size");
-            map.values_mut().for_each(strip);
+            for field in ignored {
+                map.remove(*field);
+            }
+            map.values_mut().for_each(|v| strip(v, ignored));
         }
     }
     let mut v = spec.clone();
-    strip(&mut v);
+    strip(&mut v, ignored);
     v
 }
 
@@ -1335,11 +1353,12 @@ mod tests {
                 DataSource::Builtin("codemath-test".into()),
             );
             f(&mut j);
-            eval_identity(&serde_json::to_value(JobSpec::Eval(j)).unwrap())
+            eval_identity(&serde_json::to_value(JobSpec::Eval(j)).unwrap(), &[])
         };
         assert_eq!(job(|j| j.batch_size = 16), job(|j| j.batch_size = 32));
         assert_ne!(job(|j| j.batch_size = 16), job(|j| j.limit = Some(10)));
         assert_ne!(job(|_| {}), job(|j| j.max_new_tokens = 64));
+        assert_ne!(job(|j| j.grader = Some(1)), job(|j| j.grader = Some(2)));
     }
 
     /// The game recipe runs on files soup does not ship: it names the flags that supply them

@@ -207,6 +207,11 @@ pub struct EvalJob {
     /// What the job reads, as a digest: see [`TrainJob::inputs`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// The version of the task's grader ([`EvalTask::grader_version`]); the engine fixes it
+    /// when it records the run, so a stored evaluation says which grader scored it (specs
+    /// stored before it existed read as None: an older grader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grader: Option<u32>,
 }
 
 /// Everything the engine can run.
@@ -229,9 +234,11 @@ impl JobSpec {
         }
     }
 
-    /// Fills a missing precision with `default` (the engine's), so the recorded spec says
-    /// what ran and a resume runs the same.
-    pub fn fix_precision(&mut self, default: Precision) {
+    /// Fills what the engine decides and the recorded spec must say, so that it tells what
+    /// ran and a resume runs the same: a missing precision with `default` (the engine's), and
+    /// an evaluation's grader version with its task's current one.
+    pub fn fix_recorded(&mut self, default: Precision) {
+        self.fix_grader();
         let dtype = match self {
             JobSpec::Train(j) => &mut j.dtype,
             JobSpec::Cat(j) => &mut j.dtype,
@@ -239,6 +246,14 @@ impl JobSpec {
             JobSpec::Eval(j) => &mut j.dtype,
         };
         dtype.get_or_insert(default);
+    }
+
+    /// Fills an evaluation's missing grader version with its task's current one (what the
+    /// engine records, and what a planned evaluation is compared with stored ones by).
+    pub fn fix_grader(&mut self) {
+        if let JobSpec::Eval(j) = self {
+            j.grader.get_or_insert(j.task.grader_version());
+        }
     }
 
     /// Where the job's [`TrainJob::inputs`] digest goes.
@@ -449,6 +464,7 @@ impl EvalJob {
             dtype: None,
             inputs: None,
             remote: None,
+            grader: None,
         }
     }
 }

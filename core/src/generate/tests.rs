@@ -307,6 +307,7 @@ static FEW_SHOT: TaskInfo = TaskInfo {
     metrics: &["accuracy"],
     headline: "accuracy",
     needs_sandbox: false,
+    grader_version: 1,
 };
 
 impl Task for FewShot {

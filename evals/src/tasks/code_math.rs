@@ -19,6 +19,7 @@ static INFO: TaskInfo = TaskInfo {
     metrics: &["accuracy"],
     headline: "accuracy",
     needs_sandbox: true,
+    grader_version: 1,
 };
 
 impl Task for CodeMath {

@@ -23,6 +23,7 @@ static INFO: TaskInfo = TaskInfo {
     metrics: &["rouge_l", "f1", "em"],
     headline: "rouge_l",
     needs_sandbox: false,
+    grader_version: 1,
 };
 
 const INSTRUCTION: &str = "Answer the question about the game's rules in one sentence.";

@@ -18,6 +18,7 @@ static INFO: TaskInfo = TaskInfo {
     metrics: &["contains", "em", "f1"],
     headline: "contains",
     needs_sandbox: false,
+    grader_version: 1,
 };
 
 pub const MANUAL_QA: ShortAnswerQa = ShortAnswerQa {

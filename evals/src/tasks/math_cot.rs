@@ -19,6 +19,7 @@ static INFO: TaskInfo = TaskInfo {
     metrics: &["strict_match", "flexible_match"],
     headline: "strict_match",
     needs_sandbox: false,
+    grader_version: 1,
 };
 
 impl Task for MathCot {

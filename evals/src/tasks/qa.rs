@@ -25,6 +25,7 @@ static INFO: TaskInfo = TaskInfo {
     metrics: &["em", "f1", "contains"],
     headline: "f1",
     needs_sandbox: false,
+    grader_version: 1,
 };
 
 pub const QA: ShortAnswerQa = ShortAnswerQa {

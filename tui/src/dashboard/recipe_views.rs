@@ -190,8 +190,12 @@ pub fn spec_key(spec: &serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// A planned job's key as the engine would record it: an evaluation names its task's current
+/// grader, so one scored by another version does not count as done (a recipe grades it again).
 fn job_key(spec: &JobSpec) -> Option<serde_json::Value> {
-    serde_json::to_value(spec).ok().map(|v| spec_key(&v))
+    let mut spec = spec.clone();
+    spec.fix_grader();
+    serde_json::to_value(&spec).ok().map(|v| spec_key(&v))
 }
 
 /// The run that is `spec`'s: a finished one first, then one in flight, then the newest other.

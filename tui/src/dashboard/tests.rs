@@ -37,7 +37,10 @@ struct FakeEngine {
 
 impl JobBackend for FakeEngine {
     fn submit(&self, spec: JobSpec) -> Result<RunId, String> {
-        let value = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
+        // The engine records an evaluation with its task's grader version.
+        let mut recorded = spec.clone();
+        recorded.fix_grader();
+        let value = serde_json::to_value(&recorded).map_err(|e| e.to_string())?;
         let run = self
             .store
             .create_run(spec.kind(), &spec.label(), value)
