@@ -456,6 +456,17 @@ pub struct Comparison {
     /// McNemar tests of the target column (what the power calculation assumes a value for).
     #[serde(default)]
     pub observed_discordance: Option<f64>,
+    /// How far each CAT seed moved, the first seed's first (the seeds that have run and
+    /// recorded it).
+    #[serde(default)]
+    pub cat_movements: Vec<SeedMovement>,
+}
+
+/// One CAT seed's [`CatMovement`], by its adapter's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedMovement {
+    pub adapter: String,
+    pub movement: CatMovement,
 }
 
 /// The share of questions two methods answer differently that the power calculation assumes:
@@ -808,7 +819,19 @@ pub fn run_recipe(
         skill_gate_margin: b.skill_gate_margin,
         skills,
     };
-    tabulate(engine.store(), &spec, &rows)
+    let mut table = tabulate(engine.store(), &spec, &rows)?;
+    for job in &plan.builds {
+        if let JobSpec::Cat(j) = job {
+            let stored = engine.store().get_adapter(&j.name)?;
+            if let Some(movement) = stored.as_ref().and_then(CatMovement::of_adapter) {
+                table.cat_movements.push(SeedMovement {
+                    adapter: j.name.clone(),
+                    movement,
+                });
+            }
+        }
+    }
+    Ok(table)
 }
 
 /// The column heading of a skill's own test.
@@ -998,6 +1021,7 @@ pub fn tabulate(
         skill_gate,
         power: (target_n > 0).then(|| PowerNote::ten_points(target_n, ASSUMED_DISCORDANCE)),
         observed_discordance,
+        cat_movements: Vec::new(),
     })
 }
 
@@ -1205,8 +1229,20 @@ impl Comparison {
             s.push_str("---|");
         }
         s.push('\n');
+        // A CAT whose (first seed's) weights did not move, or did not lower the held-out loss,
+        // is its start under another name: its row says so.
+        let still = self
+            .cat_movements
+            .first()
+            .map(|m| m.movement.verdict)
+            .filter(|v| !v.moved());
         for r in &self.rows {
-            s.push_str(&format!("| {} |", r.method));
+            match still {
+                Some(v) if r.method == PAIRED_AGAINST => {
+                    s.push_str(&format!("| {}, {} |", r.method, v.label()))
+                }
+                _ => s.push_str(&format!("| {} |", r.method)),
+            }
             for c in &self.columns {
                 s.push_str(&format!(" {} |", self.cell_text(r.scores.get(c))));
             }
@@ -1219,6 +1255,32 @@ impl Comparison {
                 "\nMethods with randomness (CAT, DARE) run with {} seeds at this budget; the paired tests use each one's first seed (the score before the semicolon).\n",
                 self.seeds
             ));
+        }
+        if !self.cat_movements.is_empty() {
+            s.push_str(&format!(
+                "\n{PAIRED_AGAINST}'s weights, per seed: how far they moved from the start (mean and largest absolute change), and the loss of the start against the learned weights on held-out examples of the skills' data\n\n| {PAIRED_AGAINST} run | verdict | mean abs Δw | max abs Δw | weights | held-out loss, start → learned |\n|---|---|---|---|---|---|\n"
+            ));
+            for m in &self.cat_movements {
+                let v = &m.movement;
+                let heldout = v
+                    .heldout
+                    .as_ref()
+                    .map_or("- (all sampled)".to_string(), |h| {
+                        format!(
+                            "{:.4} → {:.4} ({} examples)",
+                            h.start, h.learned, h.examples
+                        )
+                    });
+                s.push_str(&format!(
+                    "| {} | {} | {:.4} | {:.4} | {} | {} |\n",
+                    m.adapter,
+                    v.verdict.label(),
+                    v.mean_abs_delta,
+                    v.max_abs_delta,
+                    v.weights,
+                    heldout
+                ));
+            }
         }
         if !self.paired.is_empty() {
             s.push_str(&format!(

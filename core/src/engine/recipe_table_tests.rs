@@ -190,6 +190,47 @@ fn paired_columns_wilson_seeds_gate_and_power_on_a_constructed_store() {
     ] {
         assert!(md.contains(want), "{want:?} not in\n{md}");
     }
+    // Each CAT seed's movement gets a line; a first seed that did not lower its held-out loss
+    // marks the CAT row.
+    assert!(md.contains("| CAT |"), "{md}");
+    let mut moved = t.clone();
+    let seed = |adapter: &str, learned: f64| SeedMovement {
+        adapter: adapter.into(),
+        movement: CatMovement {
+            param: CatParam::Softmax,
+            init: CatInit::Uniform,
+            mean_abs_delta: 0.11,
+            max_abs_delta: 0.27,
+            weights: 300,
+            spread: Vec::new(),
+            heldout: Some(cat::HeldOutLoss {
+                source: "unsampled skill data".into(),
+                examples: 64,
+                start: 1.1,
+                learned,
+            }),
+            verdict: if learned < 1.1 {
+                cat::CatVerdict::Moved
+            } else {
+                cat::CatVerdict::LossNotLower
+            },
+        },
+    };
+    moved.cat_movements = vec![seed("r-cat", 1.0), seed("r-cat-seed1", 1.25)];
+    let md = moved.markdown();
+    for want in [
+        "| CAT |",
+        "| r-cat | moved | 0.1100 | 0.2700 | 300 | 1.1000 → 1.0000 (64 examples) |",
+        "| r-cat-seed1 | did not move (held-out loss not lower) | 0.1100 |",
+    ] {
+        assert!(md.contains(want), "{want:?} not in\n{md}");
+    }
+    moved.cat_movements.reverse();
+    let md = moved.markdown();
+    assert!(
+        md.contains("| CAT, did not move (held-out loss not lower) |"),
+        "{md}"
+    );
     // CSV: every line has the header's number of fields; TIES's target line carries the test.
     let csv = t.csv();
     let width = csv.lines().next().unwrap().split(',').count();
