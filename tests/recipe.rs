@@ -129,11 +129,7 @@ fn recipe_runs_every_method_then_reuses_everything() {
     let cat = engine.store().get_adapter("t-micro-cat").unwrap().unwrap();
     let moved = soup_core::train::CatMovement::of_adapter(&cat).expect("CAT movement stored");
     assert_eq!(moved.spread.len(), 2);
-    assert_eq!(
-        recipe.cat_movement(&engine, "micro").unwrap(),
-        Some(moved.clone())
-    );
-    // ... and the report shows it, with its verdict (the micro budget runs one seed).
+    // The report shows it, with its verdict (the micro budget runs one seed).
     assert_eq!(table.cat_movements.len(), 1);
     assert_eq!(table.cat_movements[0].adapter, "t-micro-cat");
     assert_eq!(table.cat_movements[0].movement, moved);

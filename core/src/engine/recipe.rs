@@ -734,23 +734,6 @@ impl Recipe {
     }
 }
 
-impl Recipe {
-    /// How far this recipe's CAT moved at `budget_name` (its adapter's recorded
-    /// [`CatMovement`]): `None` when the recipe has no CAT, it has not run yet, or it ran
-    /// before the movement was recorded. For the table's "did not move" mark.
-    pub fn cat_movement(&self, engine: &Engine, budget_name: &str) -> Result<Option<CatMovement>> {
-        if !self.methods.contains(&CompareMethod::Cat) {
-            return Ok(None);
-        }
-        let name = format!("{}-cat", prefix(self, budget_name));
-        Ok(engine
-            .store()
-            .get_adapter(&name)?
-            .as_ref()
-            .and_then(CatMovement::of_adapter))
-    }
-}
-
 /// Runs the whole comparison; `on(label, update)` sees every job's progress.
 pub fn run_recipe(
     engine: &Engine,
