@@ -928,6 +928,19 @@ fn run_eval(
     ctl: &JobControl,
     emit: &mut Emit,
 ) -> Result<RunOutcome> {
+    // The run's records, the finished ones and those to come, are scored by one grader: the
+    // one its spec names (checked before the model loads, for either backend).
+    let current = job.task.grader_version();
+    if job.grader != Some(current) {
+        return Err(CoreError::GraderChanged {
+            id: id.to_string(),
+            task: job.task.name(),
+            recorded: job
+                .grader
+                .map_or("no recorded version".into(), |v| format!("version {v}")),
+            current,
+        });
+    }
     if let Some(remote) = &job.remote {
         return run_eval_remote(engine, id, job, remote, ctl, emit);
     }
@@ -998,19 +1011,6 @@ fn grade_eval(
     let store = engine.store();
     let (path, text) = read(engine.data_dir(), &job.data)?;
     let data = job.task.load(&path, &text)?;
-    // The run's records, the finished ones and those to come, are scored by one grader: the
-    // one its spec names.
-    let current = job.task.grader_version();
-    if job.grader != Some(current) {
-        return Err(CoreError::GraderChanged {
-            id: id.to_string(),
-            task: job.task.name(),
-            recorded: job
-                .grader
-                .map_or("no recorded version".into(), |v| format!("version {v}")),
-            current,
-        });
-    }
     let previous = previous_records(store, id)?;
     let mut next_index = previous.len() as u64;
     // How many questions the run covers, for progress and ETA.
