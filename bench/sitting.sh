@@ -25,9 +25,12 @@ REPS="${REPS:-3}"
 mkdir -p "$OUT"
 
 CPU="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+# "AMD EPYC" can name CPUs of different generations: vendor, family and model tell them apart.
+field() { grep -m1 "^$1[[:space:]]*:" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
+KIND="$(field vendor_id) family $(field 'cpu family') model $(field model)"
 FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_tile' | tr '\n' ' ' | sed 's/ $//')"
 {
-    echo "cpu: $CPU"
+    echo "cpu: $CPU ($KIND)"
     echo "flags that matter: $FLAGS"
     echo "cores: $(nproc)"
     echo "soup: $($SOUP --version 2>/dev/null || echo "$SOUP") args: ${SOUP_ARGS:-}"
@@ -40,7 +43,7 @@ tag() {
     local side="$1" round="$2" load="$3"
     python3 -c '
 import json, sys
-side, rnd, load, cpu, flags = sys.argv[1:6]
+side, rnd, load, cpu, flags, kind = sys.argv[1:7]
 for line in sys.stdin:
     line = line.strip()
     if not line.startswith("{"):
@@ -48,9 +51,10 @@ for line in sys.stdin:
     d = json.loads(line)
     d.update(side=side, round=int(rnd), load_at_start=float(load))
     d.setdefault("cpu", cpu)
+    d.setdefault("cpu_kind", kind)
     d.setdefault("cpu_flags", flags.split())
     print(json.dumps(d), flush=True)
-' "$side" "$round" "$load" "$CPU" "$FLAGS"
+' "$side" "$round" "$load" "$CPU" "$FLAGS" "$KIND"
 }
 
 for r in $(seq 1 "$ROUNDS"); do

@@ -54,14 +54,7 @@ pub const PARITY_PROMPTS: [&str; 8] = [
 /// kind of CPU, not on every one.
 pub fn run(model: &Llama, opts: &BenchOptions, emit: &mut dyn FnMut(Value)) -> Result<()> {
     let host = machine();
-    let emit = &mut |mut figure: Value| {
-        if let (Some(obj), Some(host)) = (figure.as_object_mut(), host.as_object()) {
-            for (k, v) in host {
-                obj.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        emit(figure)
-    };
+    let emit = &mut |figure: Value| emit(on_machine(figure, &host));
     if opts.generation {
         for batch in [1, 16] {
             emit(bench_generation(model, batch, opts.reps)?);
@@ -281,37 +274,70 @@ pub const CPU_FLAGS_THAT_MATTER: [&str; 6] = [
     "amx_tile",
 ];
 
-/// The machine a figure was measured on: the CPU model and which of
+/// The machine a figure was measured on: the CPU model, its kind, which of
 /// [`CPU_FLAGS_THAT_MATTER`] it has (from /proc/cpuinfo; "unknown" and no flags elsewhere),
 /// and the threads candle's matrix product uses.
 pub fn machine() -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let (model, flags) = cpu_model_and_flags(&info);
+    let cpu = Cpu::parse(&info);
     json!({
-        "cpu": model,
-        "cpu_flags": flags,
+        "cpu": cpu.model,
+        "cpu_kind": cpu.kind,
+        "cpu_flags": cpu.flags,
         "threads": candle_core::utils::get_num_threads(),
     })
 }
 
-/// The first processor's `model name` and the flags of [`CPU_FLAGS_THAT_MATTER`] it lists.
-fn cpu_model_and_flags(cpuinfo: &str) -> (String, Vec<&'static str>) {
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let model = field("model name").unwrap_or_else(|| "unknown".to_string());
-    let have = field("flags").unwrap_or_default();
-    let have: Vec<&str> = have.split_whitespace().collect();
-    let flags = CPU_FLAGS_THAT_MATTER
-        .iter()
-        .copied()
-        .filter(|f| have.contains(f))
-        .collect();
-    (model, flags)
+/// `figure` with the fields of `host` ([`machine`]) that it does not set itself.
+pub fn on_machine(mut figure: Value, host: &Value) -> Value {
+    if let (Some(obj), Some(host)) = (figure.as_object_mut(), host.as_object()) {
+        for (k, v) in host {
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    figure
+}
+
+/// The first processor of /proc/cpuinfo, as a figure names it.
+#[derive(Debug, PartialEq)]
+struct Cpu {
+    /// `model name`.
+    model: String,
+    /// Vendor, family and model numbers ("AuthenticAMD family 26 model 2"): a cloud VM's model
+    /// name can be just "AMD EPYC" for CPUs of different generations, and the family tells
+    /// them apart.
+    kind: String,
+    /// The flags of [`CPU_FLAGS_THAT_MATTER`] it lists.
+    flags: Vec<&'static str>,
+}
+
+impl Cpu {
+    fn parse(cpuinfo: &str) -> Self {
+        // The first processor's block: the fields repeat for every processor.
+        let first = cpuinfo.split("\n\n").next().unwrap_or_default();
+        let field = |name: &str| {
+            first
+                .lines()
+                .find(|l| l.split(':').next().map(str::trim) == Some(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let model = field("model name").unwrap_or_else(|| "unknown".to_string());
+        let kind = match (field("vendor_id"), field("cpu family"), field("model")) {
+            (Some(vendor), Some(family), Some(number)) => {
+                format!("{vendor} family {family} model {number}")
+            }
+            _ => "unknown".to_string(),
+        };
+        let have = field("flags").unwrap_or_default();
+        let have: Vec<&str> = have.split_whitespace().collect();
+        let flags = CPU_FLAGS_THAT_MATTER
+            .iter()
+            .copied()
+            .filter(|f| have.contains(f))
+            .collect();
+        Cpu { model, kind, flags }
+    }
 }
 
 /// The process's peak resident set (VmHWM), in MB.
@@ -493,17 +519,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn machine_names_the_cpu_model_and_only_the_flags_it_lists() {
-        let info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nmodel name\t: other\n";
-        let (model, flags) = cpu_model_and_flags(info);
-        assert_eq!(model, "AMD EPYC 9R14");
+    fn a_figure_gets_the_machine_fields_it_does_not_set() {
+        let host = json!({"cpu": "AMD EPYC", "cpu_kind": "AuthenticAMD family 26 model 2"});
+        let figure = on_machine(json!({"figure": "x", "cpu": "given"}), &host);
         assert_eq!(
-            flags,
+            figure,
+            json!({"figure": "x", "cpu": "given", "cpu_kind": "AuthenticAMD family 26 model 2"})
+        );
+    }
+
+    #[test]
+    fn machine_names_the_cpu_model_kind_and_only_the_flags_it_lists() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nvendor_id\t: other\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: other\nflags\t\t: amx_tile\n";
+        let cpu = Cpu::parse(info);
+        assert_eq!(cpu.model, "AMD EPYC");
+        assert_eq!(cpu.kind, "AuthenticAMD family 26 model 2");
+        assert_eq!(
+            cpu.flags,
             vec!["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
         );
-        let (model, flags) = cpu_model_and_flags("flags : sse2 amx_tile avx2\n");
-        assert_eq!(model, "unknown");
-        assert_eq!(flags, vec!["avx2", "amx_tile"]);
-        assert_eq!(cpu_model_and_flags(""), ("unknown".to_string(), vec![]));
+        let cpu = Cpu::parse("flags : sse2 amx_tile avx2\n");
+        assert_eq!(
+            (cpu.model.as_str(), cpu.kind.as_str()),
+            ("unknown", "unknown")
+        );
+        assert_eq!(cpu.flags, vec!["avx2", "amx_tile"]);
+        assert_eq!(
+            Cpu::parse(""),
+            Cpu {
+                model: "unknown".into(),
+                kind: "unknown".into(),
+                flags: vec![]
+            }
+        );
     }
 }

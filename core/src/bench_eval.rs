@@ -178,19 +178,6 @@ fn one_run(
     Ok((records, secs))
 }
 
-/// The CPU's model name (Linux), recorded with every figure.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Measures both ways `opts.reps` times each (after one untimed run of each, whose records
 /// are compared), emitting one figure per way and one identity line; returns the comparison.
 pub fn run(
@@ -200,6 +187,7 @@ pub fn run(
 ) -> Result<EvalComparison> {
     let task = EvalTask::find("code-math")
         .ok_or_else(|| CoreError::Internal("the code-math task is not registered".into()))?;
+    let host = crate::bench::machine();
     let dir = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
     let sizes = SyntheticSizes {
         target: opts.questions.max(1),
@@ -256,7 +244,7 @@ pub fn run(
         let n = records.len();
         let prompt_tokens: usize = records.iter().map(|r| r.prompt_tokens).sum();
         let output_tokens: usize = records.iter().map(|r| r.output_tokens).sum();
-        emit(json!({
+        let figure = json!({
             "figure": "eval_code_math",
             "way": way,
             "questions": n,
@@ -268,8 +256,8 @@ pub fn run(
             "max_new_tokens": opts.max_new_tokens,
             "shots": opts.shots,
             "prompt_style": records.first().and_then(|r| r.prompt_style),
-            "cpu": cpu_model(),
-        }));
+        });
+        emit(crate::bench::on_machine(figure, &host));
         if static_batches {
             comparison.before = records;
         } else {
