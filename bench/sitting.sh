@@ -24,11 +24,12 @@ REF="${REF:-../shared/bench/torch_reference.py}"
 REPS="${REPS:-3}"
 mkdir -p "$OUT"
 
-CPU="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-# "AMD EPYC" can name CPUs of different generations: vendor, family and model tell them apart.
+# The first processor's value of a /proc/cpuinfo field.
 field() { grep -m1 "^$1[[:space:]]*:" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
+CPU="$(field 'model name')"
+# "AMD EPYC" can name CPUs of different generations: vendor, family and model tell them apart.
 KIND="$(field vendor_id) family $(field 'cpu family') model $(field model)"
-FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_tile' | tr '\n' ' ' | sed 's/ $//')"
+FLAGS="$(field flags | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_tile' | tr '\n' ' ' | sed 's/ $//')"
 {
     echo "cpu: $CPU ($KIND)"
     echo "flags that matter: $FLAGS"
